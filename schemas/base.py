@@ -1,0 +1,22 @@
+"""Shared building blocks of the spec language: the strict base model and field-pointing errors."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+from pydantic_core import PydanticCustomError
+
+
+class Strict(BaseModel):
+    """Base of every spec model: unknown keys are errors, values are validated on assignment."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, populate_by_name=True)
+
+
+def spec_error(field: str, message: str, **values: Any) -> PydanticCustomError:
+    """An error for a cross-field rule that points at `field` (dotted, relative to the model raising it).
+
+    The loader appends `field` to pydantic's location so the message lands on the offending key's line.
+    """
+    return PydanticCustomError("spec", message, {"field": field, **values})
