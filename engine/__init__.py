@@ -1,0 +1,1 @@
+"""The runtime: turns a validated spec into a training job (imports schemas, never the other way round)."""

@@ -1,0 +1,7 @@
+"""Entry for `python -m engine` and `torchrun -m engine`."""
+
+import sys
+
+from engine.cli import main
+
+sys.exit(main())

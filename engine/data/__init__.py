@@ -1,0 +1,1 @@
+"""Data generators (numpy only) and the counter-based streams that feed the trainer."""

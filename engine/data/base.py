@@ -1,0 +1,103 @@
+"""The generator contract: padded token batches with answer masks, a vocabulary, a verifier, a renderer."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Vocab:
+    """Token strings by id, with the ids of the special tokens every generator has."""
+
+    tokens: tuple[str, ...]
+    pad: int = 0
+    bos: int = 1
+    eos: int = 2
+
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+    def id(self, token: str) -> int:
+        """The id of a token string."""
+        return self.tokens.index(token)
+
+    def decode(self, ids: Sequence[int]) -> str:
+        """Token ids as space-separated strings."""
+        return " ".join(self.tokens[int(i)] for i in ids)
+
+
+@dataclass
+class Example:
+    """One example, padding stripped: its tokens, answer mask, optional position ids and metadata."""
+
+    tokens: np.ndarray
+    loss_mask: np.ndarray
+    positions: np.ndarray | None
+    meta: dict[str, Any]
+
+    @property
+    def prompt(self) -> np.ndarray:
+        """Tokens before the first answer token."""
+        return self.tokens[: int(np.argmax(self.loss_mask))] if self.loss_mask.any() else self.tokens
+
+    @property
+    def answer(self) -> np.ndarray:
+        """The answer tokens (where loss_mask is set)."""
+        return self.tokens[self.loss_mask]
+
+
+@dataclass
+class Examples:
+    """A batch of n examples: `tokens` int32 [n, L] right-padded, `loss_mask` bool [n, L] on answer tokens.
+
+    `lengths` [n] counts the real (unpadded) tokens; `positions` int32 [n, L] are coupled position ids when the
+    task has them; `meta` holds per-example arrays (leading dimension n) such as the input length.
+    """
+
+    tokens: np.ndarray
+    loss_mask: np.ndarray
+    lengths: np.ndarray
+    positions: np.ndarray | None = None
+    meta: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+    def __getitem__(self, i: int) -> Example:
+        n = int(self.lengths[i])
+        pos = None if self.positions is None else self.positions[i, :n]
+        return Example(self.tokens[i, :n], self.loss_mask[i, :n], pos, {k: v[i] for k, v in self.meta.items()})
+
+    def slice(self, start: int, stop: int) -> Examples:
+        """Examples start..stop-1, trimmed to their own longest length."""
+        width = int(self.lengths[start:stop].max())
+        pos = None if self.positions is None else self.positions[start:stop, :width]
+        return Examples(
+            self.tokens[start:stop, :width],
+            self.loss_mask[start:stop, :width],
+            self.lengths[start:stop],
+            pos,
+            {k: v[start:stop] for k, v in self.meta.items()},
+        )
+
+
+class Generator(Protocol):
+    """What every data generator provides (DESIGN.md, Contracts)."""
+
+    vocab: Vocab
+
+    def sample(self, rng: np.random.Generator, n: int, split: str = "train", length: int | None = None) -> Examples:
+        """n examples of `split`; `length` pins the task's size parameter (e.g. input length) when given."""
+        ...
+
+    def verify(self, example: Example, completion: Sequence[int]) -> bool:
+        """Whether `completion` (token ids generated after the prompt) is a correct answer."""
+        ...
+
+    def render(self, example: Example) -> str:
+        """Human-readable text of one example."""
+        ...

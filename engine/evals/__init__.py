@@ -1,0 +1,1 @@
+"""Evaluators: run on every rank on a fixed held-out set, reduce, and report metrics."""

@@ -1,0 +1,1 @@
+"""Objectives: each joins a batch and the stage's models into a loss and metrics."""

@@ -1,0 +1,38 @@
+"""Next-token cross-entropy on answer tokens (`loss_mask`) only, plus the model's auxiliary losses."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from schemas.objectives import NextToken as NextTokenConfig
+
+from .base import Batch
+
+
+class NextToken:
+    """loss = CE(logits[t], tokens[t+1]) averaged over the answer tokens + the model's aux_loss (MoE)."""
+
+    def __init__(self, cfg: NextTokenConfig, models: dict[str, nn.Module]):
+        self.cfg, self.models, self.model = cfg, models, models["model"]
+
+    def trainable(self) -> dict[str, nn.Module]:
+        """The modules whose parameters the optimizer updates."""
+        return self.models
+
+    def predict(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+        """Logits at the answer positions [M, V], their targets [M], the mask [B, L-1] and the model's aux."""
+        pos = None if batch.positions is None else batch.positions[:, :-1]
+        logits, aux = self.model(batch.tokens[:, :-1], pos)  # [B, L-1, V]
+        mask = batch.loss_mask[:, 1:]  # position t predicts token t+1
+        return logits[mask].float(), batch.tokens[:, 1:][mask], mask, aux
+
+    def __call__(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The loss to minimise and detached metrics (ce, token accuracy, MoE statistics)."""
+        logits, targets, _, aux = self.predict(batch)
+        ce = F.cross_entropy(logits, targets, label_smoothing=self.cfg.label_smoothing)
+        loss = ce + aux["aux_loss"]
+        metrics = {"ce": ce.detach(), "token_acc": (logits.argmax(-1) == targets).float().mean()}
+        metrics.update({k: v.detach() for k, v in aux.items() if k != "aux_loss"})
+        return loss, metrics

@@ -1,0 +1,430 @@
+"""Spec -> Plan: parameter counts, FLOPs, memory per rank and launch commands, in pure Python (no torch)."""
+
+from __future__ import annotations
+
+import re
+import shlex
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from schemas.models import MoEFFN, Transformer, ffn_hidden
+from schemas.spec import Resources, Spec, TrainStage
+
+# ----------------------------------------------------------------------------- parameters
+
+
+@dataclass(frozen=True)
+class ParamCount:
+    """Parameter counts of one model: all of them, those a token uses (MoE), embeddings, the largest block."""
+
+    total: int
+    active: int  # MoE: router + top_k experts per layer instead of all experts; equals total for dense
+    embedding: int  # tok_emb + pos_emb + lm_head (0 for lm_head when tied)
+    largest_block: int  # one entry of `model.blocks` (all blocks are identical)
+    root: int  # parameters outside the blocks: embeddings, position table, final norm, lm_head
+
+
+def _norm_params(cfg: Transformer) -> int:
+    return cfg.dim if cfg.norm == "rmsnorm" else 2 * cfg.dim
+
+
+def _linear(n_in: int, n_out: int, bias: bool) -> int:
+    return n_in * n_out + (n_out if bias else 0)
+
+
+def _position_params(cfg: Transformer) -> int:
+    pos = cfg.position
+    if pos.kind == "learned":
+        return pos.max_len * cfg.dim
+    if pos.kind == "coupled" and pos.encoding == "learned":
+        return pos.max_position * cfg.dim
+    return 0  # rope, nope, coupled rope
+
+
+def block_params(cfg: Transformer, active: bool = False) -> int:
+    """Parameters of one transformer block; with `active`, MoE counts top_k experts instead of all."""
+    dim, b = cfg.dim, cfg.bias
+    kv_dim = (cfg.kv_heads or cfg.heads) * cfg.head_dim
+    attn = _linear(dim, dim, b) + 2 * _linear(dim, kv_dim, b) + _linear(dim, dim, b)
+    ffn = cfg.ffn
+    h = ffn_hidden(dim, ffn)
+    matrices = 3 if ffn.activation == "swiglu" else 2
+    if isinstance(ffn, MoEFFN):
+        experts = ffn.top_k if active else ffn.experts
+        mlp = dim * ffn.experts + experts * matrices * dim * h  # router (no bias) + bias-free experts
+    elif ffn.activation == "swiglu":
+        mlp = 2 * _linear(dim, h, b) + _linear(h, dim, b)
+    else:
+        mlp = _linear(dim, h, b) + _linear(h, dim, b)
+    return 2 * _norm_params(cfg) + attn + mlp
+
+
+def count_params(cfg: Transformer, vocab_size: int) -> ParamCount:
+    """Exact parameter counts of the transformer built from `cfg` with a vocabulary of `vocab_size`."""
+    tok_emb = vocab_size * cfg.dim
+    lm_head = 0 if cfg.tie_embeddings else cfg.dim * vocab_size
+    embedding = tok_emb + _position_params(cfg) + lm_head
+    root = embedding + _norm_params(cfg)  # + final norm
+    block, block_active = block_params(cfg), block_params(cfg, active=True)
+    return ParamCount(
+        total=root + cfg.depth * block,
+        active=root + cfg.depth * block_active,
+        embedding=embedding,
+        largest_block=block,
+        root=root,
+    )
+
+
+def stage_vocab_size(stage: TrainStage) -> int:
+    """The vocabulary the stage's model is built with: model.vocab_size, else the data generator's."""
+    return stage.model.vocab_size or stage.data.vocab_size
+
+
+# ----------------------------------------------------------------------------- FLOPs
+
+
+def training_flops(n_params: float, tokens: float) -> float:
+    """6·N·D: forward and backward of a trained network of N parameters (embeddings counted) over D tokens."""
+    return 6.0 * n_params * tokens
+
+
+def forward_flops(n_params: float, tokens: float) -> float:
+    """2·N·D: forward passes of a frozen network (teacher, reference model, inference) over D tokens."""
+    return 2.0 * n_params * tokens
+
+
+def attention_flops(cfg: Transformer, sum_t_t1: float, train: bool = True) -> float:
+    """Causal attention-score FLOPs (QK^T and AV) given the sum of T*(T+1) over sequences; train = 3x forward.
+
+    Per layer and sequence: 2 (FLOPs per MAC) * 2 (two matmuls) * dim * T*(T+1)/2 = 2*dim*T*(T+1).
+    """
+    forward = 2.0 * cfg.dim * cfg.depth * sum_t_t1
+    return 3.0 * forward if train else forward
+
+
+def train_flops(
+    stage: TrainStage, seq_lens: Sequence[int], vocab_size: int | None = None
+) -> tuple[float, float]:
+    """(6·N_active·sum(T), attention FLOPs) of one training step over sequences of these unpadded lengths."""
+    n = count_params(stage.model, vocab_size or stage_vocab_size(stage)).active
+    tokens = sum(seq_lens)
+    return training_flops(n, tokens), attention_flops(stage.model, sum(t * (t + 1) for t in seq_lens))
+
+
+@dataclass(frozen=True)
+class Tokens:
+    """Tokens the stage trains on (expected, from the data's length distribution)."""
+
+    per_example: float
+    per_step: float
+    total: float
+
+
+@dataclass(frozen=True)
+class Flops:
+    """Training FLOPs of a stage: 6·N·D and causal attention separately, and their sum."""
+
+    six_nd_per_step: float
+    attention_per_step: float
+    per_step: float
+    six_nd_total: float
+    attention_total: float
+    total: float
+
+
+# ----------------------------------------------------------------------------- memory
+
+
+@dataclass(frozen=True)
+class Memory:
+    """Estimated peak bytes per rank under FSDP (an estimate: allocator overhead and buffers are ignored)."""
+
+    estimate: bool
+    shards: int  # ranks the fp32 state is sharded over (world under FSDP, else 1)
+    bytes_per_el: int  # compute dtype: 2 (bf16) or 4 (fp32)
+    micro_batch: int
+    seq_len: int  # T_max: the data's longest example
+    activation_checkpointing: bool
+    params: int  # fp32 master weights, sharded
+    grads: int  # fp32 gradients, sharded
+    optimizer: int  # AdamW: 2 fp32 states; SGD: momentum buffer or nothing
+    gathered: int  # compute-dtype unsharded copies held during forward/backward
+    activations: int  # one micro-batch of block activations plus fp32 logits and their gradient
+    total: int
+
+
+def compute_bytes(stage: TrainStage, resources: Resources) -> int:
+    """Bytes per element of the compute dtype: 2 for bf16 (or auto on CUDA), else 4."""
+    precision = stage.distributed.precision
+    return 2 if precision == "bf16" or (precision == "auto" and resources.device == "cuda") else 4
+
+
+def memory_per_rank(stage: TrainStage, resources: Resources, params: ParamCount, vocab_size: int) -> Memory:
+    """Estimate the peak memory of one rank: sharded fp32 state, gathered blocks and one micro-batch."""
+    cfg, world = stage.model, resources.world
+    sharded = stage.distributed.fsdp and world > 1
+    shards = world if sharded else 1
+    el = compute_bytes(stage, resources)
+    n = params.total
+
+    optim = stage.optim
+    states = 2 if optim.kind == "adamw" else (1 if optim.momentum > 0 else 0)
+
+    gathered = 0
+    if sharded:
+        # Blocks in flight: the current one and the prefetched next; without resharding after forward,
+        # every block stays gathered until its backward. The root's parameters (embeddings, lm_head,
+        # final norm) stay gathered from forward through backward (FSDP2 never reshards the root).
+        held = min(2, cfg.depth) if stage.distributed.reshard_after_forward else cfg.depth
+        gathered = el * (held * params.largest_block + params.root)
+
+    micro = stage.batch.micro or stage.batch.global_ // world
+    t_max = stage.data.max_seq_len()
+    tokens = micro * t_max
+    # Korthikanti et al. (2022), flash/SDPA attention (no s^2 term): 34*s*b*h bytes per layer at 16 bit.
+    per_block = 34 * tokens * cfg.dim * el // 2
+    if stage.distributed.activation_checkpointing:
+        # saved block inputs + one block's activations, recomputed in its backward
+        blocks = 2 * tokens * cfg.dim * cfg.depth * el + per_block
+    else:
+        blocks = per_block * cfg.depth
+    logits = tokens * vocab_size * 4 * 2  # fp32 logits and their gradient
+    activations = blocks + logits
+
+    p, g, o = 4 * n // shards, 4 * n // shards, 4 * states * n // shards
+    return Memory(
+        estimate=True,
+        shards=shards,
+        bytes_per_el=el,
+        micro_batch=micro,
+        seq_len=t_max,
+        activation_checkpointing=stage.distributed.activation_checkpointing,
+        params=p,
+        grads=g,
+        optimizer=o,
+        gathered=gathered,
+        activations=activations,
+        total=p + g + o + gathered + activations,
+    )
+
+
+# ----------------------------------------------------------------------------- launch
+
+
+RDZV_PORT = 29500
+
+
+def torchrun_command(
+    resources: Resources, spec_path: str, overrides: Sequence[str] = (), rendezvous: bool = False
+) -> str:
+    """The torchrun line: --standalone on one node, c10d rendezvous on $MASTER_ADDR otherwise (or if asked)."""
+    args = " ".join(shlex.quote(a) for a in (spec_path, *overrides))
+    procs = resources.procs_per_node
+    if resources.nodes == 1 and not rendezvous:
+        head = f"torchrun --standalone --nproc_per_node={procs}"
+    else:
+        head = (
+            f"torchrun --nnodes={resources.nodes} --nproc_per_node={procs} --rdzv_backend=c10d "
+            f"--rdzv_endpoint=$MASTER_ADDR:{RDZV_PORT} --rdzv_id=$SLURM_JOB_ID"
+        )
+    return f"{head} -m engine {args}"
+
+
+def _job_name(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.\-]", "_", name) or "engine"
+
+
+def sbatch_script(spec: Spec, spec_path: str, overrides: Sequence[str] = ()) -> str:
+    """An sbatch script that starts one torchrun per node with c10d rendezvous on the first node."""
+    res, name = spec.resources, _job_name(spec.run.name)
+    slurm = res.slurm
+    lines = [
+        "#!/bin/bash",
+        f"#SBATCH --job-name={name}",
+        f"#SBATCH --nodes={res.nodes}",
+        "#SBATCH --ntasks-per-node=1",
+    ]
+    if res.device == "cuda":
+        lines.append(f"#SBATCH --gpus-per-node={res.procs_per_node}")
+    lines += [f"#SBATCH --cpus-per-task={slurm.cpus_per_task}", f"#SBATCH --time={slurm.time}"]
+    if slurm.partition:
+        lines.append(f"#SBATCH --partition={slurm.partition}")
+    if slurm.account:
+        lines.append(f"#SBATCH --account={slurm.account}")
+    lines += [
+        f"#SBATCH --output={name}-%j.out",
+        "",
+        "set -euo pipefail",
+        'MASTER_ADDR=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)',
+        "export MASTER_ADDR",
+        "srun " + torchrun_command(res, spec_path, overrides, rendezvous=True),
+    ]
+    return "\n".join(lines) + "\n"
+
+
+@dataclass(frozen=True)
+class Launch:
+    """How to start the spec: the torchrun line for its resources and an sbatch script."""
+
+    torchrun: str
+    sbatch: str
+
+
+# ----------------------------------------------------------------------------- the plan
+
+
+@dataclass(frozen=True)
+class StagePlan:
+    """What one stage costs: parameters, tokens, FLOPs and memory per rank."""
+
+    kind: str
+    model: str
+    vocab_size: int
+    steps: int
+    global_batch: int
+    micro_batch: int
+    grad_accumulation: int
+    params: ParamCount
+    tokens: Tokens
+    flops: Flops
+    memory_per_rank: Memory
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The plan of a whole spec: per stage costs and the launch commands (`engine plan`, plan.json)."""
+
+    run: str
+    output: str
+    nodes: int
+    procs_per_node: int
+    world: int
+    device: str
+    stages: dict[str, StagePlan]
+    launch: Launch
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-serialisable dict with stable snake_case keys (what plan.json holds)."""
+        return asdict(self)
+
+    def render(self) -> str:
+        """A compact human-readable report of the plan."""
+        procs = f"{self.nodes} node{'s' if self.nodes > 1 else ''} x {self.procs_per_node} procs"
+        out = [f"plan {self.run}: world {self.world} ({procs}, {self.device}) -> {self.output}"]
+        for name, s in self.stages.items():
+            p, t, f, m = s.params, s.tokens, s.flops, s.memory_per_rank
+            precision = "bf16" if m.bytes_per_el == 2 else "fp32"
+            out += [
+                "",
+                f"stage {name} ({s.kind}, {s.model}, vocab {s.vocab_size}): {s.steps} steps, batch {s.global_batch}"
+                f" global, {s.micro_batch} micro x {s.grad_accumulation} accumulation",
+                f"  params       total {fmt_count(p.total)}  active {fmt_count(p.active)}"
+                f"  embedding {fmt_count(p.embedding)}  largest block {fmt_count(p.largest_block)}",
+                f"  tokens       per step {fmt_count(t.per_step)}  total {fmt_count(t.total)}"
+                f"  (E[T] = {t.per_example:.1f} per example)",
+                f"  FLOPs/step   {fmt_flops(f.per_step)} = 6ND {fmt_flops(f.six_nd_per_step)}"
+                f" + attention {fmt_flops(f.attention_per_step)}",
+                f"  FLOPs total  {fmt_flops(f.total)} = 6ND {fmt_flops(f.six_nd_total)}"
+                f" + attention {fmt_flops(f.attention_total)}",
+                f"  memory/rank  ~{fmt_bytes(m.total)} (estimate; {precision} compute, sharded over {m.shards},"
+                f" micro {m.micro_batch} x T {m.seq_len}{', act. ckpt' if m.activation_checkpointing else ''})",
+                f"               params {fmt_bytes(m.params)}  grads {fmt_bytes(m.grads)}"
+                f"  optimizer {fmt_bytes(m.optimizer)}  gathered {fmt_bytes(m.gathered)}"
+                f"  activations {fmt_bytes(m.activations)}",
+            ]
+        out += ["", "launch", f"  {self.launch.torchrun}"]
+        if self.nodes > 1 or self.device == "cuda":
+            out += [
+                "",
+                "sbatch",
+                *(f"  {line}".rstrip() for line in self.launch.sbatch.rstrip("\n").split("\n")),
+            ]
+        return "\n".join(out)
+
+
+def plan_stage(stage: TrainStage, resources: Resources) -> StagePlan:
+    """Parameters, expected tokens, FLOPs and memory per rank of one training stage."""
+    cfg = stage.model
+    vocab = stage_vocab_size(stage)
+    params = count_params(cfg, vocab)
+    mean_t, mean_t_t1 = stage.data.length_stats("train")
+    batch = stage.batch.global_
+    steps = stage.schedule.steps
+    per_rank = batch // resources.world
+    micro = stage.batch.micro or per_rank
+
+    tokens_per_step = batch * mean_t
+    six_nd = training_flops(params.active, tokens_per_step)
+    attention = attention_flops(cfg, batch * mean_t_t1)
+    return StagePlan(
+        kind=stage.kind,
+        model=cfg.kind,
+        vocab_size=vocab,
+        steps=steps,
+        global_batch=batch,
+        micro_batch=micro,
+        grad_accumulation=per_rank // micro,
+        params=params,
+        tokens=Tokens(per_example=mean_t, per_step=tokens_per_step, total=tokens_per_step * steps),
+        flops=Flops(
+            six_nd_per_step=six_nd,
+            attention_per_step=attention,
+            per_step=six_nd + attention,
+            six_nd_total=six_nd * steps,
+            attention_total=attention * steps,
+            total=(six_nd + attention) * steps,
+        ),
+        memory_per_rank=memory_per_rank(stage, resources, params, vocab),
+    )
+
+
+def make_plan(spec: Spec, spec_path: str = "SPEC.yaml", overrides: Sequence[str] = ()) -> Plan:
+    """The plan of a validated spec: per stage costs, and the commands that launch it with these overrides."""
+    res = spec.resources
+    return Plan(
+        run=spec.run.name,
+        output=spec.run.output,
+        nodes=res.nodes,
+        procs_per_node=res.procs_per_node,
+        world=res.world,
+        device=res.device,
+        stages={name: plan_stage(stage, res) for name, stage in spec.stages.items()},
+        launch=Launch(
+            torchrun=torchrun_command(res, spec_path, overrides),
+            sbatch=sbatch_script(spec, spec_path, overrides),
+        ),
+    )
+
+
+# ----------------------------------------------------------------------------- formatting
+
+
+def _three_digits(x: float) -> str:
+    return f"{x:.0f}" if x >= 100 else f"{x:.1f}" if x >= 10 else f"{x:.2f}"
+
+
+def fmt_count(n: float) -> str:
+    """A count with three significant digits and a K/M/B/T suffix: 950, 12.3M, 1.01B."""
+    if abs(n) < 1000:
+        return f"{n:.0f}" if float(n).is_integer() else f"{n:.3g}"
+    for unit, scale in (("T", 1e12), ("B", 1e9), ("M", 1e6), ("K", 1e3)):
+        if abs(n) >= scale * 0.9995:
+            return _three_digits(n / scale) + unit
+    raise AssertionError("unreachable")
+
+
+def fmt_flops(x: float) -> str:
+    """FLOPs in compact scientific notation: 1.23e15."""
+    if x == 0:
+        return "0"
+    mantissa, exponent = f"{x:.2e}".split("e")
+    return f"{mantissa}e{int(exponent)}"
+
+
+def fmt_bytes(n: float) -> str:
+    """Bytes in binary units with three significant digits: 512 B, 3.25 MiB, 12.1 GiB."""
+    for unit, scale in (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if n >= scale:
+            return f"{_three_digits(n / scale)} {unit}"
+    return f"{n:.0f} B"

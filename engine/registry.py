@@ -1,0 +1,42 @@
+"""Schema class -> builder: the one place where the spec language and the runtime meet."""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from schemas import data, evals, models, objectives
+
+# Builders are named as "module:attribute" so that importing the registry imports no torch code.
+MODELS: dict[type, str] = {models.Transformer: "engine.models.transformer:build"}
+DATA: dict[type, str] = {data.SparseParity: "engine.data.sparse_parity:SparseParity"}
+OBJECTIVES: dict[type, str] = {objectives.NextToken: "engine.objectives.next_token:NextToken"}
+EVALS: dict[type, str] = {evals.AccuracyByLength: "engine.evals.accuracy_by_length:AccuracyByLength"}
+
+
+def _resolve(table: dict[type, str], cfg: Any) -> Any:
+    target = table.get(type(cfg))
+    if target is None:
+        raise KeyError(f"no builder registered for {type(cfg).__name__} (kind {getattr(cfg, 'kind', '?')!r})")
+    module, attr = target.split(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+def build_model(cfg: Any, vocab_size: int) -> Any:
+    """An nn.Module for a model config."""
+    return _resolve(MODELS, cfg)(cfg, vocab_size)
+
+
+def build_data(cfg: Any) -> Any:
+    """A generator for a data config."""
+    return _resolve(DATA, cfg)(cfg)
+
+
+def build_objective(cfg: Any, models: dict[str, Any]) -> Any:
+    """An objective over the stage's models."""
+    return _resolve(OBJECTIVES, cfg)(cfg, models)
+
+
+def build_eval(cfg: Any, **context: Any) -> Any:
+    """An evaluator; `context` holds the generator, data config, seed, stage name and Dist."""
+    return _resolve(EVALS, cfg)(cfg, **context)

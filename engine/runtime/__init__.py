@@ -1,0 +1,1 @@
+"""The training runtime: process groups, sharding, the loop, checkpoints, metrics and signals."""

@@ -1,0 +1,340 @@
+"""The training loop of one stage: build, shard, resume, step, evaluate, checkpoint, write final/."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import time
+import zlib
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+from torch.distributed.fsdp import FSDPModule, MixedPrecisionPolicy, fully_shard
+
+from engine import plan as planlib
+from engine import registry
+from engine.data.stream import Stream
+from engine.objectives.base import Batch
+from schemas.spec import Spec, TrainStage
+from schemas.training import AdamW, CheckpointRef, Distributed, Schedule, StageRef
+
+from .checkpoint import Checkpointer, exists, load_final, read_json, save_final
+from .distributed import Dist, LaunchError
+from .metrics import Metrics
+from .signals import Preemption
+
+log = logging.getLogger("engine")
+
+
+class NonFiniteLoss(RuntimeError):
+    """The loss or gradient norm became NaN/inf; the stage stops and the last good checkpoint stays."""
+
+
+class Preempted(RuntimeError):
+    """A preemption signal was honoured: a checkpoint was written and the job exits."""
+
+    def __init__(self, signum: int, step: int):
+        super().__init__(f"signal {signum} received: checkpoint written at step {step}; rerun the same command to resume")
+        self.signum, self.step = signum, step
+
+
+# ----------------------------------------------------------------------------- pieces
+
+
+def lr_factor(s: Schedule, step: int) -> float:
+    """Learning-rate multiplier at (0-based) `step`: linear warmup, then cosine / linear / constant decay."""
+    if step < s.warmup:
+        return s.warmup_start + (1.0 - s.warmup_start) * (step + 1) / s.warmup
+    p = min(1.0, (step - s.warmup) / max(1, s.steps - s.warmup))
+    if s.decay == "cosine":
+        return s.min_lr + (1.0 - s.min_lr) * 0.5 * (1.0 + math.cos(math.pi * p))
+    if s.decay == "linear":
+        return s.min_lr + (1.0 - s.min_lr) * (1.0 - p)
+    return 1.0
+
+
+def build_optimizer(cfg: Any, modules: dict[str, nn.Module]) -> torch.optim.Optimizer:
+    """AdamW or SGD; weight decay on parameters with >= 2 dims only (not biases, norms, gains)."""
+    params = [p for m in modules.values() for p in m.parameters() if p.requires_grad]
+    groups = [
+        {"params": [p for p in params if p.ndim >= 2], "weight_decay": cfg.weight_decay},
+        {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0},
+    ]
+    groups = [g for g in groups if g["params"]]
+    if isinstance(cfg, AdamW):
+        return torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps)
+    return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum)
+
+
+def parallelize(model: nn.Module, cfg: Distributed, dist: Dist) -> nn.Module:
+    """Activation checkpointing and torch.compile per block, then FSDP2 per block and on the root."""
+    blocks = getattr(model, "blocks", None)
+    if blocks is not None:
+        for i, block in enumerate(blocks):
+            if cfg.activation_checkpointing:
+                from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import checkpoint_wrapper
+
+                block = checkpoint_wrapper(block)
+            if cfg.compile:
+                block = torch.compile(block)
+            blocks[i] = block
+    bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and dist.device.type == "cuda")
+    if dist.distributed and cfg.fsdp:
+        mp = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32) if bf16 else MixedPrecisionPolicy()
+        for block in blocks or []:
+            fully_shard(block, mesh=dist.mesh, reshard_after_forward=cfg.reshard_after_forward, mp_policy=mp)
+        fully_shard(model, mesh=dist.mesh, reshard_after_forward=cfg.reshard_after_forward, mp_policy=mp)
+    else:
+        model.to(dist.device)
+    return model
+
+
+def autocast(cfg: Distributed, dist: Dist, sharded: bool) -> contextlib.AbstractContextManager:
+    """bf16 autocast for unsharded models (FSDP2's mixed-precision policy covers sharded ones)."""
+    bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and dist.device.type == "cuda")
+    if bf16 and not sharded:
+        return torch.autocast(dist.device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def stage_seed(seed: int, stage: str) -> int:
+    """Model-init seed of a stage: derived from the run seed and the stage name."""
+    return (seed * 1_000_003 + zlib.crc32(stage.encode())) % (2**63)
+
+
+def resolve_weights(ref: StageRef | CheckpointRef, output: str) -> str:
+    """URL of the final/ directory a weights reference points to."""
+    if isinstance(ref, StageRef):
+        return f"{output}/{ref.stage}/final"
+    return ref.checkpoint
+
+
+@dataclass
+class Counters:
+    """Cumulative totals carried across resumes (saved in train_state.json)."""
+
+    tokens: float = 0.0
+    examples: float = 0.0
+    flops: float = 0.0
+    attention_flops: float = 0.0
+
+
+# ----------------------------------------------------------------------------- the stage
+
+
+class StageRunner:
+    """Runs one train stage end to end on this rank."""
+
+    def __init__(self, spec: Spec, name: str, stage: TrainStage, dist: Dist):
+        self.spec, self.name, self.stage, self.dist = spec, name, stage, dist
+        self.output = spec.run.output.rstrip("/")
+        self.url = f"{self.output}/{name}"
+        world = dist.world
+        if stage.batch.global_ % world:
+            raise LaunchError(
+                f"stages.{name}.batch.global={stage.batch.global_} is not divisible by the {world} ranks launched; "
+                f"launch a world size that divides it or override stages.{name}.batch.global"
+            )
+        self.per_rank = stage.batch.global_ // world
+        self.micro = stage.batch.micro or self.per_rank
+        if self.per_rank % self.micro:
+            raise LaunchError(
+                f"stages.{name}.batch.micro={self.micro} does not divide the per-rank batch {self.per_rank} "
+                f"with {world} ranks; pick a divisor"
+            )
+
+    def done(self) -> bool:
+        """Whether the stage already finished (its final/done.json exists)."""
+        return exists(f"{self.url}/final/done.json")
+
+    def build(self) -> None:
+        """Generator, model (seeded init or `init` weights), sharding, objective, optimizer, evals."""
+        st, dist = self.stage, self.dist
+        self.gen = registry.build_data(st.data)
+        self.vocab_size = planlib.stage_vocab_size(st)
+        torch.manual_seed(stage_seed(self.spec.run.seed, self.name))
+        model = registry.build_model(st.model, self.vocab_size)
+        if st.init is not None:
+            url = resolve_weights(st.init, self.output)
+            model.load_state_dict(load_final(url, "model"))
+            log.info("%s: initialised from %s", self.name, url)
+        self.sharded = dist.distributed and st.distributed.fsdp
+        self.models = {"model": parallelize(model, st.distributed, dist)}
+        self.objective = registry.build_objective(st.objective, self.models)
+        self.optim = build_optimizer(st.optim, self.objective.trainable())
+        self.params = [p for m in self.objective.trainable().values() for p in m.parameters() if p.requires_grad]
+        self.evals = [
+            registry.build_eval(e, gen=self.gen, data_cfg=st.data, seed=self.spec.run.seed, stage=self.name, dist=dist)
+            for e in st.evals
+        ]
+        self.stream = Stream(self.gen, self.spec.run.seed, self.name, dist.rank, self.per_rank)
+        ckpt_url = st.checkpoint.url or f"{self.url}/checkpoints"
+        self.ckpt = Checkpointer(ckpt_url, st.checkpoint.keep_last, dist)
+
+    def train_state(self, step: int, c: Counters, elapsed: float) -> dict[str, Any]:
+        """What train_state.json records besides the step."""
+        return {"stage": self.name, "step": step, "elapsed_s": elapsed, **c.__dict__}
+
+    def run(self, preemption: Preemption) -> dict[str, float]:
+        """Train the stage (resuming if a checkpoint exists) and write final/; return the last eval metrics."""
+        st, dist = self.stage, self.dist
+        torch.use_deterministic_algorithms(st.distributed.deterministic, warn_only=True)
+        self.build()
+        counters, start, elapsed0 = Counters(), 0, 0.0
+        state = self.ckpt.restore(self.models, self.optim)
+        if state is not None:
+            start, elapsed0 = int(state["step"]), float(state.get("elapsed_s", 0.0))
+            counters = Counters(**{k: float(state[k]) for k in Counters.__dataclass_fields__ if k in state})
+            log.info("%s: resumed from step %d", self.name, start)
+        metrics = Metrics(self.url, dist.main, st.logging.tensorboard, st.logging.console, self.name, st.schedule.steps)
+        if start == 0:
+            metrics.text("example", self.gen.render(self.stream.batch(0)[0]), 0)
+
+        accum = self.per_rank // self.micro
+        peak = st.optim.lr
+        clip = st.optim.grad_clip if st.optim.grad_clip is not None else float("inf")
+        window: dict[str, float] = {}
+        window_steps, window_t0 = 0, time.perf_counter()
+        t_start = time.perf_counter()
+        last_eval: dict[str, float] = {}
+        for model in self.models.values():
+            model.train()
+
+        for step in range(start, st.schedule.steps):
+            lr = peak * lr_factor(st.schedule, step)
+            for g in self.optim.param_groups:
+                g["lr"] = lr
+            examples = self.stream.batch(step)
+            loss_sum = 0.0
+            sums: dict[str, torch.Tensor] = {}
+            for j in range(accum):
+                mb = examples.slice(j * self.micro, (j + 1) * self.micro)
+                if self.sharded:
+                    for m in self.models.values():
+                        if isinstance(m, FSDPModule):
+                            m.set_requires_gradient_sync(j == accum - 1)
+                with autocast(st.distributed, dist, self.sharded):
+                    loss, mets = self.objective(Batch.from_examples(mb, dist.device))
+                (loss / accum).backward()
+                loss_sum += loss.detach().float().item()
+                for k, v in mets.items():
+                    sums[k] = sums.get(k, 0) + v.detach().float().cpu() / accum
+            lengths = examples.lengths.tolist()
+            six_nd, attn = planlib.train_flops(st, lengths, self.vocab_size)
+            # One collective per step: loss, the stop flag, tokens, examples and FLOPs, summed over ranks.
+            stats = dist.all_reduce(
+                torch.tensor(
+                    [loss_sum / accum, float(preemption.requested != 0), sum(lengths), len(lengths), six_nd, attn],
+                    dtype=torch.float64,
+                )
+            ).tolist()
+            loss_val = stats[0] / dist.world
+            if not math.isfinite(loss_val):
+                raise NonFiniteLoss(self._nonfinite("loss", loss_val, step))
+            grad_norm = torch.nn.utils.clip_grad_norm_(self.params, clip, foreach=True)
+            if hasattr(grad_norm, "full_tensor"):
+                grad_norm = grad_norm.full_tensor()
+            gnorm = float(grad_norm)
+            if not math.isfinite(gnorm):
+                raise NonFiniteLoss(self._nonfinite("gradient norm", gnorm, step))
+            self.optim.step()
+            self.optim.zero_grad(set_to_none=True)
+
+            done = step + 1
+            counters.tokens += stats[2]
+            counters.examples += stats[3]
+            counters.flops += stats[4] + stats[5]
+            counters.attention_flops += stats[5]
+            window["loss"] = window.get("loss", 0.0) + loss_val
+            for k, v in sums.items():
+                window[k] = window.get(k, 0.0) + v
+            window["tokens"] = window.get("tokens", 0.0) + stats[2]
+            window["examples"] = window.get("examples", 0.0) + stats[3]
+            window_steps += 1
+
+            if done % st.logging.every == 0 or done == st.schedule.steps:
+                self._log(metrics, done, window, window_steps, time.perf_counter() - window_t0, lr, gnorm, counters)
+                window, window_steps, window_t0 = {}, 0, time.perf_counter()
+            for ev, cfg in zip(self.evals, st.evals, strict=True):
+                if done % cfg.every == 0 or done == st.schedule.steps:
+                    last_eval.update(self._evaluate(ev, done, metrics))
+            elapsed = elapsed0 + time.perf_counter() - t_start
+            if stats[1] > 0:
+                self.ckpt.save(done, self.models, self.optim, self.train_state(done, counters, elapsed))
+                metrics.close()
+                raise Preempted(preemption.requested or 15, done)
+            if done % st.checkpoint.every == 0 and done < st.schedule.steps:
+                self.ckpt.save(done, self.models, self.optim, self.train_state(done, counters, elapsed))
+
+        elapsed = elapsed0 + time.perf_counter() - t_start
+        done_info = {
+            **self.train_state(st.schedule.steps, counters, elapsed),
+            "vocab_size": self.vocab_size,
+            "model": st.model.model_dump(mode="json"),
+            "metrics": last_eval,
+        }
+        save_final(f"{self.url}/final", self.models, done_info, dist)
+        metrics.close()
+        return last_eval
+
+    def _nonfinite(self, what: str, value: float, step: int) -> str:
+        steps = self.ckpt.complete()
+        kept = f"the last good checkpoint (step {steps[-1]}) is kept" if steps else "no checkpoint was written yet"
+        return (
+            f"stage {self.name}: non-finite {what} ({value}) at step {step + 1}; the step was not applied and {kept}. "
+            "Lower optim.lr, add warmup, or set optim.grad_clip"
+        )
+
+    def _log(self, metrics: Metrics, step: int, window: dict, n: int, secs: float, lr: float, gnorm: float, c: Counters):
+        means = {k: float(v) / n for k, v in window.items() if k not in ("tokens", "examples")}
+        # Objective metrics are per-rank averages; make them global.
+        keys = sorted(k for k in means if k != "loss")
+        vec = self.dist.all_reduce(torch.tensor([means[k] for k in keys], dtype=torch.float64)) / self.dist.world
+        values: dict[str, float] = {"loss": means["loss"]}
+        values.update(dict(zip(keys, vec.tolist(), strict=True)))
+        values.update(
+            lr=lr,
+            grad_norm=gnorm,
+            tokens=c.tokens,
+            examples=c.examples,
+            flops=c.flops,
+            attention_flops=c.attention_flops,
+            tokens_per_s=window["tokens"] / secs,
+            examples_per_s=window["examples"] / secs,
+            step_time_s=secs / n,
+        )
+        metrics.write(step, values)
+        metrics.progress(step, values, eta_s=(self.stage.schedule.steps - step) * secs / n)
+
+    def _evaluate(self, ev: Any, step: int, metrics: Metrics) -> dict[str, float]:
+        for m in self.models.values():
+            m.eval()
+        with autocast(self.stage.distributed, self.dist, self.sharded):
+            out = ev(self.objective, step)
+        for m in self.models.values():
+            m.train()
+        metrics.write(step, out)
+        if self.dist.main:
+            shown = "  ".join(f"{k.split('/')[-1]} {v:.3f}" for k, v in out.items())
+            log.info("%s  eval @ %d  %s", self.name, step, shown)
+        return out
+
+
+def run_spec(spec: Spec, dist: Dist, only: str | None = None) -> dict[str, dict[str, float]]:
+    """Run every stage in order (or only `only`), skipping completed ones; return each stage's final metrics."""
+    results: dict[str, dict[str, float]] = {}
+    with Preemption() as preemption:
+        for name, stage in spec.stages.items():
+            if only is not None and name != only:
+                continue
+            runner = StageRunner(spec, name, stage, dist)
+            if runner.done():
+                log.info("%s: already complete (final/done.json exists); skipping", name)
+                results[name] = read_json(f"{runner.url}/final/done.json").get("metrics", {})
+                continue
+            log.info("%s: starting (%d steps, world %d)", name, stage.schedule.steps, dist.world)
+            results[name] = runner.run(preemption)
+    return results

@@ -1,0 +1,346 @@
+"""Tests of engine.plan: exact parameter counts, FLOPs, memory trends, launch commands, no torch import."""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from engine.plan import count_params, fmt_bytes, fmt_count, fmt_flops, make_plan, train_flops
+from schemas import Spec
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# Sparse parity with bit strings of 8..16 (train) and 17..32 (eval): T = L + 4, so train T in 12..20, T_max 36.
+DATA = {"kind": "sparse_parity", "k": 3, "length": {"train": [8, 16], "eval": [17, 32]}}  # vocab 8
+
+
+def spec_dict(model: dict[str, Any], *, nodes: int = 1, procs: int = 1, **stage: Any) -> dict[str, Any]:
+    """A one-stage spec dict around `model`; keyword arguments replace stage fields."""
+    train = {
+        "model": {"kind": "transformer", **model},
+        "data": DATA,
+        "schedule": {"steps": 100},
+        "batch": {"global": 8},
+        **stage,
+    }
+    return {
+        "run": {"name": "t", "output": "runs/t"},
+        "resources": {"nodes": nodes, "procs_per_node": procs, "device": "cpu"},
+        "stages": {"train": train},
+    }
+
+
+def build(model: dict[str, Any], **kwargs: Any) -> Spec:
+    """A validated one-stage Spec around `model`."""
+    return Spec.model_validate(spec_dict(model, **kwargs))
+
+
+def params_of(model: dict[str, Any]):
+    """Parameter counts of `model` as the plan reports them."""
+    return make_plan(build(model)).stages["train"].params
+
+
+# ----------------------------------------------------------------------------- parameter counts
+
+GELU_64 = {"dim": 64, "depth": 2, "heads": 4}  # rope, rmsnorm, no bias, untied, hidden 4*64 = 256, vocab 8
+
+
+def test_params_dense_gelu() -> None:
+    # block: norms 2*64 + attention 4*64*64 + mlp 64*256 + 256*64
+    block = 2 * 64 + 4 * 64 * 64 + 2 * 64 * 256
+    assert block == 49280
+    p = params_of(GELU_64)
+    assert p.largest_block == block
+    # tok_emb 8*64, lm_head 64*8, final norm 64
+    assert p.total == 2 * block + 8 * 64 + 64 * 8 + 64 == 99648
+    assert p.active == p.total
+    assert p.embedding == 2 * 8 * 64
+
+
+def test_params_swiglu_default_hidden_with_bias_and_layernorm() -> None:
+    # default hidden: 8*128//3 = 341, rounded up to a multiple of 64 -> 384
+    p = params_of(
+        {
+            "dim": 128,
+            "depth": 2,
+            "heads": 4,
+            "bias": True,
+            "norm": "layernorm",
+            "ffn": {"kind": "dense", "activation": "swiglu"},
+        }
+    )
+    norms = 2 * (2 * 128)
+    attention = 4 * (128 * 128 + 128)
+    mlp = 2 * (128 * 384 + 384) + (384 * 128 + 128)  # w1, w3, w2 with biases
+    block = norms + attention + mlp
+    assert block == 214912
+    assert p.largest_block == block
+    assert p.total == 2 * block + 2 * 8 * 128 + 2 * 128 == 432128
+
+
+def test_params_grouped_query_attention() -> None:
+    # 8 heads of dim 8, 2 kv heads -> wk, wv are 64 x 16
+    p = params_of({"dim": 64, "depth": 2, "heads": 8, "kv_heads": 2, "ffn": {"kind": "dense", "hidden": 128}})
+    block = 2 * 64 + (64 * 64 + 2 * 64 * 16 + 64 * 64) + 2 * 64 * 128
+    assert block == 26752
+    assert p.total == 2 * block + 2 * 8 * 64 + 64 == 54592
+
+
+@pytest.mark.parametrize(
+    ("position", "rows"),
+    [
+        ({"kind": "learned", "max_len": 64}, 64),
+        ({"kind": "coupled", "encoding": "learned", "max_position": 50}, 50),
+        ({"kind": "coupled", "encoding": "rope"}, 0),
+        ({"kind": "nope"}, 0),
+    ],
+)
+def test_params_tied_embeddings_and_positions(position: dict[str, Any], rows: int) -> None:
+    p = params_of(
+        {"dim": 64, "depth": 1, "heads": 4, "vocab_size": 16, "tie_embeddings": True, "position": position}
+    )
+    block = 2 * 64 + 4 * 64 * 64 + 2 * 64 * 256
+    # tok_emb 16*64 (shared with the head), position table rows*64, final norm 64; no lm_head
+    assert p.total == block + 16 * 64 + rows * 64 + 64
+    assert p.embedding == 16 * 64 + rows * 64
+
+
+def test_params_untied_learned_positions() -> None:
+    p = params_of({"dim": 64, "depth": 1, "heads": 4, "position": {"kind": "learned", "max_len": 40}})
+    assert p.embedding == 8 * 64 + 40 * 64 + 64 * 8
+    assert p.total == 49280 + 8 * 64 + 40 * 64 + 64 * 8 + 64 == 52928
+
+
+def test_params_moe_total_vs_active() -> None:
+    p = params_of({**GELU_64, "ffn": {"kind": "moe", "experts": 8, "top_k": 2, "hidden": 128}})
+    router, expert = 64 * 8, 2 * 64 * 128  # router has no bias; an expert is w1 [64,128] + w2 [128,64]
+    shared = 2 * 64 + 4 * 64 * 64
+    root = 2 * 8 * 64 + 64
+    assert p.largest_block == shared + router + 8 * expert == 148096
+    assert p.total == root + 2 * (shared + router + 8 * expert) == 297280
+    assert p.active == root + 2 * (shared + router + 2 * expert) == 100672
+
+
+def test_params_moe_swiglu_experts_have_no_bias() -> None:
+    moe = {"kind": "moe", "experts": 4, "top_k": 1, "hidden": 128, "activation": "swiglu"}
+    p = params_of({"dim": 64, "depth": 1, "heads": 4, "bias": True, "ffn": moe})
+    shared = 2 * 64 + 4 * (64 * 64 + 64)  # attention keeps its biases
+    router, expert = 64 * 4, 3 * 64 * 128
+    assert p.total == shared + router + 4 * expert + 2 * 8 * 64 + 64 == 116416
+    assert p.active == shared + router + 1 * expert + 2 * 8 * 64 + 64 == 42688
+
+
+def test_count_params_takes_vocab_from_argument() -> None:
+    cfg = build(GELU_64).stages["train"].model
+    assert count_params(cfg, 1000).total - count_params(cfg, 8).total == 2 * (1000 - 8) * 64
+
+
+# ----------------------------------------------------------------------------- FLOPs
+
+
+def test_flops_per_step_hand_computed() -> None:
+    plan = make_plan(build(GELU_64))  # 99648 params, global batch 8, 100 steps
+    s = plan.stages["train"]
+    # train T = 12..20: E[T] = 16, sum over T of T*(T+1) = 2508 (9 lengths)
+    assert s.tokens.per_example == 16
+    assert s.tokens.per_step == 8 * 16
+    assert s.tokens.total == 100 * 8 * 16
+    six_nd = 6 * 99648 * 8 * 16
+    attention = 3 * (2 * 64 * 2 * 8 * 2508 / 9)  # train = 3 x forward; forward = 2*dim*depth*B*E[T(T+1)]
+    assert s.flops.six_nd_per_step == pytest.approx(six_nd)
+    assert s.flops.attention_per_step == pytest.approx(attention)
+    assert s.flops.per_step == pytest.approx(six_nd + attention)
+    assert s.flops.total == pytest.approx(100 * (six_nd + attention))
+    assert s.flops.attention_total == pytest.approx(100 * attention)
+
+
+def test_train_flops_on_actual_lengths_uses_active_params() -> None:
+    stage = build(GELU_64).stages["train"]
+    dense, attention = train_flops(stage, [12, 20, 5])
+    assert dense == 6 * 99648 * 37
+    assert attention == 6 * 64 * 2 * (12 * 13 + 20 * 21 + 5 * 6)
+
+    moe = build({**GELU_64, "ffn": {"kind": "moe", "experts": 8, "top_k": 2, "hidden": 128}}).stages["train"]
+    assert train_flops(moe, [10])[0] == 6 * 100672 * 10
+    # an explicit vocabulary overrides the stage's: 2*(1000-8)*64 more embedding parameters
+    assert train_flops(stage, [10], vocab_size=1000)[0] == 6 * (99648 + 2 * 992 * 64) * 10
+
+
+# ----------------------------------------------------------------------------- 1B spec without torch
+
+BILLION = {"dim": 2048, "depth": 20, "heads": 16, "vocab_size": 32000}
+
+
+def test_one_billion_spec_plans_without_torch() -> None:
+    code = (
+        "import json, sys\n"
+        "from schemas import Spec\n"
+        "from engine.plan import make_plan\n"
+        f"spec = Spec.model_validate({spec_dict(BILLION, nodes=2, procs=8, batch={'global': 64})!r})\n"
+        "plan = make_plan(spec)\n"
+        "print(json.dumps({'total': plan.stages['train'].params.total,\n"
+        "                  'leaked': [m for m in ('torch', 'numpy') if m in sys.modules]}))\n"
+    )
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+    }
+    proc = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    assert out["leaked"] == []
+    # blocks: 20 * (2*2048 + 12*2048^2); embeddings 2 * 32000*2048; final norm 2048
+    assert out["total"] == 20 * (2 * 2048 + 12 * 2048**2) + 2 * 32000 * 2048 + 2048 == 1_137_788_928
+    assert 1.0e9 < out["total"] < 1.3e9
+
+
+# ----------------------------------------------------------------------------- memory
+
+
+def memory(model: dict[str, Any] = GELU_64, **kwargs: Any):
+    """The plan's memory estimate for a one-stage spec."""
+    return make_plan(build(model, **kwargs)).stages["train"].memory_per_rank
+
+
+def test_memory_hand_computed() -> None:
+    m = memory(procs=2)  # fp32 on cpu, AdamW, micro = 8/2 = 4 examples of T_max = 36
+    n = 99648
+    assert m.estimate and m.shards == 2 and m.bytes_per_el == 4 and m.micro_batch == 4 and m.seq_len == 36
+    assert (m.params, m.grads, m.optimizer) == (4 * n // 2, 4 * n // 2, 8 * n // 2)
+    assert m.gathered == 4 * (2 * 49280 + (2 * 8 * 64 + 64))  # two blocks in flight + the root's params
+    assert m.activations == 34 * 4 * 36 * 64 * 2 * 4 // 2 + 4 * 36 * 8 * 4 * 2
+    assert m.total == m.params + m.grads + m.optimizer + m.gathered + m.activations
+
+
+def test_memory_shrinks_with_world_size() -> None:
+    m1, m2, m4 = memory(procs=1), memory(procs=2), memory(nodes=2, procs=2)
+    assert m1.gathered == 0 and m1.shards == 1
+    assert m1.params == 4 * 99648 and m4.params == 99648
+    assert m1.total > m2.total > m4.total
+
+
+def test_memory_shrinks_with_activation_checkpointing() -> None:
+    deep = {"dim": 64, "depth": 8, "heads": 4}
+    plain = memory(deep, procs=2)
+    ckpt = memory(deep, procs=2, distributed={"activation_checkpointing": True})
+    assert ckpt.activations < plain.activations
+    assert ckpt.total < plain.total
+    el, tokens = 4, 4 * 36
+    assert ckpt.activations == 2 * tokens * 64 * 8 * el + 34 * tokens * 64 * el // 2 + tokens * 8 * 4 * 2
+
+
+def test_memory_precision_and_optimizer() -> None:
+    cuda = Spec.model_validate({**spec_dict(GELU_64), "resources": {"device": "cuda"}})
+    m_cuda = make_plan(cuda).stages["train"].memory_per_rank
+    assert m_cuda.bytes_per_el == 2
+    assert memory(distributed={"precision": "bf16"}).bytes_per_el == 2
+    assert memory().bytes_per_el == 4
+    assert memory(optim={"kind": "sgd"}).optimizer == 0
+    assert memory(optim={"kind": "sgd", "momentum": 0.9}).optimizer == 4 * 99648
+    assert memory().optimizer == 8 * 99648
+
+
+# ----------------------------------------------------------------------------- launch
+
+
+def test_torchrun_single_node_is_standalone() -> None:
+    cmd = make_plan(build(GELU_64, procs=2), "specs/x.yaml").launch.torchrun
+    assert cmd == "torchrun --standalone --nproc_per_node=2 -m engine specs/x.yaml"
+
+
+def test_torchrun_multi_node_uses_rendezvous() -> None:
+    cmd = make_plan(build(GELU_64, nodes=2, procs=4), "specs/x.yaml").launch.torchrun
+    assert "--standalone" not in cmd
+    for flag in (
+        "--nnodes=2",
+        "--nproc_per_node=4",
+        "--rdzv_backend=c10d",
+        "--rdzv_endpoint=$MASTER_ADDR:29500",
+    ):
+        assert flag in cmd
+    assert cmd.endswith("-m engine specs/x.yaml")
+
+
+def test_overrides_are_quoted() -> None:
+    overrides = ["stages.train.schedule.steps=10", "run.name=my run", "run.output=$HOME/x"]
+    plan = make_plan(build(GELU_64), "my specs/x.yaml", overrides)
+    cmd = plan.launch.torchrun
+    assert "'run.name=my run'" in cmd and "'run.output=$HOME/x'" in cmd
+    assert shlex.split(cmd)[-4:] == ["my specs/x.yaml", *overrides]
+    assert "'run.name=my run'" in plan.launch.sbatch
+
+
+def test_sbatch_script() -> None:
+    d = spec_dict(GELU_64, nodes=2, procs=8, batch={"global": 16})
+    d["resources"].update(device="cuda", slurm={"partition": "gpu", "time": "01:00:00"})
+    script = make_plan(Spec.model_validate(d), "specs/x.yaml").launch.sbatch
+    lines = script.splitlines()
+    assert lines[0] == "#!/bin/bash"
+    for line in (
+        "#SBATCH --job-name=t",
+        "#SBATCH --nodes=2",
+        "#SBATCH --ntasks-per-node=1",
+        "#SBATCH --gpus-per-node=8",
+        "#SBATCH --time=01:00:00",
+        "#SBATCH --partition=gpu",
+        "#SBATCH --output=t-%j.out",
+        "set -euo pipefail",
+    ):
+        assert line in lines
+    assert not any(line.startswith("#SBATCH --account") for line in lines)
+    assert 'scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1' in script
+    assert lines[-1].startswith("srun torchrun --nnodes=2 --nproc_per_node=8 --rdzv_backend=c10d")
+    cpu = make_plan(build(GELU_64)).launch.sbatch
+    assert "--gpus-per-node" not in cpu
+
+
+# ----------------------------------------------------------------------------- output
+
+
+def test_to_dict_round_trips_through_json() -> None:
+    plan = make_plan(build({**GELU_64, "ffn": {"kind": "moe"}}, procs=2), "specs/x.yaml", ["run.seed=1"])
+    d = plan.to_dict()
+    assert json.loads(json.dumps(d)) == d
+    s = d["stages"]["train"]
+    assert isinstance(s["params"]["total"], int) and isinstance(s["flops"]["total"], float)
+    assert s["memory_per_rank"]["estimate"] is True
+    assert d["launch"]["torchrun"] == plan.launch.torchrun
+    assert set(s) >= {"params", "tokens", "flops", "memory_per_rank", "steps", "global_batch", "micro_batch"}
+
+
+def test_render_reports_every_section() -> None:
+    plan = make_plan(build(GELU_64, procs=2), "specs/x.yaml")
+    text = plan.render()
+    for needle in (
+        "stage train",
+        "99.6K",
+        "attention",
+        fmt_flops(plan.stages["train"].flops.total),
+        "estimate",
+        plan.launch.torchrun,
+    ):
+        assert needle in text
+    assert "sbatch" not in text  # one CPU node: no sbatch script
+    cuda = Spec.model_validate({**spec_dict(GELU_64), "resources": {"device": "cuda"}})
+    assert "#SBATCH" in make_plan(cuda).render()
+
+
+def test_number_formats() -> None:
+    assert [fmt_count(x) for x in (950, 12_300_000, 1_010_000_000, 999_999, 4096)] == [
+        "950",
+        "12.3M",
+        "1.01B",
+        "1.00M",
+        "4.10K",
+    ]
+    assert fmt_flops(1.234e15) == "1.23e15" and fmt_flops(5e-3) == "5.00e-3"
+    assert [fmt_bytes(x) for x in (512, 3 * 2**20 + 2**18, 12.1 * 2**30)] == ["512 B", "3.25 MiB", "12.1 GiB"]
