@@ -20,3 +20,20 @@ def spec_error(field: str, message: str, **values: Any) -> PydanticCustomError:
     The loader appends `field` to pydantic's location so the message lands on the offending key's line.
     """
     return PydanticCustomError("spec", message, {"field": field, **values})
+
+
+class Problems:
+    """Collects what a cross-field rule finds wrong, so that every problem is reported at once."""
+
+    def __init__(self) -> None:
+        self.items: list[tuple[str, str]] = []
+
+    def add(self, field: str, message: str) -> None:
+        """Record a problem at `field` (dotted, relative to the model being validated)."""
+        self.items.append((field, message))
+
+    def check(self) -> None:
+        """Raise one error carrying all recorded problems (the loader reports each on its own line)."""
+        if self.items:
+            field, message = self.items[0]
+            raise PydanticCustomError("spec", message, {"field": field, "problems": list(self.items)})

@@ -6,7 +6,7 @@ from typing import Annotated, ClassVar, Literal
 
 from pydantic import Field, model_validator
 
-from .base import Strict, spec_error
+from .base import Problems, Strict, spec_error
 
 IntRange = Annotated[tuple[int, int], Field(description="Inclusive range [low, high].")]
 
@@ -45,16 +45,16 @@ class SparseParity(Strict):
 
     @model_validator(mode="after")
     def _feasible(self) -> SparseParity:
+        p = Problems()
         k_lo, k_hi = (self.k, self.k) if isinstance(self.k, int) else self.k
         if k_lo < 1 or k_lo > k_hi:
-            raise spec_error("k", f"k={self.k} is not valid; need 1 <= k (and low <= high for a range)")
+            p.add("k", f"k={self.k} is not valid; need 1 <= k (and low <= high for a range)")
         shortest = min(self.length.train[0], self.length.eval[0])
         if k_hi > shortest:
-            raise spec_error(
-                "k", f"k up to {k_hi} cannot be planted in strings of length {shortest}; raise the shortest length or lower k"
-            )
+            p.add("k", f"k up to {k_hi} cannot be planted in strings of length {shortest}; raise the shortest length or lower k")
         if self.window is not None and self.window < k_hi:
-            raise spec_error("window", f"window={self.window} cannot hold k={k_hi} planted bits; need window >= k")
+            p.add("window", f"window={self.window} cannot hold k={k_hi} planted bits; need window >= k")
+        p.check()
         return self
 
     @property

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 import types
 import typing
 from dataclasses import dataclass
@@ -65,37 +66,132 @@ def dotted(path: Path) -> str:
 
 # ----------------------------------------------------------------------------- YAML with positions
 
+_MAP, _SEQ, _MERGE = "tag:yaml.org,2002:map", "tag:yaml.org,2002:seq", "tag:yaml.org,2002:merge"
+_MAX_NODES = 50_000  # far above any real spec; stops alias "billion laughs" expansion
+
+
+class _Loader(yaml.SafeLoader):
+    """PyYAML's safe loader, plus YAML 1.2 floats: `1e-3` is a number, not the string '1e-3'."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
 
 def _where(source: str, node: yaml.Node) -> Where:
     return Where(source, node.start_mark.line + 1, node.start_mark.column + 1)
 
 
+def _short_tag(tag: str) -> str:
+    return "!!" + tag.removeprefix("tag:yaml.org,2002:") if tag.startswith("tag:yaml.org,2002:") else tag
+
+
 def _to_tree(node: yaml.Node, source: str) -> Tree:
-    """Turn a composed YAML node graph into data with positions (safe scalars only)."""
+    """Turn a composed YAML node graph into plain data with positions.
+
+    Only plain mappings, sequences and the scalars of YAML's safe schema are accepted: any other tag
+    (`!!python/object/apply:...`, `!!set`, `!custom`) is an error and is never constructed. Merge keys
+    (`<<: *anchor`) are resolved with YAML's rules: explicit keys win over merged ones, earlier merge
+    sources over later ones. Every problem is collected before raising.
+    """
     ctor = yaml.constructor.SafeConstructor()
     value_at: dict[Path, Where] = {}
     key_at: dict[Path, Where] = {}
     issues: list[Issue] = []
+    active: set[int] = set()  # nodes on the current build stack, to catch recursive aliases
+    count = 0
+
+    def unsupported(n: yaml.Node, path: Path) -> None:
+        issues.append(
+            Issue(
+                _where(source, n),
+                dotted(path),
+                f"unsupported YAML tag {_short_tag(n.tag)!r}; a spec holds plain data only",
+            )
+        )
+
+    def scalar(n: yaml.Node, path: Path) -> Any:
+        if not isinstance(n, yaml.ScalarNode):
+            unsupported(n, path)
+            return None
+        try:
+            return ctor.construct_object(n, deep=True)
+        except yaml.constructor.ConstructorError:
+            unsupported(n, path)
+            return None
+
+    def entries(n: yaml.MappingNode, path: Path) -> list[tuple[yaml.Node, yaml.Node, bool]]:
+        """(key node, value node, inherited) of a mapping, merge keys expanded (inherited first)."""
+        inherited: list[tuple[yaml.Node, yaml.Node, bool]] = []
+        own: list[tuple[yaml.Node, yaml.Node, bool]] = []
+        for kn, vn in n.value:
+            if kn.tag != _MERGE:
+                own.append((kn, vn, False))
+                continue
+            sources = vn.value if isinstance(vn, yaml.SequenceNode) else [vn]
+            for src in sources:
+                if not isinstance(src, yaml.MappingNode) or src.tag != _MAP or id(src) in active:
+                    issues.append(
+                        Issue(
+                            _where(source, src), dotted(path), "`<<` merges a mapping or a list of mappings"
+                        )
+                    )
+                    continue
+                active.add(id(src))
+                inherited.extend((k, v, True) for k, v, _ in entries(src, path))
+                active.discard(id(src))
+        return inherited + own
 
     def build(n: yaml.Node, path: Path) -> Any:
+        nonlocal count
+        count += 1
+        if count > _MAX_NODES:
+            issues.append(
+                Issue(_where(source, n), dotted(path), f"more than {_MAX_NODES} values (runaway aliases?)")
+            )
+            raise SpecError(issues)
         value_at[path] = _where(source, n)
-        if isinstance(n, yaml.MappingNode):
-            ctor.flatten_mapping(n)  # resolves `<<: *anchor` merge keys
+        if isinstance(n, yaml.ScalarNode):
+            return scalar(n, path)
+        if id(n) in active:
+            issues.append(Issue(_where(source, n), dotted(path), "recursive alias: a value contains itself"))
+            return None
+        if isinstance(n, yaml.MappingNode) and n.tag == _MAP:
+            active.add(id(n))
             out: dict[str, Any] = {}
-            for kn, vn in n.value:
-                key = ctor.construct_object(kn, deep=True)
-                if not isinstance(key, str | int | float | bool) or key is None:
-                    issues.append(Issue(_where(source, kn), dotted(path), f"keys must be plain scalars, got {key!r}"))
+            own_keys: set[str] = set()
+            for kn, vn, inherited in entries(n, path):
+                key = scalar(kn, path) if isinstance(kn, yaml.ScalarNode) else kn
+                if kn.tag == "tag:yaml.org,2002:null" or not isinstance(key, str | int | float | bool):
+                    if key is not None or kn.tag == "tag:yaml.org,2002:null":  # else: reported by scalar()
+                        issues.append(
+                            Issue(_where(source, kn), dotted(path), "keys must be plain strings or numbers")
+                        )
                     continue
-                key = str(key) if not isinstance(key, str) else key
-                if key in out:
-                    issues.append(Issue(_where(source, kn), dotted((*path, key)), "duplicate key"))
-                key_at[(*path, key)] = _where(source, kn)
-                out[key] = build(vn, (*path, key))
+                key = key if isinstance(key, str) else str(key)
+                kpath = (*path, key)
+                if inherited and key in out:
+                    continue  # an earlier merge source already supplied it
+                if not inherited:
+                    if key in own_keys:
+                        issues.append(Issue(_where(source, kn), dotted(kpath), "duplicate key"))
+                    own_keys.add(key)
+                if key in out:  # an explicit key over a merged one, or a duplicate: forget the old positions
+                    _drop_table_positions(value_at, key_at, kpath)
+                key_at[kpath] = _where(source, kn)
+                out[key] = build(vn, kpath)
+            active.discard(id(n))
             return out
-        if isinstance(n, yaml.SequenceNode):
-            return [build(v, (*path, i)) for i, v in enumerate(n.value)]
-        return ctor.construct_object(n, deep=True)
+        if isinstance(n, yaml.SequenceNode) and n.tag == _SEQ:
+            active.add(id(n))
+            items = [build(v, (*path, i)) for i, v in enumerate(n.value)]
+            active.discard(id(n))
+            return items
+        unsupported(n, path)
+        return None
 
     data = build(node, ())
     if issues:
@@ -103,33 +199,46 @@ def _to_tree(node: yaml.Node, source: str) -> Tree:
     return Tree(data, value_at, key_at)
 
 
+def _drop_table_positions(value_at: dict[Path, Where], key_at: dict[Path, Where], prefix: Path) -> None:
+    """Forget the positions at and below `prefix` (a value replaced by another)."""
+    n = len(prefix)
+    for table in (value_at, key_at):
+        for p in [p for p in table if p[:n] == prefix]:
+            del table[p]
+
+
 def _parse(text: str, source: str) -> Tree:
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        node = yaml.compose(text, Loader=_Loader)
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
         where = Where(source, mark.line + 1, mark.column + 1) if mark else Where(source)
-        raise SpecError([Issue(where, "", f"YAML syntax error: {e.problem or e}")]) from None
+        message = f"YAML syntax error: {e.problem or e}"
+        if e.context and e.context_mark and e.context_mark is not mark:
+            cm = e.context_mark
+            message += f" ({e.context} at line {cm.line + 1}, column {cm.column + 1})"
+        raise SpecError([Issue(where, "", message)]) from None
     except yaml.YAMLError as e:
         raise SpecError([Issue(Where(source), "", f"YAML error: {e}")]) from None
     if node is None:
         return Tree({}, {(): Where(source, 1, 1)}, {})
-    try:
-        return _to_tree(node, source)
-    except yaml.constructor.ConstructorError as e:
-        mark = e.problem_mark
-        where = Where(source, mark.line + 1, mark.column + 1) if mark else Where(source)
-        raise SpecError([Issue(where, "", f"unsupported YAML: {e.problem}")]) from None
+    return _to_tree(node, source)
 
 
 # ----------------------------------------------------------------------------- extends
 
 
 def _merge(base: Tree, top: Tree) -> Tree:
-    """Deep-merge `top` over `base`: mappings merge, lists and scalars replace."""
+    """Deep-merge `top` over `base`: mappings merge, lists and scalars replace.
+
+    A mapping whose `kind` differs from the base's replaces it whole (switching `ffn: {kind: moe}` to
+    `{kind: dense}` must not inherit `experts`): the fields of one kind mean nothing to another.
+    """
 
     def merge(b: Any, t: Any) -> Any:
         if isinstance(b, dict) and isinstance(t, dict):
+            if "kind" in b and "kind" in t and b["kind"] != t["kind"]:
+                return t
             out = dict(b)
             for k, v in t.items():
                 out[k] = merge(b[k], v) if k in b else v
@@ -156,34 +265,55 @@ def _merge(base: Tree, top: Tree) -> Tree:
 
 
 def _load_file(path: str, chain: tuple[str, ...] = (), at: Where | None = None) -> Tree:
-    """Read one spec file and everything it `extends`, merged (cycles are errors)."""
+    """Read one spec file and everything it `extends`, merged (cycles are errors).
+
+    Parents are resolved relative to the file naming them and merged in order (a later parent wins over
+    an earlier one, the file itself over all of them). `at` is the `extends` entry that named `path`.
+    """
     real = os.path.realpath(path)
     if real in chain:
         cycle = " -> ".join([*(os.path.relpath(c) for c in chain), os.path.relpath(real)])
         raise SpecError([Issue(at or Where(path), "extends", f"extends cycle: {cycle}")])
+    problem = ""
     try:
         with open(path, encoding="utf-8") as f:
             text = f.read()
     except OSError as e:
-        raise SpecError([Issue(at or Where(path), "extends" if at else "", f"cannot read {path}: {e.strerror}")]) from None
+        problem = e.strerror or str(e)
+    except UnicodeDecodeError as e:
+        problem = f"not UTF-8 text ({e.reason})"
+    if problem:
+        raise SpecError([Issue(at or Where(path), "extends" if at else "", f"cannot read {path}: {problem}")])
     tree = _parse(text, path)
     if not isinstance(tree.data, dict):
-        raise SpecError([Issue(tree.value_at[()], "", "a spec must be a mapping with run, resources and stages")])
-    parents = tree.data.get("extends")
+        raise SpecError(
+            [Issue(tree.value_at[()], "", "a spec must be a mapping with run, resources and stages")]
+        )
+    if "extends" not in tree.data:
+        return tree
+    parents = tree.data.pop("extends")
     if parents is None:
         return tree
     names = parents if isinstance(parents, list) else [parents]
-    if not all(isinstance(n, str) for n in names):
-        raise SpecError([Issue(tree.value_at[("extends",)], "extends", "must be a file name or a list of file names")])
+    if not all(isinstance(n, str) and n.strip() for n in names):
+        raise SpecError(
+            [Issue(tree.value_at[("extends",)], "extends", "must be a file name or a list of file names")]
+        )
     merged: Tree | None = None
+    issues: list[Issue] = []
     for i, name in enumerate(names):
         where = tree.value_at[("extends", i)] if isinstance(parents, list) else tree.value_at[("extends",)]
-        parent = _load_file(os.path.join(os.path.dirname(path), name), (*chain, real), where)
+        try:
+            parent = _load_file(
+                os.path.normpath(os.path.join(os.path.dirname(path), name)), (*chain, real), where
+            )
+        except SpecError as e:
+            issues.extend(e.issues)
+            continue
         merged = parent if merged is None else _merge(merged, parent)
-    tree.data = {k: v for k, v in tree.data.items() if k != "extends"}
-    assert merged is not None
-    merged.data.pop("extends", None)
-    return _merge(merged, tree)
+    if issues:
+        raise SpecError(issues)
+    return tree if merged is None else _merge(merged, tree)
 
 
 # ----------------------------------------------------------------------------- schema walking
@@ -232,22 +362,46 @@ def _child(tp: Any, key: str | int, value: Any) -> Any | None:
     return None
 
 
-def _models_at(path: Path, data: Any) -> list[type[BaseModel]]:
-    """The spec model class(es) that the mapping at `path` is validated against."""
+def _type_at(path: Path, data: Any) -> Any | None:
+    """The annotation that the value at `path` is validated against (None: not in the schema)."""
     tp: Any = Spec
     node = data
     for key in path:
         if tp is None:
-            return []
+            return None
         tp = _child(tp, key, node)
-        node = node.get(key) if isinstance(node, dict) else node[key] if isinstance(node, list) and isinstance(key, int) and key < len(node) else None
+        if isinstance(node, dict):
+            node = node.get(key)
+        elif isinstance(node, list) and isinstance(key, int) and key < len(node):
+            node = node[key]
+        else:
+            node = None
+    return tp
+
+
+def _models_at(path: Path, data: Any) -> list[type[BaseModel]]:
+    """The spec model class(es) that the mapping at `path` is validated against."""
+    tp = _type_at(path, data)
     if tp is None:
         return []
+    node = _get(data, path)
     models = [t for t in _unwrap(tp) if isinstance(t, type) and issubclass(t, BaseModel)]
     kinds = _kinds(models)
     if kinds and isinstance(node, dict) and node.get("kind") in kinds:
         return [kinds[node["kind"]]]
     return models
+
+
+def _get(data: Any, path: Path) -> Any:
+    """The value at `path` in plain data (None where the path does not exist)."""
+    for key in path:
+        if isinstance(data, dict):
+            data = data.get(key)
+        elif isinstance(data, list) and isinstance(key, int) and 0 <= key < len(data):
+            data = data[key]
+        else:
+            return None
+    return data
 
 
 def _suggest(word: str, options: list[str]) -> str:
@@ -258,42 +412,90 @@ def _suggest(word: str, options: list[str]) -> str:
 # ----------------------------------------------------------------------------- overrides
 
 
+def _parse_value(raw: str, source: str) -> Any:
+    """An override's value: YAML with the same rules as a spec file; an empty value is ''."""
+    if not raw.strip():
+        return ""
+    try:
+        node = yaml.compose(raw, Loader=_Loader)
+    except yaml.YAMLError as e:
+        problem = getattr(e, "problem", None) or str(e)
+        raise SpecError([Issue(Where(source), "", f"value is not valid YAML: {problem}")]) from None
+    return "" if node is None else _to_tree(node, source).data
+
+
+def _is_mapping_field(tp: Any) -> bool:
+    """Whether a value of annotation `tp` may be a mapping (a model or a dict)."""
+    return any(
+        typing.get_origin(t) is dict or (isinstance(t, type) and issubclass(t, BaseModel))
+        for t in _unwrap(tp)
+    )
+
+
 def _apply_overrides(tree: Tree, overrides: list[str] | tuple[str, ...]) -> None:
-    """Set `key.path=value` overrides (value parsed as YAML) on existing keys or schema fields."""
-    issues = []
-    for i, text in enumerate(overrides):
+    """Set `key.path=value` overrides (value parsed as YAML) on existing keys or schema fields.
+
+    A key absent from the file may be set when the schema has it (intermediate mappings are created);
+    any other key is an error with a did-you-mean. Every bad override is reported, not just the first.
+    """
+    issues: list[Issue] = []
+    for text in overrides:
         where = Where(f"override {text!r}")
         key, eq, raw = text.partition("=")
-        if not eq or not key.strip():
-            issues.append(Issue(where, "", "an override must look like key.path=value (e.g. stages.train.schedule.steps=100)"))
+        key = key.strip()
+        if not eq or not key:
+            issues.append(
+                Issue(
+                    where,
+                    "",
+                    "an override must look like key.path=value (e.g. stages.train.schedule.steps=100)",
+                )
+            )
+            continue
+        if key == "extends" or key.startswith("extends."):
+            issues.append(Issue(where, "extends", "cannot be overridden; extend in a spec file instead"))
             continue
         try:
-            value = yaml.safe_load(raw) if raw.strip() else ""
-        except yaml.YAMLError as e:
-            issues.append(Issue(where, key, f"value is not valid YAML: {e}"))
+            value = _parse_value(raw, where.source)
+        except SpecError as e:
+            issues.extend(Issue(where, key, i.message) for i in e.issues)
             continue
-        parts: list[str | int] = [p for p in key.strip().split(".")]
+        parts = key.split(".")
         node: Any = tree.data
         path: Path = ()
-        for j, part in enumerate(parts):
+        for j, name in enumerate(parts):
             last = j == len(parts) - 1
+            part: str | int = name
             if isinstance(node, list):
-                if not (isinstance(part, str) and part.isdigit() and int(part) < len(node)):
-                    issues.append(Issue(where, dotted((*path, part)), f"needs a list index 0..{len(node) - 1}"))
+                if not (name.isdigit() and int(name) < len(node)):
+                    valid = f"an index 0..{len(node) - 1}" if node else "no index: the list is empty"
+                    issues.append(
+                        Issue(where, dotted((*path, name)), f"{name!r} is not an item of this list ({valid})")
+                    )
                     break
-                part = int(part)
+                part = int(name)
             elif isinstance(node, dict):
-                if part not in node:
-                    models = _models_at(path, tree.data)
+                if name not in node:
+                    models = _models_at(path, tree.data)  # new keys: schema fields only, not new stage names
                     accepted = sorted({k for m in models for k in _field_map(m)} | set(node))
-                    if not any(part in _field_map(m) for m in models):
-                        hint = _suggest(str(part), accepted) or (f"; keys here: {', '.join(accepted)}" if accepted else "")
-                        issues.append(Issue(where, dotted((*path, part)), f"no such key{hint}"))
+                    if not any(name in _field_map(m) for m in models):
+                        hint = _suggest(name, accepted) or (
+                            f"; keys here: {', '.join(accepted)}" if accepted else ""
+                        )
+                        issues.append(Issue(where, dotted((*path, name)), f"no such key{hint}"))
                         break
                     if not last:
-                        node[part] = {}
+                        node[name] = {}
+                elif (
+                    not last
+                    and node[name] is None
+                    and _is_mapping_field(_child(_type_at(path, tree.data), name, node))
+                ):
+                    node[name] = {}  # `init: null` in the file, `init.stage=x` on the command line
             else:
-                issues.append(Issue(where, dotted((*path, part)), f"{dotted(path)} is a scalar, not a mapping"))
+                issues.append(
+                    Issue(where, dotted((*path, name)), f"{dotted(path)} is {_show(node)}, not a mapping")
+                )
                 break
             path = (*path, part)
             if last:
@@ -308,10 +510,7 @@ def _apply_overrides(tree: Tree, overrides: list[str] | tuple[str, ...]) -> None
 
 
 def _drop_positions(tree: Tree, prefix: Path) -> None:
-    n = len(prefix)
-    for table in (tree.value_at, tree.key_at):
-        for p in [p for p in table if p[:n] == prefix]:
-            del table[p]
+    _drop_table_positions(tree.value_at, tree.key_at, prefix)
 
 
 # ----------------------------------------------------------------------------- validation errors
@@ -328,9 +527,15 @@ def _resolve_loc(loc: tuple[Any, ...], data: Any) -> Path:
         elif isinstance(node, list) and isinstance(item, int) and item < len(node):
             path.append(item)
             node = node[item]
-        elif isinstance(node, dict) and isinstance(item, str) and (item == node.get("kind") or "[" in item or item in _TYPE_TAGS):
+        elif (
+            isinstance(node, dict)
+            and isinstance(item, str)
+            and (item == node.get("kind") or "[" in item or item in _TYPE_TAGS)
+        ):
             continue  # a discriminated-union tag or a union-member label, not a key
-        elif isinstance(node, list | tuple) or (not isinstance(node, dict) and (item in _TYPE_TAGS or "[" in str(item))):
+        elif isinstance(node, list | tuple) or (
+            not isinstance(node, dict) and (item in _TYPE_TAGS or "[" in str(item))
+        ):
             continue
         else:
             path.append(item)  # a missing key: keep it so the message names it
@@ -338,7 +543,7 @@ def _resolve_loc(loc: tuple[Any, ...], data: Any) -> Path:
     return tuple(path)
 
 
-_TYPE_TAGS = {"int", "float", "str", "bool", "none", "list", "dict", "tuple", "function-after", "function-before"}
+_TYPE_TAGS = frozenset("int float str bool none list dict tuple function-after function-before".split())
 
 
 def _position(tree: Tree, path: Path, key: bool) -> Where:
@@ -356,7 +561,11 @@ def _position(tree: Tree, path: Path, key: bool) -> Where:
 
 
 def _show(value: Any) -> str:
-    text = repr(value) if not isinstance(value, dict | list) else yaml.safe_dump(value, default_flow_style=True).strip()
+    text = (
+        repr(value)
+        if not isinstance(value, dict | list)
+        else yaml.safe_dump(value, default_flow_style=True).strip()
+    )
     return text if len(text) < 60 else text[:57] + "..."
 
 
@@ -364,29 +573,42 @@ def _issue(err: dict[str, Any], tree: Tree) -> Issue:
     path = _resolve_loc(tuple(err["loc"]), tree.data)
     typ, msg, ctx = err["type"], err["msg"], err.get("ctx") or {}
     if typ == "spec":
-        extra = tuple(int(p) if p.isdigit() else p for p in str(ctx.get("field", "")).split(".") if p)
-        path = path + extra
-        return Issue(_position(tree, path, key=False), dotted(path), msg)
+        path = _extend(path, str(ctx.get("field", "")), tree.data)
+        return Issue(_position(tree, path, key=_compound(tree.data, path)), dotted(path), msg)
     if typ == "extra_forbidden":
         models = _models_at(path[:-1], tree.data)
         fields = sorted({k for m in models for k in _field_map(m)})
         hint = _suggest(str(path[-1]), fields) or (f"; allowed keys: {', '.join(fields)}" if fields else "")
-        return Issue(_position(tree, path, key=True), dotted(path), f"unknown key{hint}")
+        kinds = _kinds(_unwrap(_type_at(path[:-1], tree.data)))
+        kind = _get(tree.data, path[:-1] + ("kind",))
+        of = f" for kind {kind!r}" if len(kinds) > 1 and kind in kinds else ""  # a union: say which member
+        return Issue(_position(tree, path, key=True), dotted(path), f"unknown key{of}{hint}")
     if typ == "missing":
         return Issue(_position(tree, path[:-1], key=True), dotted(path), "missing required key")
     if typ in ("union_tag_invalid", "union_tag_not_found"):
-        expected = [t.strip().strip("'") for t in str(ctx.get("expected_tags", "")).split(",")]
-        if typ == "union_tag_not_found":
-            return Issue(_position(tree, path, key=True), dotted(path), f"needs a `kind`: one of {', '.join(expected)}")
-        tag = str(ctx.get("tag"))
+        expected = list(_kinds(_unwrap(_type_at(path, tree.data)))) or [
+            t.strip().strip("'") for t in str(ctx.get("expected_tags", "")).split(",") if t.strip()
+        ]
         kpath = (*path, "kind")
+        tag = _get(tree.data, kpath)
+        if typ == "union_tag_not_found" or tag is None:
+            at = (
+                _position(tree, kpath, key=False)
+                if kpath in tree.value_at
+                else _position(tree, path, key=True)
+            )
+            return Issue(at, dotted(path), f"needs a `kind`: one of {', '.join(expected)}")
         return Issue(
             _position(tree, kpath, key=False),
             dotted(kpath),
-            f"unknown kind {tag!r}; expected one of {', '.join(expected)}{_suggest(tag, expected)}",
+            f"unknown kind {str(tag)!r}; expected one of {', '.join(expected)}{_suggest(str(tag), expected)}",
         )
     if typ == "literal_error":
-        expected = [t.strip().strip("'") for t in str(ctx.get("expected", "")).replace(" or ", ",").split(",") if t.strip()]
+        expected = [
+            t.strip().strip("'")
+            for t in str(ctx.get("expected", "")).replace(" or ", ",").split(",")
+            if t.strip()
+        ]
         got = err.get("input")
         return Issue(
             _position(tree, path, key=False),
@@ -395,19 +617,58 @@ def _issue(err: dict[str, Any], tree: Tree) -> Issue:
         )
     got = err.get("input")
     detail = f" (got {_show(got)})" if not isinstance(got, dict) and typ not in ("value_error",) else ""
-    return Issue(_position(tree, path, key=False), dotted(path), msg[0].lower() + msg[1:] + detail)
+    return Issue(
+        _position(tree, path, key=_compound(tree.data, path)), dotted(path), msg[0].lower() + msg[1:] + detail
+    )
+
+
+def _compound(data: Any, path: Path) -> bool:
+    """Whether the value at `path` is a mapping or a list: its key is the place to point at, not its body."""
+    return isinstance(_get(data, path), dict | list)
+
+
+def _extend(path: Path, field: str, data: Any) -> Path:
+    """`path` + the dotted `field` of a cross-field error, matching keys that contain dots (stage names)."""
+    parts = [p for p in field.split(".") if p]
+    out = list(path)
+    node = _get(data, path)
+    i = 0
+    while i < len(parts):
+        step: str | int = parts[i]
+        n = 1
+        if isinstance(node, dict):
+            for j in range(len(parts), i, -1):
+                if ".".join(parts[i:j]) in node:
+                    step, n = ".".join(parts[i:j]), j - i
+                    break
+        elif isinstance(node, list) and parts[i].isdigit():
+            step = int(parts[i])
+        out.append(step)
+        node = _get(node, (step,))
+        i += n
+    return tuple(out)
 
 
 def _issues(e: ValidationError, tree: Tree) -> list[Issue]:
     """Convert pydantic errors to issues; merge the per-member errors of non-discriminated unions."""
-    errors = e.errors(include_url=False)
+    errors = []
+    for err in e.errors(include_url=False):
+        # A rule that found several problems at once raises one "spec" error whose ctx["problems"] holds
+        # (field, message) pairs: one issue each, so that every problem is reported, not just the first.
+        problems = (err.get("ctx") or {}).get("problems") if err["type"] == "spec" else None
+        if problems:
+            errors.extend({**err, "msg": m, "ctx": {"field": f}} for f, m in problems)
+        else:
+            errors.append(err)
     issues = [_issue(err, tree) for err in errors]
     # A union like `int | [low, high]` reports one error per member; when a member got far enough to
     # complain about an inner item, the outer "wrong type" complaint of the other member is noise.
     paths = {i.path for i in issues}
     by_path: dict[str, list[Issue]] = {}
     for err, issue in zip(errors, issues, strict=True):
-        shadowed = isinstance(err.get("input"), list | dict) and any(p.startswith(issue.path + ".") for p in paths)
+        shadowed = isinstance(err.get("input"), list | dict) and any(
+            p.startswith(issue.path + ".") for p in paths
+        )
         if not shadowed or err["type"] in ("spec", "extra_forbidden", "missing"):
             by_path.setdefault(issue.path, []).append(issue)
     out = []
@@ -416,7 +677,9 @@ def _issues(e: ValidationError, tree: Tree) -> list[Issue]:
             out.append(issues[0])
         else:
             msgs = list(dict.fromkeys(i.message for i in issues))
-            out.append(Issue(issues[0].where, issues[0].path, " or ".join(msgs) if len(msgs) <= 3 else msgs[0]))
+            out.append(
+                Issue(issues[0].where, issues[0].path, " or ".join(msgs) if len(msgs) <= 3 else msgs[0])
+            )
     return out
 
 

@@ -6,7 +6,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
-from .base import Strict, spec_error
+from .base import Problems, Strict, spec_error
 
 # ----------------------------------------------------------------------------- position encodings
 
@@ -116,15 +116,16 @@ class Transformer(Strict):
 
     @model_validator(mode="after")
     def _shapes(self) -> Transformer:
+        p = Problems()
         if self.dim % self.heads:
-            raise spec_error("heads", f"{self.heads} does not divide dim={self.dim}; pick heads with dim % heads == 0")
-        head_dim = self.dim // self.heads
+            p.add("heads", f"{self.heads} does not divide dim={self.dim}; pick heads with dim % heads == 0")
         kv = self.kv_heads or self.heads
         if self.heads % kv:
-            raise spec_error("kv_heads", f"{kv} does not divide heads={self.heads}; kv_heads must divide heads")
+            p.add("kv_heads", f"{kv} does not divide heads={self.heads}; kv_heads must divide heads")
         rope = self.position.kind == "rope" or (self.position.kind == "coupled" and self.position.encoding == "rope")
-        if rope and head_dim % 2:
-            raise spec_error("heads", f"RoPE needs an even head dim, got dim/heads={head_dim}; change heads or dim")
+        if rope and not self.dim % self.heads and (self.dim // self.heads) % 2:
+            p.add("heads", f"RoPE needs an even head dim, got dim/heads={self.dim // self.heads}; change heads or dim")
+        p.check()
         return self
 
     @property

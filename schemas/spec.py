@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from .base import Strict, spec_error
+from .base import Problems, Strict
 from .data import Data
 from .evals import Eval
 from .models import Model
@@ -64,24 +64,22 @@ class TrainStage(Strict):
 
     @model_validator(mode="after")
     def _model_fits_data(self) -> TrainStage:
+        p = Problems()
         m, d = self.model, self.data
         if m.vocab_size is not None and m.vocab_size < d.vocab_size:
-            raise spec_error(
-                "model.vocab_size", f"{m.vocab_size} is smaller than the data's vocabulary ({d.vocab_size}); raise it or leave it unset"
-            )
+            p.add("model.vocab_size", f"{m.vocab_size} is smaller than the data's vocabulary ({d.vocab_size}); raise it or leave it unset")
         need = d.max_seq_len()
         if m.context is not None and m.context < need:
-            raise spec_error(
+            p.add(
                 "model.position.max_len",
                 f"{m.context} positions cannot hold the data's longest example ({need} tokens); set max_len >= {need}",
             )
+        lo, hi = d.k_range[1], max(d.length.train[1], d.length.eval[1])
         for i, ev in enumerate(self.evals):
-            if ev.kind == "accuracy_by_length" and ev.lengths:
-                lo = d.k_range[1] if hasattr(d, "k_range") else 1
-                hi = max(d.length.train[1], d.length.eval[1])
-                bad = [n for n in ev.lengths if not lo <= n <= hi]
-                if bad:
-                    raise spec_error(f"evals.{i}.lengths", f"lengths {bad} lie outside [{lo}, {hi}] (k .. longest data length)")
+            bad = [n for n in ev.lengths or [] if not lo <= n <= hi]
+            if bad:
+                p.add(f"evals.{i}.lengths", f"lengths {bad} lie outside [{lo}, {hi}] (k .. longest data length)")
+        p.check()
         return self
 
 
@@ -102,26 +100,25 @@ class Spec(Strict):
 
     @model_validator(mode="after")
     def _cross_stage(self) -> Spec:
+        p = Problems()
         names = list(self.stages)
         world = self.resources.world
         for i, (name, stage) in enumerate(self.stages.items()):
             if not _NAME.match(name):
-                raise spec_error(f"stages.{name}", f"stage name {name!r} must be letters, digits, '_' or '-'")
+                p.add(f"stages.{name}", f"stage name {name!r} must be letters, digits, '_' or '-'")
             if isinstance(stage.init, StageRef) and stage.init.stage not in names[:i]:
                 earlier = ", ".join(names[:i]) or "none"
-                raise spec_error(
-                    f"stages.{name}.init.stage",
-                    f"{stage.init.stage!r} is not an earlier stage (earlier stages: {earlier})",
-                )
+                p.add(f"stages.{name}.init.stage", f"{stage.init.stage!r} is not an earlier stage (earlier stages: {earlier})")
             b = stage.batch
             if b.global_ % world:
-                raise spec_error(
+                p.add(
                     f"stages.{name}.batch.global",
                     f"{b.global_} is not divisible by the world size {world} (nodes*procs_per_node); use a multiple of {world}",
                 )
-            if b.micro is not None and (b.global_ // world) % b.micro:
-                raise spec_error(
+            elif b.micro is not None and (b.global_ // world) % b.micro:
+                p.add(
                     f"stages.{name}.batch.micro",
                     f"{b.micro} does not divide the per-rank batch {b.global_ // world} (global/world); pick a divisor",
                 )
+        p.check()
         return self

@@ -84,7 +84,9 @@ def main() -> None:
     parser.add_argument("--seq", type=int, default=512)
     parser.add_argument("--experts", type=int, default=8)
     parser.add_argument("--top-k", type=int, default=2)
-    parser.add_argument("--hidden", type=int, default=512, help="hidden width of each expert (dense: top_k * hidden)")
+    parser.add_argument(
+        "--hidden", type=int, default=512, help="hidden width of each expert (dense: top_k * hidden)"
+    )
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
     parser.add_argument("--both-paths", action="store_true", help="also time the per-expert loop fallback")
@@ -101,12 +103,16 @@ def main() -> None:
     paths = [None, False] if args.both_paths else [None]
     for activation in ("gelu", "swiglu"):
         for path in paths:
-            r = moe_vs_dense(args.dim, tokens, args.experts, args.top_k, args.hidden, args.repeats, activation, path)
+            r = moe_vs_dense(
+                args.dim, tokens, args.experts, args.top_k, args.hidden, args.repeats, activation, path
+            )
             rows.append(r)
     print(f"{'act':<8} {'dispatch':<10} {'moe ms':>8} {'dense ms':>9} {'moe/dense':>10}")
     for r in rows:
         path = "grouped" if r["grouped_mm"] else "loop"
-        print(f"{r['activation']:<8} {path:<10} {r['moe_s'] * 1e3:8.2f} {r['dense_s'] * 1e3:9.2f} {r['ratio']:10.2f}x")
+        print(
+            f"{r['activation']:<8} {path:<10} {r['moe_s'] * 1e3:8.2f} {r['dense_s'] * 1e3:9.2f} {r['ratio']:10.2f}x"
+        )
 
 
 if __name__ == "__main__":

@@ -74,7 +74,7 @@ class Examples:
 
     def slice(self, start: int, stop: int) -> Examples:
         """Examples start..stop-1, trimmed to their own longest length."""
-        width = int(self.lengths[start:stop].max())
+        width = int(self.lengths[start:stop].max(initial=0))
         pos = None if self.positions is None else self.positions[start:stop, :width]
         return Examples(
             self.tokens[start:stop, :width],

@@ -26,9 +26,11 @@ class SparseParity:
         """n examples of `split` (train | eval), all of bit length `length` when it is given."""
         lo, hi = (length, length) if length is not None else getattr(self.cfg.length, split)
         k_lo, k_hi = self.cfg.k_range
+        if lo < k_hi:  # fewer than k positions: planted bits would land in the padding
+            raise ValueError(f"length {lo} cannot hold k={k_hi} planted bits; need length >= {k_hi}")
         lens = rng.integers(lo, hi + 1, size=n)  # [n] bits per example
         ks = rng.integers(k_lo, k_hi + 1, size=n)  # [n] planted bits per example
-        width = int(lens.max())
+        width = int(lens.max(initial=lo))
         bits = rng.integers(0, 2, size=(n, width), dtype=np.int32)  # [n, W]
         col = np.arange(width)
         inside = col[None, :] < lens[:, None]  # [n, W] inside the string

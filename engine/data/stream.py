@@ -32,6 +32,37 @@ class Stream:
         return self.gen.sample(counter_rng(self.seed, self.stage, TRAIN, step, self.rank), self.per_rank, "train")
 
 
+EVAL_CHUNK = 64  # evaluation examples drawn per counter key
+
+
 def eval_examples(gen: Generator, seed: int, stage: str, split: str, length: int, n: int) -> Examples:
-    """The fixed evaluation set for one length: the same n examples at every step and for every world size."""
-    return gen.sample(counter_rng(seed, stage_key(stage), EVAL, length), n, split, length=length)
+    """The fixed evaluation set for one length: the same examples at every step and for every world size.
+
+    Examples are drawn in chunks of `EVAL_CHUNK`, each keyed by its index, so the first m of n examples do not
+    depend on n: a world size that rounds n up (to split it evenly over ranks) only appends examples.
+    """
+    chunks = max(1, -(-n // EVAL_CHUNK))
+    parts = [
+        gen.sample(counter_rng(seed, stage_key(stage), EVAL, length, c), EVAL_CHUNK, split, length=length)
+        for c in range(chunks)
+    ]
+    return _concat(parts, gen.vocab.pad).slice(0, n)
+
+
+def _concat(parts: list[Examples], pad: int) -> Examples:
+    """The examples of `parts` in order, right-padded (tokens with `pad`) to the widest part."""
+    width = max(p.tokens.shape[1] for p in parts)
+
+    def cat(arrays: list[np.ndarray], value: int | bool) -> np.ndarray:
+        padded = [np.pad(a, ((0, 0), (0, width - a.shape[1])), constant_values=value) for a in arrays]
+        return np.concatenate(padded)
+
+    positions = None if parts[0].positions is None else cat([p.positions for p in parts], 0)
+    meta = {k: np.concatenate([p.meta[k] for p in parts]) for k in parts[0].meta}
+    return Examples(
+        cat([p.tokens for p in parts], pad),
+        cat([p.loss_mask for p in parts], False),
+        np.concatenate([p.lengths for p in parts]),
+        positions,
+        meta,
+    )

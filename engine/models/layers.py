@@ -30,7 +30,9 @@ def make_norm(kind: Literal["rmsnorm", "layernorm"], dim: int, eps: float) -> nn
 
 def rope_cos_sin(positions: Tensor, head_dim: int, base: float) -> tuple[Tensor, Tensor]:
     """cos and sin tables for position ids [L] or [B, L]: each [1, 1, L, hd] or [B, 1, L, hd], float32."""
-    inv_freq = base ** (-torch.arange(0, head_dim, 2, device=positions.device, dtype=torch.float32) / head_dim)
+    inv_freq = base ** (
+        -torch.arange(0, head_dim, 2, device=positions.device, dtype=torch.float32) / head_dim
+    )
     angles = positions.to(torch.float32)[..., None] * inv_freq  # [..., L, hd/2]
     angles = torch.cat([angles, angles], dim=-1)  # [..., L, hd]
     if angles.dim() == 2:

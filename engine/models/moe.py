@@ -28,12 +28,15 @@ from schemas.models import MoEFFN, ffn_hidden
 
 # ----------------------------------------------------------------------------- grouped matmul
 
-_GROUPED_MM_OK: dict[tuple[str, torch.dtype], bool] = {}
+_GROUPED_MM_OK: dict[tuple[str, torch.dtype, bool], bool] = {}
 
 
 @torch.compiler.disable
-def _probe_grouped_mm(device: torch.device, dtype: torch.dtype) -> bool:
-    """Run a tiny forward+backward `torch._grouped_mm` on device/dtype and check it against a loop."""
+def _probe_grouped_mm(device: torch.device, dtype: torch.dtype, traced: bool) -> bool:
+    """Run a tiny forward+backward `torch._grouped_mm` on device/dtype and check it against a loop.
+
+    With `traced`, also run its meta kernel, which torch.compile uses (in torch 2.13 it only takes bf16).
+    """
     if not hasattr(torch, "_grouped_mm"):
         return False
     try:
@@ -48,16 +51,18 @@ def _probe_grouped_mm(device: torch.device, dtype: torch.dtype) -> bool:
         ref = torch.cat([x[:8] @ w[0], x[8:] @ w[2]])
         tol = 1e-4 if dtype == torch.float32 else 5e-2
         ok = torch.allclose(y.float(), ref.float(), atol=tol * 16, rtol=tol)
+        if traced:
+            torch._grouped_mm(x.to("meta"), w.to("meta"), offs=offs.to("meta"))
         return bool(ok and x.grad is not None and w.grad is not None)
     except (RuntimeError, NotImplementedError, TypeError):
         return False
 
 
-def grouped_mm_available(device: torch.device, dtype: torch.dtype) -> bool:
-    """Whether `torch._grouped_mm` works (forward and backward) on this device type and dtype; cached."""
-    key = (device.type, dtype)
+def grouped_mm_available(device: torch.device, dtype: torch.dtype, traced: bool = False) -> bool:
+    """Whether `torch._grouped_mm` works (forward and backward; under torch.compile if traced) here; cached."""
+    key = (device.type, dtype, traced)
     if key not in _GROUPED_MM_OK:
-        _GROUPED_MM_OK[key] = _probe_grouped_mm(device, dtype)
+        _GROUPED_MM_OK[key] = _probe_grouped_mm(device, dtype, traced)
     return _GROUPED_MM_OK[key]
 
 
@@ -104,7 +109,8 @@ class MoE(nn.Module):
         """The dispatch path for x: grouped matmul if forced or available and aligned, else the loop."""
         if self.grouped_mm is not None:
             return self.grouped_mm
-        return _aligned(x, self.dim, self.hidden) and grouped_mm_available(x.device, x.dtype)
+        traced = torch.compiler.is_compiling()
+        return _aligned(x, self.dim, self.hidden) and grouped_mm_available(x.device, x.dtype, traced)
 
     def _experts_grouped(self, xs: Tensor, counts: Tensor) -> Tensor:
         """Expert MLPs on expert-sorted rows xs [N, dim] via torch._grouped_mm -> [N, dim]."""

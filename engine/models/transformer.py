@@ -116,7 +116,9 @@ class Transformer(nn.Module):
                     "[B, L] LongTensor (the data generator's `positions`)"
                 )
             if positions.shape != tokens.shape:
-                raise ValueError(f"positions shape {tuple(positions.shape)} != tokens shape {tuple(tokens.shape)}")
+                raise ValueError(
+                    f"positions shape {tuple(positions.shape)} != tokens shape {tuple(tokens.shape)}"
+                )
             return positions.long()
         if pos.kind == "nope":
             return None
@@ -144,7 +146,9 @@ class Transformer(nn.Module):
                 moe_stats.setdefault(key, []).append(value)
 
         x = self.norm(x)
-        logits = self.lm_head(x) if self.lm_head is not None else F.linear(x, self.tok_emb.weight)  # [B, L, V]
+        logits = (
+            self.lm_head(x) if self.lm_head is not None else F.linear(x, self.tok_emb.weight)
+        )  # [B, L, V]
 
         aux: dict[str, Tensor] = {}
         if moe_stats:

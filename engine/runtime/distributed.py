@@ -52,6 +52,7 @@ class Dist:
     def close(self) -> None:
         """Tear down the process group."""
         if dist.is_initialized():
+            dist.barrier(group=self.cpu_group)  # no rank may tear down gloo while a peer still talks to it
             dist.destroy_process_group()
 
 
