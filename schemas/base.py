@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any, Union
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag
 from pydantic_core import PydanticCustomError
 
 
@@ -37,3 +37,21 @@ class Problems:
         if self.items:
             field, message = self.items[0]
             raise PydanticCustomError("spec", message, {"field": field, "problems": list(self.items)})
+
+
+def kinded(*members: type[Strict], default: str | None, description: str) -> Any:
+    """A union of configs told apart by their `kind`; a mapping without `kind` is read as `default`.
+
+    With `default=None` the `kind` key is required. One member needs no union: its `kind` has a default.
+    """
+    if len(members) == 1:
+        return Annotated[members[0], Field(description=description)]
+
+    def kind_of(value: Any) -> str | None:
+        if isinstance(value, dict):
+            return value.get("kind", default)
+        return getattr(value, "kind", None)
+
+    kind_of.default_kind = default  # type: ignore[attr-defined]  # read by the loader for did-you-mean
+    tagged = tuple(Annotated[m, Tag(m.model_fields["kind"].default)] for m in members)
+    return Annotated[Union[tagged], Discriminator(kind_of), Field(description=description)]  # noqa: UP007

@@ -6,7 +6,7 @@ from typing import Annotated, ClassVar, Literal
 
 from pydantic import Field, model_validator
 
-from .base import Problems, Strict, spec_error
+from .base import Problems, Strict, kinded, spec_error
 
 IntRange = Annotated[tuple[int, int], Field(description="Inclusive range [low, high].")]
 
@@ -82,4 +82,4 @@ class SparseParity(Strict):
         return sum(ts) / len(ts), sum(t * (t + 1) for t in ts) / len(ts)
 
 
-Data = Annotated[SparseParity, Field(description="The data generator of a stage, by `kind`.")]
+Data = kinded(SparseParity, default=None, description="The data generator of a stage, by `kind`.")

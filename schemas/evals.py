@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Literal
 
 from pydantic import Field
 
-from .base import Strict
+from .base import Strict, kinded
 
 
 class AccuracyByLength(Strict):
@@ -22,4 +22,4 @@ class AccuracyByLength(Strict):
     batch: int = Field(128, gt=0, description="Examples per forward pass on each rank.")
 
 
-Eval = Annotated[AccuracyByLength, Field(discriminator="kind")]
+Eval = kinded(AccuracyByLength, default=None, description="An evaluator, by `kind`.")

@@ -11,8 +11,9 @@ from dataclasses import dataclass
 from typing import Any, Union
 
 import yaml
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, Discriminator, ValidationError
 
+from .base import Strict
 from .spec import Spec
 
 Path = tuple[str | int, ...]
@@ -330,8 +331,34 @@ def _unwrap(tp: Any) -> list[Any]:
 
 
 def _field_map(model: type[BaseModel]) -> dict[str, Any]:
-    """Keys a model accepts in YAML (aliases where set) -> their annotations."""
-    return {(f.alias or name): f.annotation for name, f in model.model_fields.items()}
+    """Keys a model accepts in YAML (aliases where set) -> their annotations (with their metadata)."""
+    return {(f.alias or name): f.rebuild_annotation() for name, f in model.model_fields.items()}
+
+
+def _default_kind(tp: Any) -> str | None:
+    """The kind a mapping without `kind` is read as, for a union built by `schemas.base.kinded`."""
+    if typing.get_origin(tp) is typing.Annotated:
+        for meta in tp.__metadata__:
+            if isinstance(meta, Discriminator):
+                return getattr(meta.discriminator, "default_kind", None)
+        return _default_kind(typing.get_args(tp)[0])
+    return None
+
+
+def _kind_of(tp: Any, value: Any) -> Any:
+    """The `kind` a mapping validated against `tp` is read as (its own, else the union's default)."""
+    return value.get("kind", _default_kind(tp)) if isinstance(value, dict) else None
+
+
+def _all_kinds() -> frozenset[str]:
+    """Every `kind` tag of the spec language (pydantic puts the chosen tag in error locations)."""
+    out, todo = set(), [Strict]
+    while todo:
+        cls = todo.pop()
+        todo.extend(cls.__subclasses__())
+        if "kind" in cls.model_fields and isinstance(cls.model_fields["kind"].default, str):
+            out.add(cls.model_fields["kind"].default)
+    return frozenset(out)
 
 
 def _kinds(options: list[Any]) -> dict[str, type[BaseModel]]:
@@ -353,8 +380,8 @@ def _child(tp: Any, key: str | int, value: Any) -> Any | None:
             return typing.get_args(t)[0]
     models = [t for t in _unwrap(tp) if isinstance(t, type) and issubclass(t, BaseModel)]
     kinds = _kinds(models)
-    if kinds and isinstance(value, dict) and value.get("kind") in kinds:
-        models = [kinds[value["kind"]]]
+    if kinds and _kind_of(tp, value) in kinds:
+        models = [kinds[_kind_of(tp, value)]]
     for m in models:
         fields = _field_map(m)
         if key in fields:
@@ -387,8 +414,8 @@ def _models_at(path: Path, data: Any) -> list[type[BaseModel]]:
     node = _get(data, path)
     models = [t for t in _unwrap(tp) if isinstance(t, type) and issubclass(t, BaseModel)]
     kinds = _kinds(models)
-    if kinds and isinstance(node, dict) and node.get("kind") in kinds:
-        return [kinds[node["kind"]]]
+    if kinds and _kind_of(tp, node) in kinds:
+        return [kinds[_kind_of(tp, node)]]
     return models
 
 
@@ -530,7 +557,7 @@ def _resolve_loc(loc: tuple[Any, ...], data: Any) -> Path:
         elif (
             isinstance(node, dict)
             and isinstance(item, str)
-            and (item == node.get("kind") or "[" in item or item in _TYPE_TAGS)
+            and (item == node.get("kind", item if item in _ALL_KINDS else None) or "[" in item or item in _TYPE_TAGS)
         ):
             continue  # a discriminated-union tag or a union-member label, not a key
         elif isinstance(node, list | tuple) or (
@@ -543,6 +570,7 @@ def _resolve_loc(loc: tuple[Any, ...], data: Any) -> Path:
     return tuple(path)
 
 
+_ALL_KINDS = _all_kinds()
 _TYPE_TAGS = frozenset("int float str bool none list dict tuple function-after function-before".split())
 
 
@@ -579,9 +607,13 @@ def _issue(err: dict[str, Any], tree: Tree) -> Issue:
         models = _models_at(path[:-1], tree.data)
         fields = sorted({k for m in models for k in _field_map(m)})
         hint = _suggest(str(path[-1]), fields) or (f"; allowed keys: {', '.join(fields)}" if fields else "")
-        kinds = _kinds(_unwrap(_type_at(path[:-1], tree.data)))
-        kind = _get(tree.data, path[:-1] + ("kind",))
+        tp = _type_at(path[:-1], tree.data)
+        kinds = _kinds(_unwrap(tp))
+        kind = _kind_of(tp, _get(tree.data, path[:-1]))
         of = f" for kind {kind!r}" if len(kinds) > 1 and kind in kinds else ""  # a union: say which member
+        owners = [k for k, m in kinds.items() if k != kind and path[-1] in _field_map(m)]
+        if of and owners:  # the key belongs to another kind: the user probably meant that kind
+            hint = f"; {path[-1]!r} is a key of kind {owners[0]!r}: set kind: {owners[0]}"
         return Issue(_position(tree, path, key=True), dotted(path), f"unknown key{of}{hint}")
     if typ == "missing":
         return Issue(_position(tree, path[:-1], key=True), dotted(path), "missing required key")

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Literal
 
 from pydantic import Field, model_validator
 
-from .base import Problems, Strict, spec_error
+from .base import Problems, Strict, kinded, spec_error
 
 # ----------------------------------------------------------------------------- position encodings
 
@@ -42,10 +42,14 @@ class CoupledPosition(Strict):
     base: float = Field(10000.0, gt=1.0, description="RoPE frequency base theta (encoding: rope).")
 
 
-Position = Annotated[
-    LearnedPosition | RopePosition | NoPosition | CoupledPosition,
-    Field(discriminator="kind", description="Position encoding: learned | rope | nope | coupled."),
-]
+Position = kinded(
+    LearnedPosition,
+    RopePosition,
+    NoPosition,
+    CoupledPosition,
+    default="rope",
+    description="Position encoding: learned | rope | nope | coupled (default rope).",
+)
 
 # ----------------------------------------------------------------------------- feed-forward
 
@@ -82,8 +86,7 @@ class MoEFFN(Strict):
         return self
 
 
-FFN = Annotated[DenseFFN | MoEFFN, Field(discriminator="kind", description="Feed-forward kind: dense | moe.")]
-
+FFN = kinded(DenseFFN, MoEFFN, default="dense", description="Feed-forward kind: dense | moe (default dense).")
 
 def ffn_hidden(dim: int, ffn: DenseFFN | MoEFFN) -> int:
     """The hidden width an FFN config resolves to (shared by the plan and the model builder)."""
@@ -141,4 +144,4 @@ class Transformer(Strict):
         return None
 
 
-Model = Annotated[Transformer, Field(description="The model of a stage (kind: transformer).")]
+Model = kinded(Transformer, default="transformer", description="The model of a stage, by `kind`.")

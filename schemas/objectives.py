@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Literal
 
 from pydantic import Field
 
-from .base import Strict
+from .base import Strict, kinded
 
 
 class NextToken(Strict):
@@ -16,4 +16,4 @@ class NextToken(Strict):
     label_smoothing: float = Field(0.0, ge=0, lt=1, description="Label smoothing of the cross-entropy.")
 
 
-Objective = Annotated[NextToken, Field(description="The training objective of a stage, by `kind`.")]
+Objective = kinded(NextToken, default="next_token", description="The training objective of a stage, by `kind`.")

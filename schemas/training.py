@@ -6,7 +6,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
-from .base import Strict, spec_error
+from .base import Strict, kinded, spec_error
 
 
 class AdamW(Strict):
@@ -36,7 +36,7 @@ class SGD(Strict):
     grad_clip: float | None = Field(None, gt=0, description="Clip the global gradient norm to this; null = no clipping.")
 
 
-Optim = Annotated[AdamW | SGD, Field(discriminator="kind", description="Optimizer: adamw | sgd.")]
+Optim = kinded(AdamW, SGD, default="adamw", description="Optimizer: adamw | sgd (default adamw).")
 
 
 class Schedule(Strict):
