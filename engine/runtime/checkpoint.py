@@ -6,6 +6,7 @@ import io
 import json
 import logging
 import re
+import warnings
 from typing import Any
 
 import fsspec
@@ -23,6 +24,9 @@ from torch.distributed.checkpoint.state_dict import (
 from .distributed import Dist
 
 log = logging.getLogger("engine")
+
+# A single process saves and loads without a process group on purpose (no_dist=True); DCP warns regardless.
+warnings.filterwarnings("ignore", message="torch.distributed is disabled, unavailable or uninitialized")
 
 STEP_DIR = re.compile(r"step-(\d{8})$")
 TRAIN_STATE = "train_state.json"

@@ -100,6 +100,19 @@ def autocast(cfg: Distributed, dist: Dist, sharded: bool) -> contextlib.Abstract
     return contextlib.nullcontext()
 
 
+def scalars(metrics: dict[str, torch.Tensor]) -> dict[str, float]:
+    """Flatten metric tensors to floats: a vector `name` [E] becomes `name/0..E-1` plus `name/max_over_mean`."""
+    out: dict[str, float] = {}
+    for k, v in metrics.items():
+        v = v.detach().float().cpu()
+        if v.numel() == 1:
+            out[k] = v.item()
+        else:
+            out.update({f"{k}/{i}": x for i, x in enumerate(v.flatten().tolist())})
+            out[f"{k}/max_over_mean"] = (v.max() / v.mean()).item()  # 1.0 = perfectly balanced
+    return out
+
+
 def stage_seed(seed: int, stage: str) -> int:
     """Model-init seed of a stage: derived from the run seed and the stage name."""
     return (seed * 1_000_003 + zlib.crc32(stage.encode())) % (2**63)
@@ -209,7 +222,7 @@ class StageRunner:
                 g["lr"] = lr
             examples = self.stream.batch(step)
             loss_sum = 0.0
-            sums: dict[str, torch.Tensor] = {}
+            sums: dict[str, float] = {}
             for j in range(accum):
                 mb = examples.slice(j * self.micro, (j + 1) * self.micro)
                 if self.sharded:
@@ -220,8 +233,8 @@ class StageRunner:
                     loss, mets = self.objective(Batch.from_examples(mb, dist.device))
                 (loss / accum).backward()
                 loss_sum += loss.detach().float().item()
-                for k, v in mets.items():
-                    sums[k] = sums.get(k, 0) + v.detach().float().cpu() / accum
+                for k, v in scalars(mets).items():
+                    sums[k] = sums.get(k, 0.0) + v / accum
             lengths = examples.lengths.tolist()
             six_nd, attn = planlib.train_flops(st, lengths, self.vocab_size)
             # One collective per step: loss, the stop flag, tokens, examples and FLOPs, summed over ranks.
