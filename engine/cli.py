@@ -34,7 +34,9 @@ def cmd_validate(argv: Sequence[str]) -> int:
     """Validate spec files; print one line per problem; exit 0 when all are valid, 2 otherwise."""
     p = argparse.ArgumentParser(prog="engine validate", description="Check spec files without running them.")
     p.add_argument("specs", nargs="+", help="spec files, then optional key.path=value overrides")
-    p.add_argument("--explain", action="store_true", help="print each resolved spec with every field's description")
+    p.add_argument(
+        "--explain", action="store_true", help="print each resolved spec with every field's description"
+    )
     p.add_argument("-q", "--quiet", action="store_true", help="print problems only")
     a = p.parse_args(argv)
     files, overrides = _split(a.specs)
@@ -50,7 +52,9 @@ def cmd_validate(argv: Sequence[str]) -> int:
         if a.explain:
             print(explain(spec))
         elif not a.quiet:
-            print(f"{f}: ok ({len(spec.stages)} stage{'s' * (len(spec.stages) != 1)}: {', '.join(spec.stages)})")
+            print(
+                f"{f}: ok ({len(spec.stages)} stage{'s' * (len(spec.stages) != 1)}: {', '.join(spec.stages)})"
+            )
     return USER_ERROR if bad else 0
 
 
@@ -67,7 +71,9 @@ def explain(spec: Spec) -> str:
                 key = field.alias or name
                 value = getattr(obj, name)
                 doc = f"  # {field.description}" if field.description else ""
-                if isinstance(value, BaseModel | dict) or (isinstance(value, list) and value and isinstance(value[0], BaseModel)):
+                if isinstance(value, BaseModel | dict) or (
+                    isinstance(value, list) and value and isinstance(value[0], BaseModel)
+                ):
                     lines.append(f"{pad}{key}:{doc}")
                     walk(value, indent + 1)
                 else:
@@ -129,7 +135,9 @@ def cmd_plan(argv: Sequence[str]) -> int:
 
 def cmd_sample(argv: Sequence[str]) -> int:
     """Print rendered examples of a stage's data, so the data can be inspected before any compute."""
-    p = argparse.ArgumentParser(prog="engine sample", description="Show examples of a stage's data generator.")
+    p = argparse.ArgumentParser(
+        prog="engine sample", description="Show examples of a stage's data generator."
+    )
     p.add_argument("spec")
     p.add_argument("overrides", nargs="*")
     p.add_argument("--stage", help="stage name (default: the first)")
@@ -206,7 +214,9 @@ def cmd_run(argv: Sequence[str]) -> int:
             write_bytes(f"{out}/spec.yaml", dump_spec(spec).encode())
             write_json(f"{out}/plan.json", plan.to_dict())
             if dist.world != spec.resources.world:
-                log.info("note: running on %d rank(s); resources asks for %d", dist.world, spec.resources.world)
+                log.info(
+                    "note: running on %d rank(s); resources asks for %d", dist.world, spec.resources.world
+                )
         results = run_spec(spec, dist, a.stage)
         if dist.main:
             for name, metrics in results.items():
@@ -230,11 +240,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
         print(__doc__)
-        print("usage: engine [run] SPEC [key=value ...] [--stage NAME] | validate SPEC... | plan SPEC [--json] | "
-              "schema [-o FILE] | sample SPEC [--stage S] [--split eval] [-n 4]")
+        print(
+            "usage: engine [run] SPEC [key=value ...] [--stage NAME] | validate SPEC... | plan SPEC [--json] | "
+            "schema [-o FILE] | sample SPEC [--stage S] [--split eval] [-n 4]"
+        )
         return 0
     command = argv[0] if argv[0] in COMMANDS else "run"
     rest = argv[1:] if argv[0] in COMMANDS else argv
-    return {"run": cmd_run, "validate": cmd_validate, "plan": cmd_plan, "schema": cmd_schema, "sample": cmd_sample}[
-        command
-    ](rest)
+    return {
+        "run": cmd_run,
+        "validate": cmd_validate,
+        "plan": cmd_plan,
+        "schema": cmd_schema,
+        "sample": cmd_sample,
+    }[command](rest)

@@ -29,7 +29,9 @@ class LengthRanges(Strict):
 class SparseParity(Strict):
     """k-sparse parity: `BOS x1..xL = y EOS`; k planted bits are written `0*`/`1*`, y is their XOR."""
 
-    kind: Literal["sparse_parity"] = Field("sparse_parity", description="k-sparse planted parity (PAPERS.md §4).")
+    kind: Literal["sparse_parity"] = Field(
+        "sparse_parity", description="k-sparse planted parity (PAPERS.md §4)."
+    )
     k: int | IntRange = Field(
         3, description="Planted positions per example: a fixed k, or [low, high] drawn uniformly per example."
     )
@@ -38,7 +40,9 @@ class SparseParity(Strict):
         description="Ranges of the bit-string length L for training and evaluation.",
     )
     window: int | None = Field(
-        None, gt=0, description="Keep the planted positions inside a random span of this many bits (locality); null = anywhere."
+        None,
+        gt=0,
+        description="Keep the planted positions inside a random span of this many bits (locality); null = anywhere.",
     )
 
     VOCAB: ClassVar[tuple[str, ...]] = ("PAD", "BOS", "EOS", "=", "0", "1", "0*", "1*")
@@ -51,7 +55,10 @@ class SparseParity(Strict):
             p.add("k", f"k={self.k} is not valid; need 1 <= k (and low <= high for a range)")
         shortest = min(self.length.train[0], self.length.eval[0])
         if k_hi > shortest:
-            p.add("k", f"k up to {k_hi} cannot be planted in strings of length {shortest}; raise the shortest length or lower k")
+            p.add(
+                "k",
+                f"k up to {k_hi} cannot be planted in strings of length {shortest}; raise the shortest length or lower k",
+            )
         if self.window is not None and self.window < k_hi:
             p.add("window", f"window={self.window} cannot hold k={k_hi} planted bits; need window >= k")
         p.check()

@@ -12,13 +12,17 @@ from .base import Strict, kinded
 class AccuracyByLength(Strict):
     """Exact-match accuracy of the answer (greedy), per input length, on fixed held-out examples."""
 
-    kind: Literal["accuracy_by_length"] = Field("accuracy_by_length", description="Exact-match accuracy per length.")
+    kind: Literal["accuracy_by_length"] = Field(
+        "accuracy_by_length", description="Exact-match accuracy per length."
+    )
     every: int = Field(500, gt=0, description="Run every this many steps (and always after the last step).")
     lengths: list[int] | None = Field(
         None,
         description="Input lengths to evaluate; default: both ends of the train range and 4 lengths spread over the eval range.",
     )
-    examples: int = Field(256, gt=0, description="Examples per length (split over ranks; a fixed set for the whole run).")
+    examples: int = Field(
+        256, gt=0, description="Examples per length (split over ranks; a fixed set for the whole run)."
+    )
     batch: int = Field(128, gt=0, description="Examples per forward pass on each rank.")
 
 

@@ -557,7 +557,11 @@ def _resolve_loc(loc: tuple[Any, ...], data: Any) -> Path:
         elif (
             isinstance(node, dict)
             and isinstance(item, str)
-            and (item == node.get("kind", item if item in _ALL_KINDS else None) or "[" in item or item in _TYPE_TAGS)
+            and (
+                item == node.get("kind", item if item in _ALL_KINDS else None)
+                or "[" in item
+                or item in _TYPE_TAGS
+            )
         ):
             continue  # a discriminated-union tag or a union-member label, not a key
         elif isinstance(node, list | tuple) or (

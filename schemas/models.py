@@ -15,7 +15,9 @@ class LearnedPosition(Strict):
     """A learned absolute position table, indexed 0..L-1."""
 
     kind: Literal["learned"] = Field("learned", description="Learned absolute position embeddings.")
-    max_len: int = Field(1024, gt=0, description="Rows of the position table: the longest sequence the model can read.")
+    max_len: int = Field(
+        1024, gt=0, description="Rows of the position table: the longest sequence the model can read."
+    )
 
 
 class RopePosition(Strict):
@@ -34,10 +36,14 @@ class NoPosition(Strict):
 class CoupledPosition(Strict):
     """Position ids come with the batch (position coupling) and drive RoPE or a learned table."""
 
-    kind: Literal["coupled"] = Field("coupled", description="Position ids taken from the batch (position coupling).")
+    kind: Literal["coupled"] = Field(
+        "coupled", description="Position ids taken from the batch (position coupling)."
+    )
     encoding: Literal["rope", "learned"] = Field("rope", description="How the coupled ids are encoded.")
     max_position: int = Field(
-        1024, gt=0, description="Largest position id + 1 (rows of the learned table; bound checked on the data)."
+        1024,
+        gt=0,
+        description="Largest position id + 1 (rows of the learned table; bound checked on the data).",
     )
     base: float = Field(10000.0, gt=1.0, description="RoPE frequency base theta (encoding: rope).")
 
@@ -58,7 +64,9 @@ class DenseFFN(Strict):
     """A dense MLP: GELU (Linear-GELU-Linear) or SwiGLU (gated, three matrices)."""
 
     kind: Literal["dense"] = Field("dense", description="Dense feed-forward block.")
-    hidden: int | None = Field(None, gt=0, description="Hidden width; default 4*dim (GELU) or 8/3*dim rounded to 64 (SwiGLU).")
+    hidden: int | None = Field(
+        None, gt=0, description="Hidden width; default 4*dim (GELU) or 8/3*dim rounded to 64 (SwiGLU)."
+    )
     activation: Literal["gelu", "swiglu"] = Field("gelu", description="GELU MLP or SwiGLU gated MLP.")
 
 
@@ -76,17 +84,22 @@ class MoEFFN(Strict):
         description="Per-expert token capacity = factor * tokens * top_k / experts; overflow is dropped. null = dropless.",
     )
     load_balance: float = Field(0.01, ge=0, description="Coefficient of the Switch load-balancing loss.")
-    z_loss: float = Field(0.001, ge=0, description="Coefficient of the router z-loss (mean squared logsumexp).")
+    z_loss: float = Field(
+        0.001, ge=0, description="Coefficient of the router z-loss (mean squared logsumexp)."
+    )
     renormalize: bool = Field(True, description="Renormalise the top-k router probabilities to sum to 1.")
 
     @model_validator(mode="after")
     def _top_k_fits(self) -> MoEFFN:
         if self.top_k > self.experts:
-            raise spec_error("top_k", f"top_k={self.top_k} exceeds experts={self.experts}; set top_k <= experts")
+            raise spec_error(
+                "top_k", f"top_k={self.top_k} exceeds experts={self.experts}; set top_k <= experts"
+            )
         return self
 
 
 FFN = kinded(DenseFFN, MoEFFN, default="dense", description="Feed-forward kind: dense | moe (default dense).")
+
 
 def ffn_hidden(dim: int, ffn: DenseFFN | MoEFFN) -> int:
     """The hidden width an FFN config resolves to (shared by the plan and the model builder)."""
@@ -107,15 +120,21 @@ class Transformer(Strict):
     dim: int = Field(256, gt=0, description="Model width (residual stream).")
     depth: int = Field(4, gt=0, description="Number of blocks.")
     heads: int = Field(4, gt=0, description="Attention heads; must divide dim.")
-    kv_heads: int | None = Field(None, gt=0, description="Key/value heads (grouped-query attention); default = heads.")
+    kv_heads: int | None = Field(
+        None, gt=0, description="Key/value heads (grouped-query attention); default = heads."
+    )
     norm: Literal["rmsnorm", "layernorm"] = Field("rmsnorm", description="Normalisation layer kind.")
     norm_eps: float = Field(1e-5, gt=0, description="Epsilon of the normalisation layers.")
     bias: bool = Field(False, description="Biases in the linear layers.")
     position: Position = Field(default_factory=RopePosition)
     ffn: FFN = Field(default_factory=DenseFFN)
-    vocab_size: int | None = Field(None, gt=0, description="Vocabulary size; default: the data generator's vocabulary.")
+    vocab_size: int | None = Field(
+        None, gt=0, description="Vocabulary size; default: the data generator's vocabulary."
+    )
     tie_embeddings: bool = Field(False, description="Share the input embedding and the output head.")
-    init_std: float = Field(0.02, gt=0, description="Std of the normal init; output projections get std/sqrt(2*depth).")
+    init_std: float = Field(
+        0.02, gt=0, description="Std of the normal init; output projections get std/sqrt(2*depth)."
+    )
 
     @model_validator(mode="after")
     def _shapes(self) -> Transformer:
@@ -125,9 +144,14 @@ class Transformer(Strict):
         kv = self.kv_heads or self.heads
         if self.heads % kv:
             p.add("kv_heads", f"{kv} does not divide heads={self.heads}; kv_heads must divide heads")
-        rope = self.position.kind == "rope" or (self.position.kind == "coupled" and self.position.encoding == "rope")
+        rope = self.position.kind == "rope" or (
+            self.position.kind == "coupled" and self.position.encoding == "rope"
+        )
         if rope and not self.dim % self.heads and (self.dim // self.heads) % 2:
-            p.add("heads", f"RoPE needs an even head dim, got dim/heads={self.dim // self.heads}; change heads or dim")
+            p.add(
+                "heads",
+                f"RoPE needs an even head dim, got dim/heads={self.dim // self.heads}; change heads or dim",
+            )
         p.check()
         return self
 

@@ -58,16 +58,23 @@ class TrainStage(Strict):
     schedule: Schedule = Field(description="Steps and learning-rate schedule.")
     batch: Batch = Field(description="Global and micro batch sizes.")
     distributed: Distributed = Field(default_factory=Distributed, description="Sharding, precision, compile.")
-    checkpoint: Checkpointing = Field(default_factory=Checkpointing, description="Checkpoint period and retention.")
+    checkpoint: Checkpointing = Field(
+        default_factory=Checkpointing, description="Checkpoint period and retention."
+    )
     logging: Logging = Field(default_factory=Logging, description="Metric logging.")
-    evals: list[Eval] = Field(default_factory=list, description="Evaluations run periodically and at the end.")
+    evals: list[Eval] = Field(
+        default_factory=list, description="Evaluations run periodically and at the end."
+    )
 
     @model_validator(mode="after")
     def _model_fits_data(self) -> TrainStage:
         p = Problems()
         m, d = self.model, self.data
         if m.vocab_size is not None and m.vocab_size < d.vocab_size:
-            p.add("model.vocab_size", f"{m.vocab_size} is smaller than the data's vocabulary ({d.vocab_size}); raise it or leave it unset")
+            p.add(
+                "model.vocab_size",
+                f"{m.vocab_size} is smaller than the data's vocabulary ({d.vocab_size}); raise it or leave it unset",
+            )
         need = d.max_seq_len()
         if m.context is not None and m.context < need:
             p.add(
@@ -78,7 +85,9 @@ class TrainStage(Strict):
         for i, ev in enumerate(self.evals):
             bad = [n for n in ev.lengths or [] if not lo <= n <= hi]
             if bad:
-                p.add(f"evals.{i}.lengths", f"lengths {bad} lie outside [{lo}, {hi}] (k .. longest data length)")
+                p.add(
+                    f"evals.{i}.lengths", f"lengths {bad} lie outside [{lo}, {hi}] (k .. longest data length)"
+                )
         p.check()
         return self
 
@@ -92,10 +101,13 @@ class Spec(Strict):
     """A whole experiment: run identity, resources, and the stages run in order."""
 
     extends: str | list[str] | None = Field(
-        None, description="Spec file(s) deep-merged under this one (resolved by the loader, relative to this file)."
+        None,
+        description="Spec file(s) deep-merged under this one (resolved by the loader, relative to this file).",
     )
     run: Run = Field(description="Run name, output directory and seed.")
-    resources: Resources = Field(default_factory=Resources, description="Nodes, processes per node and device.")
+    resources: Resources = Field(
+        default_factory=Resources, description="Nodes, processes per node and device."
+    )
     stages: dict[str, Stage] = Field(min_length=1, description="Named stages, run in the order written.")
 
     @model_validator(mode="after")
@@ -108,7 +120,10 @@ class Spec(Strict):
                 p.add(f"stages.{name}", f"stage name {name!r} must be letters, digits, '_' or '-'")
             if isinstance(stage.init, StageRef) and stage.init.stage not in names[:i]:
                 earlier = ", ".join(names[:i]) or "none"
-                p.add(f"stages.{name}.init.stage", f"{stage.init.stage!r} is not an earlier stage (earlier stages: {earlier})")
+                p.add(
+                    f"stages.{name}.init.stage",
+                    f"{stage.init.stage!r} is not an earlier stage (earlier stages: {earlier})",
+                )
             b = stage.batch
             if b.global_ % world:
                 p.add(

@@ -17,7 +17,9 @@ class AdamW(Strict):
     betas: tuple[float, float] = Field((0.9, 0.95), description="Adam betas (beta1, beta2).")
     eps: float = Field(1e-8, gt=0, description="Adam epsilon.")
     weight_decay: float = Field(0.0, ge=0, description="Decoupled weight decay on matrices and embeddings.")
-    grad_clip: float | None = Field(1.0, gt=0, description="Clip the global gradient norm to this; null = no clipping.")
+    grad_clip: float | None = Field(
+        1.0, gt=0, description="Clip the global gradient norm to this; null = no clipping."
+    )
 
     @model_validator(mode="after")
     def _betas(self) -> AdamW:
@@ -33,7 +35,9 @@ class SGD(Strict):
     lr: float = Field(0.05, gt=0, description="Peak learning rate.")
     momentum: float = Field(0.0, ge=0, lt=1, description="Momentum.")
     weight_decay: float = Field(0.0, ge=0, description="L2 weight decay on matrices and embeddings.")
-    grad_clip: float | None = Field(None, gt=0, description="Clip the global gradient norm to this; null = no clipping.")
+    grad_clip: float | None = Field(
+        None, gt=0, description="Clip the global gradient norm to this; null = no clipping."
+    )
 
 
 Optim = kinded(AdamW, SGD, default="adamw", description="Optimizer: adamw | sgd (default adamw).")
@@ -44,7 +48,9 @@ class Schedule(Strict):
 
     steps: int = Field(gt=0, description="Optimizer steps in the stage.")
     warmup: int = Field(0, ge=0, description="Linear warmup steps from warmup_start * lr to lr.")
-    warmup_start: float = Field(0.0, ge=0, le=1, description="Learning rate at step 0, as a fraction of the peak.")
+    warmup_start: float = Field(
+        0.0, ge=0, le=1, description="Learning rate at step 0, as a fraction of the peak."
+    )
     decay: Literal["cosine", "linear", "constant"] = Field("cosine", description="Decay after warmup.")
     min_lr: float = Field(0.0, ge=0, le=1, description="Final learning rate, as a fraction of the peak.")
 
@@ -58,21 +64,31 @@ class Schedule(Strict):
 class Batch(Strict):
     """Examples per optimizer step, and per forward pass on one rank (gradient accumulation in between)."""
 
-    global_: int = Field(alias="global", gt=0, description="Examples per optimizer step, summed over all ranks.")
+    global_: int = Field(
+        alias="global", gt=0, description="Examples per optimizer step, summed over all ranks."
+    )
     micro: int | None = Field(
-        None, gt=0, description="Examples per forward pass on one rank; default global/world (no accumulation)."
+        None,
+        gt=0,
+        description="Examples per forward pass on one rank; default global/world (no accumulation).",
     )
 
 
 class Distributed(Strict):
     """How the stage's models are sharded and compiled."""
 
-    fsdp: bool = Field(True, description="Shard with FSDP2 (per block, then the root) when there is more than one rank.")
-    reshard_after_forward: bool = Field(True, description="FSDP2: free gathered parameters after forward (ZeRO-3).")
+    fsdp: bool = Field(
+        True, description="Shard with FSDP2 (per block, then the root) when there is more than one rank."
+    )
+    reshard_after_forward: bool = Field(
+        True, description="FSDP2: free gathered parameters after forward (ZeRO-3)."
+    )
     precision: Literal["auto", "fp32", "bf16"] = Field(
         "auto", description="Compute precision of parameters; auto = bf16 on CUDA, fp32 on CPU."
     )
-    activation_checkpointing: bool = Field(False, description="Recompute each block's activations in backward.")
+    activation_checkpointing: bool = Field(
+        False, description="Recompute each block's activations in backward."
+    )
     compile: bool = Field(False, description="torch.compile each block.")
     deterministic: bool = Field(True, description="Use deterministic kernels (bitwise-reproducible resume).")
 
@@ -82,7 +98,9 @@ class Checkpointing(Strict):
 
     every: int = Field(500, gt=0, description="Save a checkpoint every this many steps (and at preemption).")
     keep_last: int = Field(2, gt=0, description="Complete checkpoints to keep; older ones are deleted.")
-    url: str | None = Field(None, description="Where checkpoints go (any fsspec URL); default {output}/{stage}/checkpoints.")
+    url: str | None = Field(
+        None, description="Where checkpoints go (any fsspec URL); default {output}/{stage}/checkpoints."
+    )
 
 
 class Logging(Strict):
@@ -105,4 +123,6 @@ class CheckpointRef(Strict):
     checkpoint: str = Field(description="fsspec URL of a final/ directory (model.pt + done.json).")
 
 
-WeightsRef = Annotated[StageRef | CheckpointRef, Field(description="Weights from {stage: NAME} or {checkpoint: URL}.")]
+WeightsRef = Annotated[
+    StageRef | CheckpointRef, Field(description="Weights from {stage: NAME} or {checkpoint: URL}.")
+]

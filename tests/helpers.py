@@ -35,7 +35,13 @@ def env() -> dict[str, str]:
 def engine(*args: str, timeout: float = 300, **kw) -> subprocess.CompletedProcess:
     """Run `python -m engine ARGS` to completion and capture its output."""
     return subprocess.run(
-        [sys.executable, "-m", "engine", *args], cwd=REPO, env=env(), capture_output=True, text=True, timeout=timeout, **kw
+        [sys.executable, "-m", "engine", *args],
+        cwd=REPO,
+        env=env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        **kw,
     )
 
 

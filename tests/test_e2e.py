@@ -16,7 +16,13 @@ from schemas import load_spec
 @pytest.mark.slow
 @pytest.mark.distributed
 def test_torchrun_two_ranks_runs_the_spec(tmp_path):
-    args = [SPEC, f"run.output={tmp_path}", *TINY, "stages.train.schedule.steps=30", "stages.train.checkpoint.every=10"]
+    args = [
+        SPEC,
+        f"run.output={tmp_path}",
+        *TINY,
+        "stages.train.schedule.steps=30",
+        "stages.train.checkpoint.every=10",
+    ]
     r = torchrun("-m", "engine", *args)
     assert r.returncode == 0, r.stdout + r.stderr
     stage = tmp_path / "train"
@@ -30,9 +36,13 @@ def test_torchrun_two_ranks_runs_the_spec(tmp_path):
     assert logged[-1]["examples"] == 30 * 16, "both ranks' examples are counted"
     assert list((stage / "tb").glob("events.out.tfevents.*")), "TensorBoard events on rank 0"
     assert (tmp_path / "spec.yaml").exists() and (tmp_path / "plan.json").exists()
-    assert "step 30/30" in r.stdout and "[rank 1]" not in r.stdout, "one progress line per log step, from rank 0"
+    assert "step 30/30" in r.stdout and "[rank 1]" not in r.stdout, (
+        "one progress line per log step, from rank 0"
+    )
     weights = torch.load(stage / "final" / "model.pt", weights_only=True)
-    assert all(not hasattr(t, "placements") for t in weights.values()), "final/ holds full tensors, not shards"
+    assert all(not hasattr(t, "placements") for t in weights.values()), (
+        "final/ holds full tensors, not shards"
+    )
 
 
 def test_plan_matches_the_built_model():

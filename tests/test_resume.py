@@ -16,18 +16,28 @@ from helpers import REPO, SPEC, TINY, engine, env
 pytestmark = pytest.mark.slow
 
 STEPS = 400
-RUN = [*TINY, f"stages.train.schedule.steps={STEPS}", "stages.train.checkpoint.every=20", "stages.train.evals.0.every=200"]
+RUN = [
+    *TINY,
+    f"stages.train.schedule.steps={STEPS}",
+    "stages.train.checkpoint.every=20",
+    "stages.train.evals.0.every=200",
+]
 
 
 def start(out: Path) -> subprocess.Popen:
     """Start the tiny run in the background."""
     cmd = [sys.executable, "-m", "engine", SPEC, f"run.output={out}", *RUN]
-    return subprocess.Popen(cmd, cwd=REPO, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return subprocess.Popen(
+        cmd, cwd=REPO, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
 
 
 def complete_checkpoints(out: Path) -> list[int]:
     """Steps of the complete checkpoints of the train stage."""
-    return sorted(int(p.parent.name.split("-")[1]) for p in (out / "train" / "checkpoints").glob("step-*/train_state.json"))
+    return sorted(
+        int(p.parent.name.split("-")[1])
+        for p in (out / "train" / "checkpoints").glob("step-*/train_state.json")
+    )
 
 
 def wait_for_checkpoint(proc: subprocess.Popen, out: Path, timeout: float = 120) -> None:
@@ -65,7 +75,9 @@ def test_kill9_then_resume_matches_uninterrupted(tmp_path, baseline):
     wait_for_checkpoint(proc, tmp_path)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    assert not (tmp_path / "train" / "final" / "done.json").exists(), "the kill came too late to test anything"
+    assert not (tmp_path / "train" / "final" / "done.json").exists(), (
+        "the kill came too late to test anything"
+    )
     killed_at = complete_checkpoints(tmp_path)[-1]
     r = engine(SPEC, f"run.output={tmp_path}", *RUN)
     assert r.returncode == 0, r.stdout + r.stderr
@@ -85,7 +97,9 @@ def test_sigterm_checkpoints_exits_and_resumes(tmp_path, baseline):
     assert "checkpoint written at step" in out
     stopped = complete_checkpoints(tmp_path)[-1]
     assert before <= stopped < STEPS
-    state = json.loads((tmp_path / "train" / "checkpoints" / f"step-{stopped:08d}" / "train_state.json").read_text())
+    state = json.loads(
+        (tmp_path / "train" / "checkpoints" / f"step-{stopped:08d}" / "train_state.json").read_text()
+    )
     assert state["step"] == stopped and state["tokens"] > 0
     r = engine(SPEC, f"run.output={tmp_path}", *RUN)
     assert r.returncode == 0, r.stdout + r.stderr

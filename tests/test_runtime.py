@@ -118,8 +118,12 @@ def test_tiny_sparse_parity_learns(tmp_path):
     """The quickstart spec, shortened: the loss falls below 0.2 and training-length accuracy exceeds 0.9."""
     spec = load_spec(
         SPEC,
-        [f"run.output={tmp_path}", "stages.train.schedule.steps=300", "stages.train.evals.0.every=300",
-         "stages.train.checkpoint.every=1000"],
+        [
+            f"run.output={tmp_path}",
+            "stages.train.schedule.steps=300",
+            "stages.train.evals.0.every=300",
+            "stages.train.checkpoint.every=1000",
+        ],
     )
     results = run_spec(spec, Dist())
     rows = [json.loads(line) for line in (tmp_path / "train" / "metrics.jsonl").read_text().splitlines()]

@@ -98,22 +98,31 @@ def main() -> None:
     for r in range(a.rounds):
         engine += engine_step_times(a.spec, overrides, a.steps, a.window)
         plain += plain_step_times(a.spec, overrides, a.steps, a.window)
-        print(f"round {r + 1}/{a.rounds}: engine {statistics.median(engine) * 1e3:.2f} ms/step, "
-              f"plain {statistics.median(plain) * 1e3:.2f} ms/step", flush=True)
+        print(
+            f"round {r + 1}/{a.rounds}: engine {statistics.median(engine) * 1e3:.2f} ms/step, "
+            f"plain {statistics.median(plain) * 1e3:.2f} ms/step",
+            flush=True,
+        )
     e, b = statistics.median(engine), statistics.median(plain)
     print()
     print(f"{'loop':<10}{'ms/step (median)':>18}")
     print(f"{'plain':<10}{b * 1e3:>18.2f}")
     print(f"{'engine':<10}{e * 1e3:>18.2f}")
-    print(f"engine / plain = {e / b:.3f}  (target <= 1.05; {a.threads} threads, {a.steps} steps x {a.rounds} rounds)")
+    print(
+        f"engine / plain = {e / b:.3f}  (target <= 1.05; {a.threads} threads, {a.steps} steps x {a.rounds} rounds)"
+    )
 
     if not a.skip_moe:
         from bench_moe import moe_vs_dense
 
         r = moe_vs_dense(dim=256, tokens=4096, experts=8, top_k=2, hidden=512, repeats=20)
         print()
-        print("MoE layer (8 experts, top-2, expert hidden 512) vs dense FFN (hidden 1024: same active params),")
-        print(f"forward+backward on 4096 tokens of width 256: {json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in r.items()})}")
+        print(
+            "MoE layer (8 experts, top-2, expert hidden 512) vs dense FFN (hidden 1024: same active params),"
+        )
+        print(
+            f"forward+backward on 4096 tokens of width 256: {json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in r.items()})}"
+        )
 
 
 if __name__ == "__main__":

@@ -70,7 +70,9 @@ class Examples:
     def __getitem__(self, i: int) -> Example:
         n = int(self.lengths[i])
         pos = None if self.positions is None else self.positions[i, :n]
-        return Example(self.tokens[i, :n], self.loss_mask[i, :n], pos, {k: v[i] for k, v in self.meta.items()})
+        return Example(
+            self.tokens[i, :n], self.loss_mask[i, :n], pos, {k: v[i] for k, v in self.meta.items()}
+        )
 
     def slice(self, start: int, stop: int) -> Examples:
         """Examples start..stop-1, trimmed to their own longest length."""
@@ -90,7 +92,9 @@ class Generator(Protocol):
 
     vocab: Vocab
 
-    def sample(self, rng: np.random.Generator, n: int, split: str = "train", length: int | None = None) -> Examples:
+    def sample(
+        self, rng: np.random.Generator, n: int, split: str = "train", length: int | None = None
+    ) -> Examples:
         """n examples of `split`; `length` pins the task's size parameter (e.g. input length) when given."""
         ...
 

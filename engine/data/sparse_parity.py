@@ -22,7 +22,9 @@ class SparseParity:
     def __init__(self, cfg: SparseParityConfig):
         self.cfg = cfg
 
-    def sample(self, rng: np.random.Generator, n: int, split: str = "train", length: int | None = None) -> Examples:
+    def sample(
+        self, rng: np.random.Generator, n: int, split: str = "train", length: int | None = None
+    ) -> Examples:
         """n examples of `split` (train | eval), all of bit length `length` when it is given."""
         lo, hi = (length, length) if length is not None else getattr(self.cfg.length, split)
         k_lo, k_hi = self.cfg.k_range

@@ -25,11 +25,19 @@ class Stream:
     """Training batches: `batch(step)` is this rank's share of the global batch of that step."""
 
     def __init__(self, gen: Generator, seed: int, stage: str, rank: int, per_rank: int):
-        self.gen, self.seed, self.stage, self.rank, self.per_rank = gen, seed, stage_key(stage), rank, per_rank
+        self.gen, self.seed, self.stage, self.rank, self.per_rank = (
+            gen,
+            seed,
+            stage_key(stage),
+            rank,
+            per_rank,
+        )
 
     def batch(self, step: int) -> Examples:
         """The examples of `step` on this rank; the same whenever and however often it is asked for."""
-        return self.gen.sample(counter_rng(self.seed, self.stage, TRAIN, step, self.rank), self.per_rank, "train")
+        return self.gen.sample(
+            counter_rng(self.seed, self.stage, TRAIN, step, self.rank), self.per_rank, "train"
+        )
 
 
 EVAL_CHUNK = 64  # evaluation examples drawn per counter key

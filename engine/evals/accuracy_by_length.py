@@ -28,7 +28,9 @@ class AccuracyByLength:
     the teacher-forced argmax there is the gold token, given that all earlier ones were.
     """
 
-    def __init__(self, cfg: AccuracyByLengthConfig, gen: Generator, data_cfg, seed: int, stage: str, dist: Dist):
+    def __init__(
+        self, cfg: AccuracyByLengthConfig, gen: Generator, data_cfg, seed: int, stage: str, dist: Dist
+    ):
         self.cfg, self.gen, self.dist = cfg, gen, dist
         self.train_range = tuple(data_cfg.length.train)
         self.eval_range = tuple(data_cfg.length.eval)
@@ -47,7 +49,9 @@ class AccuracyByLength:
         for i, n in enumerate(self.lengths):
             ex = self.sets[n]
             for start in range(0, len(ex), self.cfg.batch):
-                batch = Batch.from_examples(ex.slice(start, min(start + self.cfg.batch, len(ex))), self.dist.device)
+                batch = Batch.from_examples(
+                    ex.slice(start, min(start + self.cfg.batch, len(ex))), self.dist.device
+                )
                 logits, targets, mask, _ = objective.predict(batch)
                 hit = torch.zeros_like(mask, dtype=torch.bool)
                 hit[mask] = logits.argmax(-1) == targets

@@ -23,5 +23,9 @@ class Batch:
         nb = device.type == "cuda"
         tokens = torch.from_numpy(ex.tokens).to(device, torch.long, non_blocking=nb)
         mask = torch.from_numpy(ex.loss_mask).to(device, non_blocking=nb)
-        pos = None if ex.positions is None else torch.from_numpy(ex.positions).to(device, torch.long, non_blocking=nb)
+        pos = (
+            None
+            if ex.positions is None
+            else torch.from_numpy(ex.positions).to(device, torch.long, non_blocking=nb)
+        )
         return cls(tokens, mask, pos)

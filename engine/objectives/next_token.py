@@ -21,7 +21,9 @@ class NextToken:
         """The modules whose parameters the optimizer updates."""
         return self.models
 
-    def predict(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+    def predict(
+        self, batch: Batch
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
         """Logits at the answer positions [M, V], their targets [M], the mask [B, L-1] and the model's aux."""
         pos = None if batch.positions is None else batch.positions[:, :-1]
         logits, aux = self.model(batch.tokens[:, :-1], pos)  # [B, L-1, V]

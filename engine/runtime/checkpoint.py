@@ -106,7 +106,9 @@ class Checkpointer:
         model_sd, optim_sd = get_state_dict(mods if len(mods) > 1 else mods[0], optim)
         return {"model": model_sd, "optim": optim_sd}
 
-    def save(self, step: int, models: dict[str, nn.Module], optim: torch.optim.Optimizer, train_state: dict) -> None:
+    def save(
+        self, step: int, models: dict[str, nn.Module], optim: torch.optim.Optimizer, train_state: dict
+    ) -> None:
         """Write a checkpoint of the state after `step` steps; train_state.json goes last, then old ones go."""
         where = self._dir(step)
         if self.dist.main:
@@ -141,7 +143,10 @@ class Checkpointer:
         dcp.load(state, storage_reader=_reader(where), no_dist=not self.dist.distributed)
         mods = list(models.values())
         set_state_dict(
-            mods if len(mods) > 1 else mods[0], optim, model_state_dict=state["model"], optim_state_dict=state["optim"]
+            mods if len(mods) > 1 else mods[0],
+            optim,
+            model_state_dict=state["model"],
+            optim_state_dict=state["optim"],
         )
         return read_json(f"{where}/{TRAIN_STATE}")
 

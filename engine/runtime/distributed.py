@@ -59,7 +59,9 @@ class Dist:
 def init(device: str) -> Dist:
     """Join the job torchrun started (or run alone when not under torchrun) on `device` (cpu | cuda)."""
     if device == "cuda" and not torch.cuda.is_available():
-        raise LaunchError("resources.device is cuda but no CUDA device is visible; set resources.device=cpu to run on CPU")
+        raise LaunchError(
+            "resources.device is cuda but no CUDA device is visible; set resources.device=cpu to run on CPU"
+        )
     if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
         dev = torch.device("cuda", 0) if device == "cuda" else torch.device("cpu")
         if device == "cuda":

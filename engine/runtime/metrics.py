@@ -31,7 +31,9 @@ def _si(x: float) -> str:
 class Metrics:
     """Writes one JSON line per logged step and TensorBoard scalars; does nothing off rank 0."""
 
-    def __init__(self, stage_url: str, enabled: bool, tensorboard: bool, console: bool, stage: str, steps: int):
+    def __init__(
+        self, stage_url: str, enabled: bool, tensorboard: bool, console: bool, stage: str, steps: int
+    ):
         self.enabled, self.console, self.stage, self.steps = enabled, console, stage, steps
         self.url = f"{stage_url}/metrics.jsonl"
         self._lines: list[str] = []
@@ -44,7 +46,9 @@ class Metrics:
 
                 self.tb = SummaryWriter(logdir=f"{path}/tb", flush_secs=30)
             elif tensorboard:
-                log.info("TensorBoard event files are written for local outputs only; %s is remote", stage_url)
+                log.info(
+                    "TensorBoard event files are written for local outputs only; %s is remote", stage_url
+                )
             if fs.exists(f"{path}/metrics.jsonl") and not is_local(stage_url):
                 with fs.open(f"{path}/metrics.jsonl", "r") as f:
                     self._lines = f.read().splitlines(keepends=True)
@@ -53,7 +57,10 @@ class Metrics:
         """Record the metrics of `step` (a mapping of names to numbers)."""
         if not self.enabled:
             return
-        row = {"step": step, **{k: (float(v) if isinstance(v, int | float) else v) for k, v in values.items()}}
+        row = {
+            "step": step,
+            **{k: (float(v) if isinstance(v, int | float) else v) for k, v in values.items()},
+        }
         line = json.dumps(row) + "\n"
         if is_local(self.url):
             with fsspec.open(self.url, "a") as f:

@@ -37,7 +37,9 @@ class Preempted(RuntimeError):
     """A preemption signal was honoured: a checkpoint was written and the job exits."""
 
     def __init__(self, signum: int, step: int):
-        super().__init__(f"signal {signum} received: checkpoint written at step {step}; rerun the same command to resume")
+        super().__init__(
+            f"signal {signum} received: checkpoint written at step {step}; rerun the same command to resume"
+        )
         self.signum, self.step = signum, step
 
 
@@ -83,7 +85,11 @@ def parallelize(model: nn.Module, cfg: Distributed, dist: Dist) -> nn.Module:
             blocks[i] = block
     bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and dist.device.type == "cuda")
     if dist.distributed and cfg.fsdp:
-        mp = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32) if bf16 else MixedPrecisionPolicy()
+        mp = (
+            MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
+            if bf16
+            else MixedPrecisionPolicy()
+        )
         for block in blocks or []:
             fully_shard(block, mesh=dist.mesh, reshard_after_forward=cfg.reshard_after_forward, mp_policy=mp)
         fully_shard(model, mesh=dist.mesh, reshard_after_forward=cfg.reshard_after_forward, mp_policy=mp)
@@ -178,9 +184,13 @@ class StageRunner:
         self.models = {"model": parallelize(model, st.distributed, dist)}
         self.objective = registry.build_objective(st.objective, self.models)
         self.optim = build_optimizer(st.optim, self.objective.trainable())
-        self.params = [p for m in self.objective.trainable().values() for p in m.parameters() if p.requires_grad]
+        self.params = [
+            p for m in self.objective.trainable().values() for p in m.parameters() if p.requires_grad
+        ]
         self.evals = [
-            registry.build_eval(e, gen=self.gen, data_cfg=st.data, seed=self.spec.run.seed, stage=self.name, dist=dist)
+            registry.build_eval(
+                e, gen=self.gen, data_cfg=st.data, seed=self.spec.run.seed, stage=self.name, dist=dist
+            )
             for e in st.evals
         ]
         self.stream = Stream(self.gen, self.spec.run.seed, self.name, dist.rank, self.per_rank)
@@ -202,7 +212,9 @@ class StageRunner:
             start, elapsed0 = int(state["step"]), float(state.get("elapsed_s", 0.0))
             counters = Counters(**{k: float(state[k]) for k in Counters.__dataclass_fields__ if k in state})
             log.info("%s: resumed from step %d", self.name, start)
-        metrics = Metrics(self.url, dist.main, st.logging.tensorboard, st.logging.console, self.name, st.schedule.steps)
+        metrics = Metrics(
+            self.url, dist.main, st.logging.tensorboard, st.logging.console, self.name, st.schedule.steps
+        )
         if start == 0:
             metrics.text("example", self.gen.render(self.stream.batch(0)[0]), 0)
 
@@ -240,7 +252,14 @@ class StageRunner:
             # One collective per step: loss, the stop flag, tokens, examples and FLOPs, summed over ranks.
             stats = dist.all_reduce(
                 torch.tensor(
-                    [loss_sum / accum, float(preemption.requested != 0), sum(lengths), len(lengths), six_nd, attn],
+                    [
+                        loss_sum / accum,
+                        float(preemption.requested != 0),
+                        sum(lengths),
+                        len(lengths),
+                        six_nd,
+                        attn,
+                    ],
                     dtype=torch.float64,
                 )
             ).tolist()
@@ -269,7 +288,9 @@ class StageRunner:
             window_steps += 1
 
             if done % st.logging.every == 0 or done == st.schedule.steps:
-                self._log(metrics, done, window, window_steps, time.perf_counter() - window_t0, lr, gnorm, counters)
+                self._log(
+                    metrics, done, window, window_steps, time.perf_counter() - window_t0, lr, gnorm, counters
+                )
                 window, window_steps, window_t0 = {}, 0, time.perf_counter()
             for ev, cfg in zip(self.evals, st.evals, strict=True):
                 if done % cfg.every == 0 or done == st.schedule.steps:
@@ -295,17 +316,34 @@ class StageRunner:
 
     def _nonfinite(self, what: str, value: float, step: int) -> str:
         steps = self.ckpt.complete()
-        kept = f"the last good checkpoint (step {steps[-1]}) is kept" if steps else "no checkpoint was written yet"
+        kept = (
+            f"the last good checkpoint (step {steps[-1]}) is kept"
+            if steps
+            else "no checkpoint was written yet"
+        )
         return (
             f"stage {self.name}: non-finite {what} ({value}) at step {step + 1}; the step was not applied and {kept}. "
             "Lower optim.lr, add warmup, or set optim.grad_clip"
         )
 
-    def _log(self, metrics: Metrics, step: int, window: dict, n: int, secs: float, lr: float, gnorm: float, c: Counters):
+    def _log(
+        self,
+        metrics: Metrics,
+        step: int,
+        window: dict,
+        n: int,
+        secs: float,
+        lr: float,
+        gnorm: float,
+        c: Counters,
+    ):
         means = {k: float(v) / n for k, v in window.items() if k not in ("tokens", "examples")}
         # Objective metrics are per-rank averages; make them global.
         keys = sorted(k for k in means if k != "loss")
-        vec = self.dist.all_reduce(torch.tensor([means[k] for k in keys], dtype=torch.float64)) / self.dist.world
+        vec = (
+            self.dist.all_reduce(torch.tensor([means[k] for k in keys], dtype=torch.float64))
+            / self.dist.world
+        )
         values: dict[str, float] = {"loss": means["loss"]}
         values.update(dict(zip(keys, vec.tolist(), strict=True)))
         values.update(
