@@ -68,6 +68,8 @@ def explain(spec: Spec) -> str:
         pad = "  " * indent
         if isinstance(obj, BaseModel):
             for name, field in type(obj).model_fields.items():
+                if name == "extends":
+                    continue  # already merged by the loader
                 key = field.alias or name
                 value = getattr(obj, name)
                 doc = f"  # {field.description}" if field.description else ""

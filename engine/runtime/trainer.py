@@ -5,9 +5,10 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import signal
 import time
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -132,6 +133,39 @@ def resolve_weights(ref: StageRef | CheckpointRef, output: str) -> str:
 
 
 @dataclass
+class StepStats:
+    """What one optimizer step reports, summed over ranks (the loss averaged)."""
+
+    loss: float
+    stop: bool
+    tokens: float
+    examples: float
+    six_nd: float
+    attention: float
+
+
+@dataclass
+class Window:
+    """Sums over the steps since the last log line."""
+
+    steps: int = 0
+    loss: float = 0.0
+    tokens: float = 0.0
+    examples: float = 0.0
+    metrics: dict[str, torch.Tensor] = field(default_factory=dict)
+    t0: float = field(default_factory=time.perf_counter)
+
+    def add(self, stats: StepStats, metrics: dict[str, torch.Tensor]) -> None:
+        """Accumulate one step (metric tensors stay on their device until the log step)."""
+        self.steps += 1
+        self.loss += stats.loss
+        self.tokens += stats.tokens
+        self.examples += stats.examples
+        for k, v in metrics.items():
+            self.metrics[k] = self.metrics.get(k, 0) + v
+
+
+@dataclass
 class Counters:
     """Cumulative totals carried across resumes (saved in train_state.json)."""
 
@@ -218,90 +252,39 @@ class StageRunner:
         if start == 0:
             metrics.text("example", self.gen.render(self.stream.batch(0)[0]), 0)
 
-        accum = self.per_rank // self.micro
-        peak = st.optim.lr
-        clip = st.optim.grad_clip if st.optim.grad_clip is not None else float("inf")
-        window: dict[str, float] = {}
-        window_steps, window_t0 = 0, time.perf_counter()
+        window = Window()
         t_start = time.perf_counter()
         last_eval: dict[str, float] = {}
         for model in self.models.values():
             model.train()
 
         for step in range(start, st.schedule.steps):
-            lr = peak * lr_factor(st.schedule, step)
+            lr = st.optim.lr * lr_factor(st.schedule, step)
             for g in self.optim.param_groups:
                 g["lr"] = lr
-            examples = self.stream.batch(step)
-            loss_sum = 0.0
-            sums: dict[str, float] = {}
-            for j in range(accum):
-                mb = examples.slice(j * self.micro, (j + 1) * self.micro)
-                if self.sharded:
-                    for m in self.models.values():
-                        if isinstance(m, FSDPModule):
-                            m.set_requires_gradient_sync(j == accum - 1)
-                with autocast(st.distributed, dist, self.sharded):
-                    loss, mets = self.objective(Batch.from_examples(mb, dist.device))
-                (loss / accum).backward()
-                loss_sum += loss.detach().float().item()
-                for k, v in scalars(mets).items():
-                    sums[k] = sums.get(k, 0.0) + v / accum
-            lengths = examples.lengths.tolist()
-            six_nd, attn = planlib.train_flops(st, lengths, self.vocab_size)
-            # One collective per step: loss, the stop flag, tokens, examples and FLOPs, summed over ranks.
-            stats = dist.all_reduce(
-                torch.tensor(
-                    [
-                        loss_sum / accum,
-                        float(preemption.requested != 0),
-                        sum(lengths),
-                        len(lengths),
-                        six_nd,
-                        attn,
-                    ],
-                    dtype=torch.float64,
-                )
-            ).tolist()
-            loss_val = stats[0] / dist.world
-            if not math.isfinite(loss_val):
-                raise NonFiniteLoss(self._nonfinite("loss", loss_val, step))
-            grad_norm = torch.nn.utils.clip_grad_norm_(self.params, clip, foreach=True)
-            if hasattr(grad_norm, "full_tensor"):
-                grad_norm = grad_norm.full_tensor()
-            gnorm = float(grad_norm)
-            if not math.isfinite(gnorm):
-                raise NonFiniteLoss(self._nonfinite("gradient norm", gnorm, step))
-            self.optim.step()
-            self.optim.zero_grad(set_to_none=True)
-
+            stats, mets, gnorm = self._step(step, preemption)
             done = step + 1
-            counters.tokens += stats[2]
-            counters.examples += stats[3]
-            counters.flops += stats[4] + stats[5]
-            counters.attention_flops += stats[5]
-            window["loss"] = window.get("loss", 0.0) + loss_val
-            for k, v in sums.items():
-                window[k] = window.get(k, 0.0) + v
-            window["tokens"] = window.get("tokens", 0.0) + stats[2]
-            window["examples"] = window.get("examples", 0.0) + stats[3]
-            window_steps += 1
+            counters.tokens += stats.tokens
+            counters.examples += stats.examples
+            counters.flops += stats.six_nd + stats.attention
+            counters.attention_flops += stats.attention
+            window.add(stats, mets)
 
-            if done % st.logging.every == 0 or done == st.schedule.steps:
-                self._log(
-                    metrics, done, window, window_steps, time.perf_counter() - window_t0, lr, gnorm, counters
-                )
-                window, window_steps, window_t0 = {}, 0, time.perf_counter()
+            logged = done % st.logging.every == 0 or done == st.schedule.steps
+            if logged:
+                self._log(metrics, done, window, lr, gnorm, counters)
             for ev, cfg in zip(self.evals, st.evals, strict=True):
                 if done % cfg.every == 0 or done == st.schedule.steps:
                     last_eval.update(self._evaluate(ev, done, metrics))
             elapsed = elapsed0 + time.perf_counter() - t_start
-            if stats[1] > 0:
+            if stats.stop:
                 self.ckpt.save(done, self.models, self.optim, self.train_state(done, counters, elapsed))
                 metrics.close()
-                raise Preempted(preemption.requested or 15, done)
+                raise Preempted(preemption.requested or signal.SIGTERM, done)
             if done % st.checkpoint.every == 0 and done < st.schedule.steps:
                 self.ckpt.save(done, self.models, self.optim, self.train_state(done, counters, elapsed))
+            if logged:  # the next window starts now: eval and checkpoint time is not training throughput
+                window = Window()
 
         elapsed = elapsed0 + time.perf_counter() - t_start
         done_info = {
@@ -326,26 +309,59 @@ class StageRunner:
             "Lower optim.lr, add warmup, or set optim.grad_clip"
         )
 
-    def _log(
-        self,
-        metrics: Metrics,
-        step: int,
-        window: dict,
-        n: int,
-        secs: float,
-        lr: float,
-        gnorm: float,
-        c: Counters,
-    ):
-        means = {k: float(v) / n for k, v in window.items() if k not in ("tokens", "examples")}
-        # Objective metrics are per-rank averages; make them global.
-        keys = sorted(k for k in means if k != "loss")
+    def _step(self, step: int, preemption: Preemption) -> tuple[StepStats, dict[str, torch.Tensor], float]:
+        """One optimizer step: micro-batches forward/backward, one collective, checks, clip, update."""
+        st, dist = self.stage, self.dist
+        examples = self.stream.batch(step)
+        accum = self.per_rank // self.micro
+        loss_sum = torch.zeros((), device=dist.device)
+        mets: dict[str, torch.Tensor] = {}
+        for j in range(accum):
+            mb = examples.slice(j * self.micro, (j + 1) * self.micro)
+            if self.sharded:  # reduce-scatter gradients on the last micro-batch only
+                for m in self.models.values():
+                    if isinstance(m, FSDPModule):
+                        m.set_requires_gradient_sync(j == accum - 1)
+            with autocast(st.distributed, dist, self.sharded):
+                loss, micro_mets = self.objective(Batch.from_examples(mb, dist.device))
+            (loss / accum).backward()
+            loss_sum += loss.detach().float()
+            for k, v in micro_mets.items():
+                mets[k] = mets.get(k, 0) + v.detach().float() / accum
+        lengths = examples.lengths.tolist()
+        six_nd, attn = planlib.train_flops(st, lengths, self.vocab_size)
+        # One collective per step: loss, the stop flag, tokens, examples and FLOPs, summed over ranks.
+        local = [
+            loss_sum.item() / accum,
+            float(preemption.requested != 0),
+            sum(lengths),
+            len(lengths),
+            six_nd,
+            attn,
+        ]
+        total = dist.all_reduce(torch.tensor(local, dtype=torch.float64)).tolist()
+        stats = StepStats(total[0] / dist.world, total[1] > 0, *total[2:])
+        if not math.isfinite(stats.loss):
+            raise NonFiniteLoss(self._nonfinite("loss", stats.loss, step))
+        clip = st.optim.grad_clip if st.optim.grad_clip is not None else float("inf")
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.params, clip, foreach=True)
+        gnorm = float(grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm)
+        if not math.isfinite(gnorm):
+            raise NonFiniteLoss(self._nonfinite("gradient norm", gnorm, step))
+        self.optim.step()
+        self.optim.zero_grad(set_to_none=True)
+        return stats, mets, gnorm
+
+    def _log(self, metrics: Metrics, step: int, w: Window, lr: float, gnorm: float, c: Counters) -> None:
+        secs = time.perf_counter() - w.t0
+        # Objective metrics are per-rank means over the window; average them over ranks too.
+        local = scalars({k: v / w.steps for k, v in w.metrics.items()})
+        keys = sorted(local)
         vec = (
-            self.dist.all_reduce(torch.tensor([means[k] for k in keys], dtype=torch.float64))
+            self.dist.all_reduce(torch.tensor([local[k] for k in keys], dtype=torch.float64))
             / self.dist.world
         )
-        values: dict[str, float] = {"loss": means["loss"]}
-        values.update(dict(zip(keys, vec.tolist(), strict=True)))
+        values: dict[str, float] = {"loss": w.loss / w.steps, **dict(zip(keys, vec.tolist(), strict=True))}
         values.update(
             lr=lr,
             grad_norm=gnorm,
@@ -353,12 +369,12 @@ class StageRunner:
             examples=c.examples,
             flops=c.flops,
             attention_flops=c.attention_flops,
-            tokens_per_s=window["tokens"] / secs,
-            examples_per_s=window["examples"] / secs,
-            step_time_s=secs / n,
+            tokens_per_s=w.tokens / secs,
+            examples_per_s=w.examples / secs,
+            step_time_s=secs / w.steps,
         )
         metrics.write(step, values)
-        metrics.progress(step, values, eta_s=(self.stage.schedule.steps - step) * secs / n)
+        metrics.progress(step, values, eta_s=(self.stage.schedule.steps - step) * secs / w.steps)
 
     def _evaluate(self, ev: Any, step: int, metrics: Metrics) -> dict[str, float]:
         for m in self.models.values():
