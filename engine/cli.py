@@ -27,6 +27,16 @@ def _split(args: Sequence[str]) -> tuple[list[str], list[str]]:
     return words, overrides
 
 
+def _load(path: str, overrides: Sequence[str], report: bool = True) -> Spec | None:
+    """The validated spec, or None after printing every problem to stderr (only where `report`)."""
+    try:
+        return load_spec(path, list(overrides))
+    except SpecError as e:
+        if report:
+            print(e, file=sys.stderr)
+        return None
+
+
 # ----------------------------------------------------------------------------- validate / schema / plan
 
 
@@ -123,10 +133,8 @@ def cmd_plan(argv: Sequence[str]) -> int:
     p.add_argument("overrides", nargs="*", help="key.path=value overrides")
     p.add_argument("--json", action="store_true", help="print the plan as JSON")
     a = p.parse_args(argv)
-    try:
-        spec = load_spec(a.spec, a.overrides)
-    except SpecError as e:
-        print(e, file=sys.stderr)
+    spec = _load(a.spec, a.overrides)
+    if spec is None:
         return USER_ERROR
     from engine.plan import make_plan
 
@@ -147,10 +155,8 @@ def cmd_sample(argv: Sequence[str]) -> int:
     p.add_argument("-n", type=int, default=4, help="number of examples")
     p.add_argument("--seed", type=int, default=0, help="sampling seed")
     a = p.parse_args(argv)
-    try:
-        spec = load_spec(a.spec, a.overrides)
-    except SpecError as e:
-        print(e, file=sys.stderr)
+    spec = _load(a.spec, a.overrides)
+    if spec is None:
         return USER_ERROR
     name = a.stage or next(iter(spec.stages))
     if name not in spec.stages:
@@ -189,11 +195,8 @@ def cmd_run(argv: Sequence[str]) -> int:
     a = p.parse_args(argv)
     rank = int(os.environ.get("RANK", "0"))
     _setup_logging(rank)
-    try:
-        spec = load_spec(a.spec, a.overrides)
-    except SpecError as e:
-        if rank == 0:
-            print(e, file=sys.stderr)
+    spec = _load(a.spec, a.overrides, report=rank == 0)
+    if spec is None:
         return USER_ERROR
     if a.stage and a.stage not in spec.stages:
         return _fail(f"--stage {a.stage!r} is not a stage of {a.spec}; stages: {', '.join(spec.stages)}")
