@@ -32,9 +32,9 @@ def build_data(cfg: Any) -> Any:
     return _resolve(DATA, cfg)(cfg)
 
 
-def build_objective(cfg: Any, models: dict[str, Any]) -> Any:
-    """An objective over the stage's models."""
-    return _resolve(OBJECTIVES, cfg)(cfg, models)
+def build_objective(cfg: Any, models: dict[str, Any], ctx: Any) -> Any:
+    """An objective over the stage's models; `ctx` (a BuildContext) builds, shards and loads the rest."""
+    return _resolve(OBJECTIVES, cfg)(cfg, models, ctx)
 
 
 def build_eval(cfg: Any, **context: Any) -> Any:

@@ -1,12 +1,54 @@
-"""What the trainer feeds an objective: a batch of tensors on the compute device."""
+"""The objective contract: what the trainer asks of every objective, and the token batch it feeds NextToken."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
+from torch import nn
 
 from engine.data.base import Examples
+
+
+@dataclass
+class Count:
+    """What one batch costs, by the papers' convention: examples, tokens, 6ND (+2ND frozen) and attention FLOPs."""
+
+    examples: float
+    tokens: float
+    flops: float
+    attention_flops: float = 0.0
+
+
+class Objective:
+    """Base of every objective: `models` holds every module it checkpoints and writes to final/.
+
+    Subclasses build their extra modules (predictor, EMA target, frozen teacher) from the build context,
+    and implement `collate`, `count` and `__call__`. Frozen modules (a teacher) are not in `models`:
+    they are loaded from their own final/ weights whenever the stage is built.
+    """
+
+    models: dict[str, nn.Module]
+
+    def trainable(self) -> dict[str, nn.Module]:
+        """The modules the optimizer updates (default: all of `models`)."""
+        return self.models
+
+    def collate(self, examples: Any, device: torch.device) -> Any:
+        """Turn a generator's numpy batch into the tensors `__call__` takes, on `device`."""
+        raise NotImplementedError
+
+    def count(self, examples: Any) -> Count:
+        """Examples, tokens and FLOPs of one training batch (numpy side, before collation)."""
+        raise NotImplementedError
+
+    def after_step(self, step: int) -> None:
+        """Called after each optimizer step (e.g. an EMA update); `step` counts completed steps."""
+
+    def __call__(self, batch: Any) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The loss to minimise and detached metric tensors."""
+        raise NotImplementedError
 
 
 @dataclass

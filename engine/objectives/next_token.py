@@ -6,20 +6,29 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from engine import plan as planlib
+from engine.data.base import Examples
 from schemas.objectives import NextToken as NextTokenConfig
 
-from .base import Batch
+from .base import Batch, Count, Objective
 
 
-class NextToken:
+class NextToken(Objective):
     """loss = CE(logits[t], tokens[t+1]) averaged over the answer tokens + the model's aux_loss (MoE)."""
 
-    def __init__(self, cfg: NextTokenConfig, models: dict[str, nn.Module]):
-        self.cfg, self.models, self.model = cfg, models, models["model"]
+    def __init__(self, cfg: NextTokenConfig, models: dict[str, nn.Module], ctx) -> None:
+        self.cfg, self.models, self.model, self.stage = cfg, models, models["model"], ctx.stage
+        self.vocab_size = planlib.stage_vocab_size(ctx.stage)
 
-    def trainable(self) -> dict[str, nn.Module]:
-        """The modules whose parameters the optimizer updates."""
-        return self.models
+    def collate(self, examples: Examples, device: torch.device) -> Batch:
+        """Token tensors on `device`."""
+        return Batch.from_examples(examples, device)
+
+    def count(self, examples: Examples) -> Count:
+        """6·N·T over the examples' unpadded lengths, attention scores separately."""
+        lengths = examples.lengths.tolist()
+        six_nd, attn = planlib.train_flops(self.stage, lengths, self.vocab_size)
+        return Count(len(lengths), sum(lengths), six_nd + attn, attn)
 
     def predict(
         self, batch: Batch

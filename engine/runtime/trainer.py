@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import signal
@@ -13,18 +12,19 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.distributed.fsdp import FSDPModule, MixedPrecisionPolicy, fully_shard
+from torch.distributed.fsdp import FSDPModule
 
 from engine import plan as planlib
 from engine import registry
 from engine.data.stream import Stream
-from engine.objectives.base import Batch
 from schemas.spec import Spec, TrainStage
-from schemas.training import AdamW, CheckpointRef, Distributed, Schedule, StageRef
+from schemas.training import AdamW, Schedule
 
-from .checkpoint import Checkpointer, exists, load_final, read_json, save_final
+from .checkpoint import Checkpointer, exists, read_json, save_final
+from .context import BuildContext
 from .distributed import Dist, LaunchError
 from .metrics import Metrics
+from .parallel import autocast, parallelize
 from .signals import Preemption
 
 log = logging.getLogger("engine")
@@ -72,41 +72,6 @@ def build_optimizer(cfg: Any, modules: dict[str, nn.Module]) -> torch.optim.Opti
     return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum)
 
 
-def parallelize(model: nn.Module, cfg: Distributed, dist: Dist) -> nn.Module:
-    """Activation checkpointing and torch.compile per block, then FSDP2 per block and on the root."""
-    blocks = getattr(model, "blocks", None)
-    if blocks is not None:
-        for i, block in enumerate(blocks):
-            if cfg.activation_checkpointing:
-                from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import checkpoint_wrapper
-
-                block = checkpoint_wrapper(block)
-            if cfg.compile:
-                block = torch.compile(block)
-            blocks[i] = block
-    bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and dist.device.type == "cuda")
-    if dist.distributed and cfg.fsdp:
-        mp = (
-            MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
-            if bf16
-            else MixedPrecisionPolicy()
-        )
-        for block in blocks or []:
-            fully_shard(block, mesh=dist.mesh, reshard_after_forward=cfg.reshard_after_forward, mp_policy=mp)
-        fully_shard(model, mesh=dist.mesh, reshard_after_forward=cfg.reshard_after_forward, mp_policy=mp)
-    else:
-        model.to(dist.device)
-    return model
-
-
-def autocast(cfg: Distributed, dist: Dist, sharded: bool) -> contextlib.AbstractContextManager:
-    """bf16 autocast for unsharded models (FSDP2's mixed-precision policy covers sharded ones)."""
-    bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and dist.device.type == "cuda")
-    if bf16 and not sharded:
-        return torch.autocast(dist.device.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
 def scalars(metrics: dict[str, torch.Tensor]) -> dict[str, float]:
     """Flatten metric tensors to floats: a vector `name` [E] becomes `name/0..E-1` plus `name/max_over_mean`."""
     out: dict[str, float] = {}
@@ -125,22 +90,15 @@ def stage_seed(seed: int, stage: str) -> int:
     return (seed * 1_000_003 + zlib.crc32(stage.encode())) % (2**63)
 
 
-def resolve_weights(ref: StageRef | CheckpointRef, output: str) -> str:
-    """URL of the final/ directory a weights reference points to."""
-    if isinstance(ref, StageRef):
-        return f"{output}/{ref.stage}/final"
-    return ref.checkpoint
-
-
 @dataclass
 class StepStats:
     """What one optimizer step reports, summed over ranks (the loss averaged)."""
 
     loss: float
     stop: bool
-    tokens: float
     examples: float
-    six_nd: float
+    tokens: float
+    flops: float  # all of them, attention included
     attention: float
 
 
@@ -206,17 +164,18 @@ class StageRunner:
     def build(self) -> None:
         """Generator, model (seeded init or `init` weights), sharding, objective, optimizer, evals."""
         st, dist = self.stage, self.dist
+        ctx = BuildContext(self.spec, self.name, st, dist)
         self.gen = registry.build_data(st.data)
-        self.vocab_size = planlib.stage_vocab_size(st)
         torch.manual_seed(stage_seed(self.spec.run.seed, self.name))
-        model = registry.build_model(st.model, self.vocab_size)
+        model = registry.build_model(st.model, planlib.stage_vocab_size(st))
         if st.init is not None:
-            url = resolve_weights(st.init, self.output)
-            model.load_state_dict(load_final(url, "model"))
-            log.info("%s: initialised from %s", self.name, url)
+            model.load_state_dict(ctx.weights(st.init))
+            log.info("%s: initialised from %s", self.name, ctx.final_url(st.init))
         self.sharded = dist.distributed and st.distributed.fsdp
-        self.models = {"model": parallelize(model, st.distributed, dist)}
-        self.objective = registry.build_objective(st.objective, self.models)
+        self.objective = registry.build_objective(
+            st.objective, {"model": parallelize(model, st.distributed, dist)}, ctx
+        )
+        self.models = self.objective.models  # what checkpoints and final/ hold
         self.optim = build_optimizer(st.optim, self.objective.trainable())
         self.params = [
             p for m in self.objective.trainable().values() for p in m.parameters() if p.requires_grad
@@ -255,7 +214,7 @@ class StageRunner:
         window = Window()
         t_start = time.perf_counter()
         last_eval: dict[str, float] = {}
-        for model in self.models.values():
+        for model in self.objective.trainable().values():
             model.train()
 
         for step in range(start, st.schedule.steps):
@@ -264,9 +223,10 @@ class StageRunner:
                 g["lr"] = lr
             stats, mets, gnorm = self._step(step, preemption)
             done = step + 1
+            self.objective.after_step(done)
             counters.tokens += stats.tokens
             counters.examples += stats.examples
-            counters.flops += stats.six_nd + stats.attention
+            counters.flops += stats.flops
             counters.attention_flops += stats.attention
             window.add(stats, mets)
 
@@ -289,7 +249,6 @@ class StageRunner:
         elapsed = elapsed0 + time.perf_counter() - t_start
         done_info = {
             **self.train_state(st.schedule.steps, counters, elapsed),
-            "vocab_size": self.vocab_size,
             "model": st.model.model_dump(mode="json"),
             "metrics": last_eval,
         }
@@ -323,21 +282,20 @@ class StageRunner:
                     if isinstance(m, FSDPModule):
                         m.set_requires_gradient_sync(j == accum - 1)
             with autocast(st.distributed, dist, self.sharded):
-                loss, micro_mets = self.objective(Batch.from_examples(mb, dist.device))
+                loss, micro_mets = self.objective(self.objective.collate(mb, dist.device))
             (loss / accum).backward()
             loss_sum += loss.detach().float()
             for k, v in micro_mets.items():
                 mets[k] = mets.get(k, 0) + v.detach().float() / accum
-        lengths = examples.lengths.tolist()
-        six_nd, attn = planlib.train_flops(st, lengths, self.vocab_size)
-        # One collective per step: loss, the stop flag, tokens, examples and FLOPs, summed over ranks.
+        c = self.objective.count(examples)
+        # One collective per step: loss, the stop flag, examples, tokens and FLOPs, summed over ranks.
         local = [
             loss_sum.item() / accum,
             float(preemption.requested != 0),
-            sum(lengths),
-            len(lengths),
-            six_nd,
-            attn,
+            c.examples,
+            c.tokens,
+            c.flops,
+            c.attention_flops,
         ]
         total = dist.all_reduce(torch.tensor(local, dtype=torch.float64)).tolist()
         stats = StepStats(total[0] / dist.world, total[1] > 0, *total[2:])
@@ -381,7 +339,7 @@ class StageRunner:
             m.eval()
         with autocast(self.stage.distributed, self.dist, self.sharded):
             out = ev(self.objective, step)
-        for m in self.models.values():
+        for m in self.objective.trainable().values():
             m.train()
         metrics.write(step, out)
         if self.dist.main:
