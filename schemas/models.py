@@ -1,8 +1,8 @@
-"""Model configs: the decoder-only transformer, its position encodings and its feed-forward kinds."""
+"""Model configs: the decoder-only transformer (positions, FFN kinds), the video ViT, predictor and probe."""
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
@@ -166,6 +166,171 @@ class Transformer(Strict):
         if self.position.kind == "learned":
             return self.position.max_len
         return None
+
+
+# ----------------------------------------------------------------------------- video ViT (SALT / V-JEPA 2)
+
+# The paper's ViT sizes (SALT App. B): width, depth, heads, MLP hidden width.
+VIT_SIZES: dict[str, dict[str, int]] = {
+    "B": {"dim": 768, "depth": 12, "heads": 12, "mlp": 3072},
+    "L": {"dim": 1024, "depth": 24, "heads": 16, "mlp": 4096},
+    "H": {"dim": 1280, "depth": 32, "heads": 16, "mlp": 5120},
+    "g": {"dim": 1408, "depth": 40, "heads": 16, "mlp": 6144},
+    "G": {"dim": 1664, "depth": 48, "heads": 16, "mlp": 8192},
+}
+
+
+def rope3d_chunk(head_dim: int) -> int:
+    """Channels 3D RoPE rotates per axis (frame, row, column): 2 * floor(floor(head_dim / 3) / 2)."""
+    return 2 * ((head_dim // 3) // 2)
+
+
+class ViT(Strict):
+    """Video ViT encoder: tubelet patch embed, no CLS token, pre-LN blocks, 3D RoPE or fixed sin-cos."""
+
+    kind: Literal["vit"] = Field("vit", description="Video vision transformer (V-JEPA 2 / SALT encoder).")
+    size: Literal["B", "L", "H", "g", "G"] | None = Field(
+        None,
+        description="Paper preset (B 768/12/12/3072 ... G 1664/48/16/8192) filling dim, depth, heads and "
+        "mlp; those fields given next to it override the preset.",
+    )
+    dim: int = Field(192, gt=0, description="Width (residual stream); default 192, or the size preset's.")
+    depth: int = Field(6, gt=0, description="Number of blocks; default 6, or the size preset's.")
+    heads: int = Field(3, gt=0, description="Attention heads, must divide dim; default 3, or the preset's.")
+    mlp: int = Field(768, gt=0, description="Hidden width of the GELU MLP; default 768, or the preset's.")
+    patch: int = Field(16, gt=0, description="Spatial patch size in pixels (height = width).")
+    tubelet: int = Field(2, gt=0, description="Frames per token (temporal patch size).")
+    channels: int = Field(3, gt=0, description="Input channels per pixel.")
+    frames: int = Field(16, gt=0, description="Frames per clip; must be divisible by tubelet.")
+    resolution: int = Field(224, gt=0, description="Clip height and width in pixels; divisible by patch.")
+    position: Literal["rope", "sincos"] = Field(
+        "rope",
+        description="3D RoPE on queries and keys (V-JEPA 2), or fixed 3D sin-cos positions added after "
+        "the patch embedding (V-JEPA).",
+    )
+    norm_eps: float = Field(1e-6, gt=0, description="Epsilon of the LayerNorms.")
+    qkv_bias: bool = Field(True, description="Biases in the query/key/value projection.")
+    init_std: float = Field(
+        0.02,
+        gt=0,
+        description="Std of the truncated-normal init; block i's output projections are divided by "
+        "sqrt(2*i).",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _preset(cls, data: Any) -> Any:
+        """Fill dim/depth/heads/mlp from the size preset where the mapping does not give them."""
+        if isinstance(data, dict) and isinstance(data.get("size"), str) and data["size"] in VIT_SIZES:
+            data = dict(data)
+            for key, value in VIT_SIZES[data["size"]].items():
+                data.setdefault(key, value)
+        return data
+
+    @model_validator(mode="after")
+    def _shapes(self) -> ViT:
+        p = Problems()
+        if self.dim % self.heads:
+            p.add("heads", f"{self.heads} does not divide dim={self.dim}; pick heads with dim % heads == 0")
+        elif self.position == "rope" and rope3d_chunk(self.head_dim) < 2:
+            p.add(
+                "heads",
+                f"3D RoPE needs a head dim of at least 6 (three rotated pairs), got dim/heads="
+                f"{self.head_dim}; use fewer heads or position: sincos",
+            )
+        if self.resolution % self.patch:
+            p.add(
+                "resolution",
+                f"{self.resolution} is not divisible by patch={self.patch}; "
+                "pick a resolution that is a multiple of patch",
+            )
+        if self.frames % self.tubelet:
+            p.add(
+                "frames",
+                f"{self.frames} is not divisible by tubelet={self.tubelet}; "
+                "pick frames that are a multiple of tubelet",
+            )
+        p.check()
+        return self
+
+    @property
+    def head_dim(self) -> int:
+        """Width of one attention head."""
+        return self.dim // self.heads
+
+    @property
+    def grid(self) -> tuple[int, int, int]:
+        """Token grid (frames // tubelet, resolution // patch, resolution // patch)."""
+        side = self.resolution // self.patch
+        return (self.frames // self.tubelet, side, side)
+
+    @property
+    def tokens(self) -> int:
+        """Tokens per clip: t * h * w (1568 for 16 frames at 224 px)."""
+        t, h, w = self.grid
+        return t * h * w
+
+    @property
+    def patch_dim(self) -> int:
+        """Input values per token: tubelet * patch * patch * channels."""
+        return self.tubelet * self.patch * self.patch * self.channels
+
+
+class Predictor(Strict):
+    """JEPA predictor: narrow pre-LN transformer over context tokens plus learned mask tokens, 3D RoPE."""
+
+    kind: Literal["predictor"] = Field("predictor", description="Masked-latent predictor (V-JEPA / SALT).")
+    dim: int = Field(384, gt=0, description="Predictor width.")
+    depth: int = Field(12, gt=0, description="Number of blocks.")
+    heads: int = Field(16, gt=0, description="Attention heads; must divide dim.")
+    mlp: int = Field(1536, gt=0, description="Hidden width of the GELU MLP.")
+    mask_tokens: int = Field(
+        2, gt=0, description="Learned, zero-initialised mask tokens: one per mask generator."
+    )
+    norm_eps: float = Field(1e-6, gt=0, description="Epsilon of the LayerNorms.")
+    init_std: float = Field(
+        0.02,
+        gt=0,
+        description="Std of the truncated-normal init; block i's output projections are divided by "
+        "sqrt(2*i).",
+    )
+
+    @model_validator(mode="after")
+    def _shapes(self) -> Predictor:
+        p = Problems()
+        if self.dim % self.heads:
+            p.add("heads", f"{self.heads} does not divide dim={self.dim}; pick heads with dim % heads == 0")
+        elif rope3d_chunk(self.head_dim) < 2:
+            p.add(
+                "heads",
+                f"3D RoPE needs a head dim of at least 6 (three rotated pairs), got dim/heads="
+                f"{self.head_dim}; use fewer heads or a wider predictor",
+            )
+        p.check()
+        return self
+
+    @property
+    def head_dim(self) -> int:
+        """Width of one attention head."""
+        return self.dim // self.heads
+
+
+class AttentiveProbe(Strict):
+    """V-JEPA 2 attentive probe: self-attention blocks, cross-attention from one learned query, linear."""
+
+    kind: Literal["attentive_probe"] = Field(
+        "attentive_probe", description="Attentive classifier on frozen encoder tokens."
+    )
+    depth: int = Field(3, ge=0, description="Self-attention blocks before the cross-attention block.")
+    heads: int = Field(16, gt=0, description="Attention heads; must divide the encoder's width.")
+    mlp_ratio: float = Field(4.0, gt=0, description="MLP hidden width as a multiple of the encoder width.")
+    classes: int | None = Field(
+        None, ge=2, description="Number of classes (width of the linear head); default: the data's classes."
+    )
+    norm_eps: float = Field(
+        1e-5, gt=0, description="Epsilon of the LayerNorms (V-JEPA 2's pooler uses torch's default)."
+    )
+    init_std: float = Field(0.02, gt=0, description="Std of the truncated-normal init (and the query).")
 
 
 Model = kinded(Transformer, default="transformer", description="The model of a stage, by `kind`.")

@@ -1,12 +1,15 @@
-"""Shared building blocks: norms, rotary embeddings, (grouped-query) self-attention and dense MLPs."""
+"""Shared building blocks: norms, rotary embeddings (1D and 3D), sin-cos tables, self-attention, MLPs."""
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from schemas.models import rope3d_chunk
 
 # ----------------------------------------------------------------------------- norms
 
@@ -138,3 +141,63 @@ class MLP(nn.Module):
         if self.w3 is not None:
             return self.w2(F.silu(self.w1(x)) * self.w3(x))
         return self.w2(F.gelu(self.w1(x)))
+
+
+# ----------------------------------------------------------------------------- 3D positions (video grids)
+#
+# A video of t x h x w tokens is flattened in (t, h, w) order: flat index n = (ti * h + hi) * w + wi.
+#
+# 3D RoPE (V-JEPA 2): each head's dim hd is split into three chunks of c = 2 * floor(floor(hd / 3) / 2)
+# channels, rotated by the frame, row and column index respectively; the last hd - 3c channels are left
+# as they are (hd 64 -> 20/20/20 + 4 unrotated). Within a chunk, pairs are INTERLEAVED: channels
+# (2i, 2i+1) rotate together by angle pos * base^(-2i / c). This is the pairing V-JEPA 2 intends (its
+# released code repeats the frequency table instead of interleaving it, a known quirk kept there for
+# checkpoint compatibility); any fixed pairing gives the same relative-position property.
+
+
+def grid_coords(idx: Tensor, grid: tuple[int, int, int]) -> tuple[Tensor, Tensor, Tensor]:
+    """Flat token indices [...] of a (t, h, w) grid -> frame, row and column indices, each [...]."""
+    _, h, w = grid
+    return idx // (h * w), (idx // w) % h, idx % w
+
+
+def rope3d_cos_sin(
+    idx: Tensor, grid: tuple[int, int, int], head_dim: int, base: float = 10000.0
+) -> tuple[Tensor, Tensor]:
+    """cos and sin tables for flat indices [L] or [B, L]: each [1 or B, 1, L, 3c], float32, interleaved."""
+    c = rope3d_chunk(head_dim)
+    inv_freq = base ** (-torch.arange(0, c, 2, device=idx.device, dtype=torch.float32) / c)  # [c/2]
+    coords = grid_coords(idx, grid)  # 3 x [..., L]
+    angles = torch.cat([p.to(torch.float32)[..., None] * inv_freq for p in coords], dim=-1)  # [..., L, 3c/2]
+    angles = angles.repeat_interleave(2, dim=-1)  # [..., L, 3c]: pair (2i, 2i+1) shares angle i
+    if angles.dim() == 2:
+        angles = angles[None]  # [1, L, 3c]
+    angles = angles[:, None]  # [B or 1, 1, L, 3c], broadcasts over heads
+    return angles.cos(), angles.sin()
+
+
+def apply_rope3d(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+    """Rotate the first 3c channels of x [B, H, L, hd] by `rope3d_cos_sin` tables; the rest pass through."""
+    n = cos.shape[-1]
+    xr = x[..., :n].float()
+    x1, x2 = xr.unflatten(-1, (-1, 2)).unbind(-1)  # each [B, H, L, n/2]: the two channels of each pair
+    rotated = torch.stack([-x2, x1], dim=-1).flatten(-2)  # [B, H, L, n]
+    out = (xr * cos + rotated * sin).type_as(x)
+    return torch.cat([out, x[..., n:]], dim=-1) if n < x.shape[-1] else out
+
+
+def sincos3d_table(dim: int, grid: tuple[int, int, int], base: float = 10000.0) -> Tensor:
+    """Fixed 3D sin-cos absolute positions [t*h*w, dim] in (t, h, w) token order, float32.
+
+    As V-JEPA's `get_3d_sincos_pos_embed(uniform_power=True)`: each axis (frame, row, column) gets
+    a = 2 * ceil(dim / 6) channels, [sin(pos * f_i) | cos(pos * f_i)] with f_i = base^(-i / (a / 2)),
+    concatenated and truncated to `dim`.
+    """
+    a = 2 * math.ceil(dim / 6)
+    omega = base ** (-torch.arange(a // 2, dtype=torch.float64) / (a / 2))  # [a/2]
+    idx = torch.arange(grid[0] * grid[1] * grid[2])
+    parts = []
+    for pos in grid_coords(idx, grid):
+        angles = pos.to(torch.float64)[:, None] * omega  # [N, a/2]
+        parts += [angles.sin(), angles.cos()]
+    return torch.cat(parts, dim=-1)[:, :dim].to(torch.float32)  # [N, dim]
