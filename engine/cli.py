@@ -48,7 +48,7 @@ def cmd_validate(argv: Sequence[str]) -> int:
         "--explain", action="store_true", help="print each resolved spec with every field's description"
     )
     p.add_argument("-q", "--quiet", action="store_true", help="print problems only")
-    a = p.parse_args(argv)
+    a = p.parse_intermixed_args(argv)
     files, overrides = _split(a.specs)
     bad = 0
     for f in files:
@@ -108,7 +108,7 @@ def cmd_schema(argv: Sequence[str]) -> int:
     """Write the JSON Schema of the spec language (for editors)."""
     p = argparse.ArgumentParser(prog="engine schema", description="Print or write the spec's JSON Schema.")
     p.add_argument("-o", "--output", help="write to this file instead of stdout")
-    a = p.parse_args(argv)
+    a = p.parse_intermixed_args(argv)
     text = json_schema()
     if a.output:
         with open(a.output, "w", encoding="utf-8") as f:
@@ -132,7 +132,7 @@ def cmd_plan(argv: Sequence[str]) -> int:
     p.add_argument("spec", help="spec file")
     p.add_argument("overrides", nargs="*", help="key.path=value overrides")
     p.add_argument("--json", action="store_true", help="print the plan as JSON")
-    a = p.parse_args(argv)
+    a = p.parse_intermixed_args(argv)
     spec = _load(a.spec, a.overrides)
     if spec is None:
         return USER_ERROR
@@ -154,7 +154,7 @@ def cmd_sample(argv: Sequence[str]) -> int:
     p.add_argument("--split", default="train", help="data split (default train)")
     p.add_argument("-n", type=int, default=4, help="number of examples")
     p.add_argument("--seed", type=int, default=0, help="sampling seed")
-    a = p.parse_args(argv)
+    a = p.parse_intermixed_args(argv)
     spec = _load(a.spec, a.overrides)
     if spec is None:
         return USER_ERROR
@@ -192,7 +192,7 @@ def cmd_run(argv: Sequence[str]) -> int:
     p.add_argument("spec", help="spec file")
     p.add_argument("overrides", nargs="*", help="key.path=value overrides")
     p.add_argument("--stage", help="run only this stage")
-    a = p.parse_args(argv)
+    a = p.parse_intermixed_args(argv)
     rank = int(os.environ.get("RANK", "0"))
     _setup_logging(rank)
     spec = _load(a.spec, a.overrides, report=rank == 0)

@@ -8,8 +8,14 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from schemas.models import MoEFFN, Transformer, ffn_hidden
-from schemas.spec import Resources, Spec, TrainStage
+from schemas.models import MoEFFN, Transformer, ViT, ffn_hidden
+from schemas.spec import ProbeStage, Resources, Spec, TrainStage
+
+from .plan_vit import block_params as vit_block_params
+from .plan_vit import predictor_params, probe_classes, probe_params, vit_params
+
+# PAPERS.md App. E: the paper counts the encoder on a context of 0.1 of the clip per mask generator.
+JEPA_CONTEXT_RATIO = 0.1
 
 # ----------------------------------------------------------------------------- parameters
 
@@ -23,6 +29,7 @@ class ParamCount:
     embedding: int  # tok_emb + pos_emb + lm_head (0 for lm_head when tied)
     largest_block: int  # one entry of `model.blocks` (all blocks are identical)
     root: int  # parameters outside the blocks: embeddings, position table, final norm, lm_head
+    frozen: int = 0  # parameters only run forward (a frozen teacher or encoder, an EMA target)
 
 
 def _norm_params(cfg: Transformer) -> int:
@@ -76,9 +83,12 @@ def count_params(cfg: Transformer, vocab_size: int) -> ParamCount:
     )
 
 
-def stage_vocab_size(stage: TrainStage) -> int:
-    """The vocabulary the stage's model is built with: model.vocab_size, else the data generator's."""
-    return stage.model.vocab_size or stage.data.vocab_size
+def stage_vocab_size(stage: TrainStage | ProbeStage) -> int | None:
+    """The vocabulary a transformer is built with (model.vocab_size, else the data's); None for video."""
+    model = getattr(stage, "model", None)
+    if model is None or model.kind != "transformer":
+        return None
+    return model.vocab_size or stage.data.vocab_size
 
 
 # ----------------------------------------------------------------------------- FLOPs
@@ -101,6 +111,11 @@ def attention_flops(cfg: Transformer, sum_t_t1: float, train: bool = True) -> fl
     """
     forward = 2.0 * cfg.dim * cfg.depth * sum_t_t1
     return 3.0 * forward if train else forward
+
+
+def bidirectional_attention_flops(dim: int, depth: int, length: float) -> float:
+    """Forward attention-score FLOPs of one sequence without a causal mask: 2 * 2 * dim * L^2 per layer."""
+    return 4.0 * dim * depth * length * length
 
 
 def train_flops(
@@ -131,6 +146,8 @@ class Flops:
     six_nd_total: float
     attention_total: float
     total: float
+    frozen_2nd_per_step: float = 0.0  # 2·N·D of frozen forward passes (teacher, EMA target, probed encoder)
+    frozen_2nd_total: float = 0.0
 
 
 # ----------------------------------------------------------------------------- memory
@@ -280,7 +297,7 @@ class StagePlan:
 
     kind: str
     model: str
-    vocab_size: int
+    vocab_size: int | None
     steps: int
     global_batch: int
     micro_batch: int
@@ -317,16 +334,20 @@ class Plan:
             precision = "bf16" if m.bytes_per_el == 2 else "fp32"
             out += [
                 "",
-                f"stage {name} ({s.kind}, {s.model}, vocab {s.vocab_size}): {s.steps} steps, batch {s.global_batch}"
+                f"stage {name} ({s.kind}, {s.model}{f', vocab {s.vocab_size}' if s.vocab_size else ''}): "
+                f"{s.steps} steps, batch {s.global_batch}"
                 f" global, {s.micro_batch} micro x {s.grad_accumulation} accumulation",
                 f"  params       total {fmt_count(p.total)}  active {fmt_count(p.active)}"
-                f"  embedding {fmt_count(p.embedding)}  largest block {fmt_count(p.largest_block)}",
+                f"  embedding {fmt_count(p.embedding)}  largest block {fmt_count(p.largest_block)}"
+                + (f"  frozen {fmt_count(p.frozen)}" if p.frozen else ""),
                 f"  tokens       per step {fmt_count(t.per_step)}  total {fmt_count(t.total)}"
                 f"  (E[T] = {t.per_example:.1f} per example)",
                 f"  FLOPs/step   {fmt_flops(f.per_step)} = 6ND {fmt_flops(f.six_nd_per_step)}"
-                f" + attention {fmt_flops(f.attention_per_step)}",
+                + (f" + 2ND frozen {fmt_flops(f.frozen_2nd_per_step)}" if f.frozen_2nd_per_step else "")
+                + f" + attention {fmt_flops(f.attention_per_step)}",
                 f"  FLOPs total  {fmt_flops(f.total)} = 6ND {fmt_flops(f.six_nd_total)}"
-                f" + attention {fmt_flops(f.attention_total)}",
+                + (f" + 2ND frozen {fmt_flops(f.frozen_2nd_total)}" if f.frozen_2nd_total else "")
+                + f" + attention {fmt_flops(f.attention_total)}",
                 f"  memory/rank  ~{fmt_bytes(m.total)} (estimate; {precision} compute, sharded over {m.shards},"
                 f" micro {m.micro_batch} x T {m.seq_len}{', act. ckpt' if m.activation_checkpointing else ''})",
                 f"               params {fmt_bytes(m.params)}  grads {fmt_bytes(m.grads)}"
@@ -379,6 +400,131 @@ def plan_stage(stage: TrainStage, resources: Resources) -> StagePlan:
     )
 
 
+def _vit_of(spec: Spec, ref: object) -> ViT | None:
+    """The ViT config a weights reference points to, when the spec knows it (None for a bare checkpoint)."""
+    name = getattr(ref, "stage", None) or getattr(ref, "random", None)
+    return spec.stages[name].model if name else None
+
+
+def plan_video_stage(stage: TrainStage | ProbeStage, spec: Spec, resources: Resources) -> StagePlan:
+    """A masked-video training stage or a probe stage, by the paper's accounting (PAPERS.md App. E).
+
+    With T tokens per clip, B clips per step and m mask generators: the encoder sees D_e = m·0.1·B·T
+    tokens, the predictor D_p = m·B·T (context plus mask tokens), a frozen teacher or EMA target D_t = B·T.
+    A probe stage runs its encoder frozen on B·T tokens and trains the probe on them.
+    """
+    batch, steps = stage.batch.global_, stage.schedule.steps
+    per_rank = batch // resources.world
+    micro = stage.batch.micro or per_rank
+    el = compute_bytes(stage, resources)
+    attn = 0.0
+    if isinstance(stage, ProbeStage):
+        vit = _vit_of(spec, stage.encoder)
+        T = vit.tokens if vit else 0
+        classes = probe_classes(stage.probe, stage.data.num_classes)
+        trained = probe_params(stage.probe, vit.dim, classes) if vit else 0
+        frozen = vit_params(vit) if vit else 0
+        six_nd = training_flops(trained, batch * T)
+        frozen_2nd = forward_flops(frozen, batch * T)
+        if vit:
+            attn = bidirectional_attention_flops(vit.dim, vit.depth, T) * batch
+            attn += 3 * bidirectional_attention_flops(vit.dim, stage.probe.depth, T) * batch
+        model, block, embedding = (
+            "attentive_probe",
+            vit_block_params(vit.dim, int(vit.dim * stage.probe.mlp_ratio)) if vit else 0,
+            0,
+        )
+        act_tokens, act_dim, act_depth = T, vit.dim if vit else 0, stage.probe.depth
+    else:
+        vit, obj = stage.model, stage.objective
+        T, m = vit.tokens, len(obj.masks.masks)
+        if obj.kind == "pixel_reconstruction":
+            target, out_dim = None, vit.patch_dim
+        elif obj.kind == "latent_prediction":
+            target = _vit_of(spec, obj.teacher)
+            out_dim = target.dim if target else vit.dim
+        else:
+            target, out_dim = vit, vit.dim
+        enc, pred = vit_params(vit), predictor_params(stage.predictor, vit.dim, out_dim)
+        trained, frozen = enc + pred, vit_params(target) if target else 0
+        d_e, d_p, d_t = m * JEPA_CONTEXT_RATIO * batch * T, m * batch * T, batch * T
+        six_nd = training_flops(enc, d_e) + training_flops(pred, d_p)
+        frozen_2nd = forward_flops(frozen, d_t)
+        pc = stage.predictor
+        ctx_len = JEPA_CONTEXT_RATIO * T
+        attn = (
+            3
+            * m
+            * batch
+            * (
+                bidirectional_attention_flops(vit.dim, vit.depth, ctx_len)
+                + bidirectional_attention_flops(pc.dim, pc.depth, T)
+            )
+        )
+        if target:
+            attn += bidirectional_attention_flops(target.dim, target.depth, T) * batch
+        model, block, embedding = (
+            f"vit{'-' + vit.size if vit.size else ''}",
+            vit_block_params(vit.dim, vit.mlp),
+            vit.patch_dim * vit.dim + vit.dim,
+        )
+        act_tokens, act_dim, act_depth = T, vit.dim, vit.depth + pc.depth  # predictor sees all T per mask
+    sharded = stage.distributed.fsdp and resources.world > 1
+    shards = resources.world if sharded else 1
+    states = 2 if stage.optim.kind == "adamw" else (1 if stage.optim.momentum > 0 else 0)
+    tokens = micro * act_tokens
+    per_block = 34 * tokens * act_dim * el // 2
+    if stage.distributed.activation_checkpointing:
+        acts = 2 * tokens * act_dim * act_depth * el + per_block
+    else:
+        acts = per_block * act_depth
+    p, g, o = 4 * (trained + frozen) // shards, 4 * trained // shards, 4 * states * trained // shards
+    gathered = el * 2 * block if sharded else 0
+    total = six_nd + frozen_2nd + attn
+    return StagePlan(
+        kind=stage.kind,
+        model=model,
+        vocab_size=None,
+        steps=steps,
+        global_batch=batch,
+        micro_batch=micro,
+        grad_accumulation=per_rank // micro,
+        params=ParamCount(
+            total=trained,
+            active=trained,
+            embedding=embedding,
+            largest_block=block,
+            root=embedding,
+            frozen=frozen,
+        ),
+        tokens=Tokens(per_example=T, per_step=batch * T, total=batch * T * steps),
+        flops=Flops(
+            six_nd_per_step=six_nd,
+            attention_per_step=attn,
+            per_step=total,
+            six_nd_total=six_nd * steps,
+            attention_total=attn * steps,
+            total=total * steps,
+            frozen_2nd_per_step=frozen_2nd,
+            frozen_2nd_total=frozen_2nd * steps,
+        ),
+        memory_per_rank=Memory(
+            estimate=True,
+            shards=shards,
+            bytes_per_el=el,
+            micro_batch=micro,
+            seq_len=act_tokens,
+            activation_checkpointing=stage.distributed.activation_checkpointing,
+            params=p,
+            grads=g,
+            optimizer=o,
+            gathered=gathered,
+            activations=acts,
+            total=p + g + o + gathered + acts,
+        ),
+    )
+
+
 def make_plan(spec: Spec, spec_path: str = "SPEC.yaml", overrides: Sequence[str] = ()) -> Plan:
     """The plan of a validated spec: per stage costs, and the commands that launch it with these overrides."""
     res = spec.resources
@@ -389,7 +535,12 @@ def make_plan(spec: Spec, spec_path: str = "SPEC.yaml", overrides: Sequence[str]
         procs_per_node=res.procs_per_node,
         world=res.world,
         device=res.device,
-        stages={name: plan_stage(stage, res) for name, stage in spec.stages.items()},
+        stages={
+            name: plan_stage(stage, res)
+            if isinstance(stage, TrainStage) and stage.model.kind == "transformer"
+            else plan_video_stage(stage, spec, res)
+            for name, stage in spec.stages.items()
+        },
         launch=Launch(
             torchrun=torchrun_command(res, spec_path, overrides),
             sbatch=sbatch_script(spec, spec_path, overrides),

@@ -5,13 +5,30 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from schemas import data, evals, models, objectives
+from schemas import data, evals, models, objectives, spec
 
 # Builders are named as "module:attribute" so that importing the registry imports no torch code.
-MODELS: dict[type, str] = {models.Transformer: "engine.models.transformer:build"}
-DATA: dict[type, str] = {data.SparseParity: "engine.data.sparse_parity:SparseParity"}
-OBJECTIVES: dict[type, str] = {objectives.NextToken: "engine.objectives.next_token:NextToken"}
-EVALS: dict[type, str] = {evals.AccuracyByLength: "engine.evals.accuracy_by_length:AccuracyByLength"}
+MODELS: dict[type, str] = {
+    models.Transformer: "engine.models.transformer:build",
+    models.ViT: "engine.models.vit:build",
+}
+DATA: dict[type, str] = {
+    data.SparseParity: "engine.data.sparse_parity:SparseParity",
+    data.SyntheticVideo: "engine.data.video:SyntheticVideo",
+    data.VideoFiles: "engine.data.video_files:VideoFiles",
+}
+OBJECTIVES: dict[type, str] = {
+    objectives.NextToken: "engine.objectives.next_token:NextToken",
+    objectives.PixelReconstruction: "engine.objectives.jepa:PixelReconstructionObjective",
+    objectives.LatentPrediction: "engine.objectives.jepa:LatentPredictionObjective",
+    objectives.EMALatentPrediction: "engine.objectives.jepa:EMALatentPredictionObjective",
+}
+EVALS: dict[type, str] = {
+    evals.AccuracyByLength: "engine.evals.accuracy_by_length:AccuracyByLength",
+    evals.Top1: "engine.evals.top1:Top1",
+}
+# Stage kinds whose objective is implied by the stage itself (no `model` + `objective` pair).
+STAGES: dict[type, str] = {spec.ProbeStage: "engine.objectives.probe:ProbeObjective"}
 
 
 def _resolve(table: dict[type, str], cfg: Any) -> Any:
@@ -22,9 +39,10 @@ def _resolve(table: dict[type, str], cfg: Any) -> Any:
     return getattr(importlib.import_module(module), attr)
 
 
-def build_model(cfg: Any, vocab_size: int) -> Any:
-    """An nn.Module for a model config."""
-    return _resolve(MODELS, cfg)(cfg, vocab_size)
+def build_model(cfg: Any, vocab_size: int | None = None) -> Any:
+    """An nn.Module for a model config (token models also take the vocabulary size)."""
+    builder = _resolve(MODELS, cfg)
+    return builder(cfg) if vocab_size is None else builder(cfg, vocab_size)
 
 
 def build_data(cfg: Any) -> Any:
@@ -35,6 +53,11 @@ def build_data(cfg: Any) -> Any:
 def build_objective(cfg: Any, models: dict[str, Any], ctx: Any) -> Any:
     """An objective over the stage's models; `ctx` (a BuildContext) builds, shards and loads the rest."""
     return _resolve(OBJECTIVES, cfg)(cfg, models, ctx)
+
+
+def build_stage_objective(stage: Any, ctx: Any) -> Any:
+    """The objective of a stage kind that builds all its own modules (a probe stage)."""
+    return _resolve(STAGES, stage)(stage, ctx)
 
 
 def build_eval(cfg: Any, **context: Any) -> Any:

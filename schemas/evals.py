@@ -26,4 +26,15 @@ class AccuracyByLength(Strict):
     batch: int = Field(128, gt=0, description="Examples per forward pass on each rank.")
 
 
-Eval = kinded(AccuracyByLength, default=None, description="An evaluator, by `kind`.")
+class Top1(Strict):
+    """Top-1 accuracy of a classifier (a probe stage's) on a fixed set of held-out examples."""
+
+    kind: Literal["top1"] = Field("top1", description="Top-1 classification accuracy on the eval split.")
+    every: int = Field(1000, gt=0, description="Run every this many steps (and always after the last step).")
+    examples: int = Field(
+        512, gt=0, description="Held-out examples (a fixed set for the whole run, split over ranks)."
+    )
+    batch: int = Field(32, gt=0, description="Examples per forward pass on each rank.")
+
+
+Eval = kinded(AccuracyByLength, Top1, default=None, description="An evaluator, by `kind`.")

@@ -621,6 +621,13 @@ def _issue(err: dict[str, Any], tree: Tree) -> Issue:
         return Issue(_position(tree, path, key=True), dotted(path), f"unknown key{of}{hint}")
     if typ == "missing":
         return Issue(_position(tree, path[:-1], key=True), dotted(path), "missing required key")
+    if typ in ("union_tag_invalid", "union_tag_not_found") and not isinstance(err.get("input"), dict):
+        got = err.get("input")
+        return Issue(
+            _position(tree, path, key=False),
+            dotted(path),
+            f"input should be a valid dictionary (got {_show(got)})",
+        )
     if typ in ("union_tag_invalid", "union_tag_not_found"):
         expected = list(_kinds(_unwrap(_type_at(path, tree.data)))) or [
             t.strip().strip("'") for t in str(ctx.get("expected_tags", "")).split(",") if t.strip()

@@ -333,4 +333,9 @@ class AttentiveProbe(Strict):
     init_std: float = Field(0.02, gt=0, description="Std of the truncated-normal init (and the query).")
 
 
-Model = kinded(Transformer, default="transformer", description="The model of a stage, by `kind`.")
+Model = kinded(
+    Transformer,
+    ViT,
+    default="transformer",
+    description="The model of a stage: transformer | vit (default transformer).",
+)

@@ -7,12 +7,24 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from .base import Problems, Strict
+from .base import Problems, Strict, kinded
 from .data import Data
-from .evals import Eval
-from .models import Model
+from .evals import Eval, Top1
+from .models import AttentiveProbe, Model, Predictor
 from .objectives import NextToken, Objective
-from .training import AdamW, Batch, Checkpointing, Distributed, Logging, Optim, Schedule, StageRef, WeightsRef
+from .training import (
+    AdamW,
+    Batch,
+    Checkpointing,
+    Distributed,
+    EncoderRef,
+    Logging,
+    Optim,
+    RandomInit,
+    Schedule,
+    StageRef,
+    WeightsRef,
+)
 
 
 class Run(Strict):
@@ -50,8 +62,11 @@ class TrainStage(Strict):
     """A training stage: a model trained on a data generator with an objective, evaluated periodically."""
 
     kind: Literal["train"] = Field("train", description="Stage kind.")
-    model: Model = Field(description="The model trained in this stage.")
+    model: Model = Field(description="The model trained in this stage (the encoder / student for video).")
     init: WeightsRef | None = Field(None, description="Start from these weights instead of a fresh init.")
+    predictor: Predictor | None = Field(
+        None, description="The predictor of masked-video objectives (context tokens -> target tokens)."
+    )
     data: Data = Field(description="The data generator.")
     objective: Objective = Field(default_factory=NextToken, description="The training objective.")
     optim: Optim = Field(default_factory=AdamW, description="The optimizer.")
@@ -69,30 +84,112 @@ class TrainStage(Strict):
     @model_validator(mode="after")
     def _model_fits_data(self) -> TrainStage:
         p = Problems()
-        m, d = self.model, self.data
-        if m.vocab_size is not None and m.vocab_size < d.vocab_size:
-            p.add(
-                "model.vocab_size",
-                f"{m.vocab_size} is smaller than the data's vocabulary ({d.vocab_size}); raise it or leave it unset",
-            )
-        need = d.max_seq_len()
-        if m.context is not None and m.context < need:
-            p.add(
-                "model.position.max_len",
-                f"{m.context} positions cannot hold the data's longest example ({need} tokens); set max_len >= {need}",
-            )
-        lo, hi = d.k_range[1], max(d.length.train[1], d.length.eval[1])
-        for i, ev in enumerate(self.evals):
-            bad = [n for n in ev.lengths or [] if not lo <= n <= hi]
-            if bad:
+        m, d, o = self.model, self.data, self.objective
+        video = hasattr(d, "clip_shape")
+        if m.kind == "transformer":
+            if video:
                 p.add(
-                    f"evals.{i}.lengths", f"lengths {bad} lie outside [{lo}, {hi}] (k .. longest data length)"
+                    "data.kind",
+                    f"a transformer reads tokens but {d.kind!r} makes video clips; use model kind vit",
                 )
+            else:
+                _token_rules(self, p)
+            if o.kind != "next_token":
+                p.add(
+                    "objective.kind",
+                    f"{o.kind!r} trains a video encoder; a transformer trains with next_token",
+                )
+        else:  # vit
+            if not video:
+                p.add(
+                    "data.kind",
+                    f"a vit reads video clips but {d.kind!r} makes tokens; use synthetic_video or video_files",
+                )
+            elif tuple(d.clip_shape) != (m.channels, m.frames, m.resolution, m.resolution):
+                p.add(
+                    "data",
+                    f"clips are {'x'.join(map(str, d.clip_shape))} (CxTxHxW) but the model reads "
+                    f"{m.channels}x{m.frames}x{m.resolution}x{m.resolution}; make data frames/resolution match the model",
+                )
+            if o.kind == "next_token":
+                p.add(
+                    "objective.kind",
+                    "a vit trains with pixel_reconstruction, latent_prediction or ema_latent_prediction",
+                )
+            elif self.predictor is None:
+                p.add("predictor", f"{o.kind} needs a predictor; add `predictor: {{kind: predictor}}`")
+            elif self.predictor.mask_tokens < len(o.masks.masks):
+                p.add(
+                    "predictor.mask_tokens",
+                    f"{self.predictor.mask_tokens} mask tokens for {len(o.masks.masks)} mask generators; need one each",
+                )
+        for i, ev in enumerate(self.evals):
+            if ev.kind == "top1":
+                p.add(f"evals.{i}.kind", "top1 evaluates a probe; use it in a stage of kind probe")
+            elif video:
+                p.add(f"evals.{i}.kind", f"{ev.kind} evaluates token answers, not video")
         p.check()
         return self
 
 
-Stage = TrainStage
+def _token_rules(stage: TrainStage, p: Problems) -> None:
+    """Rules between a transformer and token data: vocabulary, context length, evaluated lengths."""
+    m, d = stage.model, stage.data
+    if m.vocab_size is not None and m.vocab_size < d.vocab_size:
+        p.add(
+            "model.vocab_size",
+            f"{m.vocab_size} is smaller than the data's vocabulary ({d.vocab_size}); raise it or leave it unset",
+        )
+    need = d.max_seq_len()
+    if m.context is not None and m.context < need:
+        p.add(
+            "model.position.max_len",
+            f"{m.context} positions cannot hold the data's longest example ({need} tokens); set max_len >= {need}",
+        )
+    lo, hi = d.k_range[1], max(d.length.train[1], d.length.eval[1])
+    for i, ev in enumerate(stage.evals):
+        bad = [n for n in getattr(ev, "lengths", None) or [] if not lo <= n <= hi]
+        if bad:
+            p.add(f"evals.{i}.lengths", f"lengths {bad} lie outside [{lo}, {hi}] (k .. longest data length)")
+
+
+class ProbeStage(Strict):
+    """A frozen encoder with an attentive probe trained on top: what a representation is worth."""
+
+    kind: Literal["probe"] = Field(
+        "probe", description="Stage kind: train an attentive probe on a frozen encoder."
+    )
+    encoder: EncoderRef
+    probe: AttentiveProbe = Field(default_factory=AttentiveProbe, description="The attentive probe.")
+    data: Data = Field(description="Labelled video clips (the probe's classes are the data's).")
+    optim: Optim = Field(
+        default_factory=lambda: AdamW(lr=1e-3, weight_decay=0.01), description="The probe's optimizer."
+    )
+    schedule: Schedule = Field(description="Steps and learning-rate schedule of the probe.")
+    batch: Batch = Field(description="Global and micro batch sizes.")
+    distributed: Distributed = Field(default_factory=Distributed, description="Sharding, precision, compile.")
+    checkpoint: Checkpointing = Field(
+        default_factory=Checkpointing, description="Checkpoint period and retention."
+    )
+    logging: Logging = Field(default_factory=Logging, description="Metric logging.")
+    evals: list[Eval] = Field(
+        default_factory=lambda: [Top1()],
+        description="Evaluations; top1 writes {output}/{stage}/results.json.",
+    )
+
+    @model_validator(mode="after")
+    def _labelled_video(self) -> ProbeStage:
+        p = Problems()
+        if not hasattr(self.data, "clip_shape"):
+            p.add("data.kind", f"a probe reads labelled video clips; {self.data.kind!r} makes tokens")
+        for i, ev in enumerate(self.evals):
+            if ev.kind != "top1":
+                p.add(f"evals.{i}.kind", f"a probe stage is evaluated by top1, not {ev.kind}")
+        p.check()
+        return self
+
+
+Stage = kinded(TrainStage, ProbeStage, default="train", description="A stage, by `kind` (default train).")
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]*$")
 
@@ -118,12 +215,27 @@ class Spec(Strict):
         for i, (name, stage) in enumerate(self.stages.items()):
             if not _NAME.match(name):
                 p.add(f"stages.{name}", f"stage name {name!r} must be letters, digits, '_' or '-'")
-            if isinstance(stage.init, StageRef) and stage.init.stage not in names[:i]:
-                earlier = ", ".join(names[:i]) or "none"
-                p.add(
-                    f"stages.{name}.init.stage",
-                    f"{stage.init.stage!r} is not an earlier stage (earlier stages: {earlier})",
-                )
+            earlier = names[:i]
+            refs = []  # (dotted field, referenced stage, needs a vit)
+            if isinstance(stage, TrainStage):
+                if isinstance(stage.init, StageRef):
+                    refs.append(("init.stage", stage.init.stage, False))
+                teacher = getattr(stage.objective, "teacher", None)
+                if isinstance(teacher, StageRef):
+                    refs.append(("objective.teacher.stage", teacher.stage, True))
+            else:
+                enc = stage.encoder
+                if isinstance(enc, StageRef | RandomInit):
+                    key = "stage" if isinstance(enc, StageRef) else "random"
+                    refs.append((f"encoder.{key}", getattr(enc, key), True))
+            for field, ref, vit in refs:
+                if ref not in earlier:
+                    shown = ", ".join(earlier) or "none"
+                    p.add(
+                        f"stages.{name}.{field}", f"{ref!r} is not an earlier stage (earlier stages: {shown})"
+                    )
+                elif vit and getattr(getattr(self.stages[ref], "model", None), "kind", None) != "vit":
+                    p.add(f"stages.{name}.{field}", f"stage {ref!r} does not train a vit encoder")
             b = stage.batch
             if b.global_ % world:
                 p.add(

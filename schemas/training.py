@@ -17,6 +17,11 @@ class AdamW(Strict):
     betas: tuple[float, float] = Field((0.9, 0.95), description="Adam betas (beta1, beta2).")
     eps: float = Field(1e-8, gt=0, description="Adam epsilon.")
     weight_decay: float = Field(0.0, ge=0, description="Decoupled weight decay on matrices and embeddings.")
+    weight_decay_end: float | None = Field(
+        None,
+        ge=0,
+        description="Cosine ramp of the weight decay from weight_decay to this over the stage (V-JEPA).",
+    )
     grad_clip: float | None = Field(
         1.0, gt=0, description="Clip the global gradient norm to this; null = no clipping."
     )
@@ -123,6 +128,19 @@ class CheckpointRef(Strict):
     checkpoint: str = Field(description="fsspec URL of a final/ directory (model.pt + done.json).")
 
 
+class RandomInit(Strict):
+    """A fresh random initialisation of another stage's model: the baseline a probe compares against."""
+
+    random: str = Field(description="Name of the stage whose model config to initialise at random.")
+
+
 WeightsRef = Annotated[
     StageRef | CheckpointRef, Field(description="Weights from {stage: NAME} or {checkpoint: URL}.")
+]
+
+EncoderRef = Annotated[
+    StageRef | CheckpointRef | RandomInit,
+    Field(
+        description="The encoder: {stage: NAME}, {checkpoint: URL} or {random: NAME} (random init of that shape)."
+    ),
 ]

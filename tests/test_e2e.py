@@ -66,6 +66,12 @@ def test_plan_cli_and_json_agree():
     expected = make_plan(load_spec(SPEC), SPEC).to_dict()
     assert data["stages"]["train"]["params"] == expected["stages"]["train"]["params"]
     assert data["launch"]["torchrun"].startswith("torchrun --standalone --nproc_per_node=2 -m engine")
+    mixed = engine("plan", SPEC, "--json", "stages.train.model.depth=4")  # flags and overrides in any order
+    assert mixed.returncode == 0, mixed.stderr
+    assert (
+        json.loads(mixed.stdout)["stages"]["train"]["params"]["total"]
+        > data["stages"]["train"]["params"]["total"]
+    )
     text = engine("plan", SPEC, "stages.train.model.depth=4").stdout
     assert "FLOPs/step" in text and "memory/rank" in text and "stages.train.model.depth=4" in text
 

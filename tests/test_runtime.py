@@ -147,3 +147,15 @@ def test_activation_checkpointing_gives_the_same_training(tmp_path):
     assert a.keys() == b.keys(), "checkpoint wrappers must not leak into the saved names"
     for k in a:
         torch.testing.assert_close(a[k], b[k], atol=1e-6, rtol=1e-6)
+
+
+def test_weight_decay_ramp_is_a_cosine_from_start_to_end():
+    from engine.runtime.trainer import weight_decay_at
+    from schemas.training import AdamW
+
+    s = Schedule(steps=100)
+    cfg = AdamW(weight_decay=0.04, weight_decay_end=0.4)
+    assert weight_decay_at(cfg, s, 0) == pytest.approx(0.04)
+    assert weight_decay_at(cfg, s, 50) == pytest.approx(0.22)
+    assert weight_decay_at(cfg, s, 100) == pytest.approx(0.4)
+    assert weight_decay_at(AdamW(weight_decay=0.1), s, 70) == 0.1

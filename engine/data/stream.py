@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import zlib
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -22,9 +24,21 @@ def counter_rng(*key: int) -> np.random.Generator:
 
 
 class Stream:
-    """Training batches: `batch(step)` is this rank's share of the global batch of that step."""
+    """Training batches: `batch(step)` is this rank's share of the global batch of that step.
 
-    def __init__(self, gen: Generator, seed: int, stage: str, rank: int, per_rank: int):
+    `augment(rng, examples)` (e.g. an objective's mask sampler) draws from the same counter-keyed generator
+    right after the examples, so everything random about a step is a pure function of the step.
+    """
+
+    def __init__(
+        self,
+        gen: Generator,
+        seed: int,
+        stage: str,
+        rank: int,
+        per_rank: int,
+        augment: Callable[[np.random.Generator, Any], Any] | None = None,
+    ):
         self.gen, self.seed, self.stage, self.rank, self.per_rank = (
             gen,
             seed,
@@ -32,12 +46,13 @@ class Stream:
             rank,
             per_rank,
         )
+        self.augment = augment
 
     def batch(self, step: int) -> Examples:
         """The examples of `step` on this rank; the same whenever and however often it is asked for."""
-        return self.gen.sample(
-            counter_rng(self.seed, self.stage, TRAIN, step, self.rank), self.per_rank, "train"
-        )
+        rng = counter_rng(self.seed, self.stage, TRAIN, step, self.rank)
+        examples = self.gen.sample(rng, self.per_rank, "train")
+        return examples if self.augment is None else self.augment(rng, examples)
 
 
 EVAL_CHUNK = 64  # evaluation examples drawn per counter key

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -34,6 +35,10 @@ class Objective:
     def trainable(self) -> dict[str, nn.Module]:
         """The modules the optimizer updates (default: all of `models`)."""
         return self.models
+
+    def augment(self, rng: np.random.Generator, examples: Any) -> Any:
+        """Add per-batch randomness the objective needs (e.g. masks), drawn from the batch's own generator."""
+        return examples
 
     def collate(self, examples: Any, device: torch.device) -> Any:
         """Turn a generator's numpy batch into the tensors `__call__` takes, on `device`."""

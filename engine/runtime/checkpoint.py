@@ -101,9 +101,13 @@ class Checkpointer:
     def _dir(self, step: int) -> str:
         return f"{self.url}/step-{step:08d}"
 
+    @staticmethod
+    def _root(models: dict[str, nn.Module]) -> nn.Module:
+        """One module holding every checkpointed model (keys `name.`), or the model itself when alone."""
+        return next(iter(models.values())) if len(models) == 1 else nn.ModuleDict(models)
+
     def _state(self, models: dict[str, nn.Module], optim: torch.optim.Optimizer) -> dict[str, Any]:
-        mods = list(models.values())
-        model_sd, optim_sd = get_state_dict(mods if len(mods) > 1 else mods[0], optim)
+        model_sd, optim_sd = get_state_dict(self._root(models), optim)
         return {"model": model_sd, "optim": optim_sd}
 
     def save(
@@ -141,12 +145,8 @@ class Checkpointer:
         where = self._dir(steps[-1])
         state = self._state(models, optim)
         dcp.load(state, storage_reader=_reader(where), no_dist=not self.dist.distributed)
-        mods = list(models.values())
         set_state_dict(
-            mods if len(mods) > 1 else mods[0],
-            optim,
-            model_state_dict=state["model"],
-            optim_state_dict=state["optim"],
+            self._root(models), optim, model_state_dict=state["model"], optim_state_dict=state["optim"]
         )
         return read_json(f"{where}/{TRAIN_STATE}")
 

@@ -17,10 +17,10 @@ from torch.distributed.fsdp import FSDPModule
 from engine import plan as planlib
 from engine import registry
 from engine.data.stream import Stream
-from schemas.spec import Spec, TrainStage
+from schemas.spec import ProbeStage, Spec, TrainStage
 from schemas.training import AdamW, Schedule
 
-from .checkpoint import Checkpointer, exists, read_json, save_final
+from .checkpoint import Checkpointer, exists, read_json, save_final, write_json
 from .context import BuildContext
 from .distributed import Dist, LaunchError
 from .metrics import Metrics
@@ -59,12 +59,21 @@ def lr_factor(s: Schedule, step: int) -> float:
     return 1.0
 
 
+def weight_decay_at(cfg: Any, s: Schedule, step: int) -> float:
+    """Weight decay at `step`: constant, or a cosine ramp from weight_decay to weight_decay_end."""
+    end = getattr(cfg, "weight_decay_end", None)
+    if end is None:
+        return cfg.weight_decay
+    p = min(1.0, step / max(1, s.steps))
+    return end + (cfg.weight_decay - end) * 0.5 * (1.0 + math.cos(math.pi * p))
+
+
 def build_optimizer(cfg: Any, modules: dict[str, nn.Module]) -> torch.optim.Optimizer:
     """AdamW or SGD; weight decay on parameters with >= 2 dims only (not biases, norms, gains)."""
     params = [p for m in modules.values() for p in m.parameters() if p.requires_grad]
     groups = [
-        {"params": [p for p in params if p.ndim >= 2], "weight_decay": cfg.weight_decay},
-        {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0},
+        {"params": [p for p in params if p.ndim >= 2], "weight_decay": cfg.weight_decay, "decay": True},
+        {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0, "decay": False},
     ]
     groups = [g for g in groups if g["params"]]
     if isinstance(cfg, AdamW):
@@ -167,14 +176,16 @@ class StageRunner:
         ctx = BuildContext(self.spec, self.name, st, dist)
         self.gen = registry.build_data(st.data)
         torch.manual_seed(stage_seed(self.spec.run.seed, self.name))
-        model = registry.build_model(st.model, planlib.stage_vocab_size(st))
-        if st.init is not None:
-            model.load_state_dict(ctx.weights(st.init))
-            log.info("%s: initialised from %s", self.name, ctx.final_url(st.init))
         self.sharded = dist.distributed and st.distributed.fsdp
-        self.objective = registry.build_objective(
-            st.objective, {"model": parallelize(model, st.distributed, dist)}, ctx
-        )
+        if isinstance(st, TrainStage):
+            model = registry.build_model(st.model, planlib.stage_vocab_size(st))
+            if st.init is not None:
+                model.load_state_dict(ctx.weights(st.init))
+                log.info("%s: initialised from %s", self.name, ctx.final_url(st.init))
+            model = parallelize(model, st.distributed, dist)
+            self.objective = registry.build_objective(st.objective, {"model": model}, ctx)
+        else:
+            self.objective = registry.build_stage_objective(st, ctx)
         self.models = self.objective.models  # what checkpoints and final/ hold
         self.optim = build_optimizer(st.optim, self.objective.trainable())
         self.params = [
@@ -186,7 +197,9 @@ class StageRunner:
             )
             for e in st.evals
         ]
-        self.stream = Stream(self.gen, self.spec.run.seed, self.name, dist.rank, self.per_rank)
+        self.stream = Stream(
+            self.gen, self.spec.run.seed, self.name, dist.rank, self.per_rank, augment=self.objective.augment
+        )
         ckpt_url = st.checkpoint.url or f"{self.url}/checkpoints"
         self.ckpt = Checkpointer(ckpt_url, st.checkpoint.keep_last, dist)
 
@@ -219,8 +232,11 @@ class StageRunner:
 
         for step in range(start, st.schedule.steps):
             lr = st.optim.lr * lr_factor(st.schedule, step)
+            wd = weight_decay_at(st.optim, st.schedule, step)
             for g in self.optim.param_groups:
                 g["lr"] = lr
+                if g["decay"]:
+                    g["weight_decay"] = wd
             stats, mets, gnorm = self._step(step, preemption)
             done = step + 1
             self.objective.after_step(done)
@@ -249,9 +265,17 @@ class StageRunner:
         elapsed = elapsed0 + time.perf_counter() - t_start
         done_info = {
             **self.train_state(st.schedule.steps, counters, elapsed),
-            "model": st.model.model_dump(mode="json"),
+            "model": (st.model if isinstance(st, TrainStage) else st.probe).model_dump(mode="json"),
             "metrics": last_eval,
         }
+        if isinstance(st, ProbeStage) and dist.main:
+            obj = self.objective
+            encoder = "random" if obj.random else obj.encoder_name
+            results = {"encoder": encoder, "top1": last_eval.get("top1"), "classes": st.data.num_classes}
+            write_json(
+                f"{self.url}/results.json",
+                {**results, "encoder_stage": obj.encoder_name, "step": st.schedule.steps},
+            )
         save_final(f"{self.url}/final", self.models, done_info, dist)
         metrics.close()
         return last_eval

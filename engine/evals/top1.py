@@ -1,0 +1,35 @@
+"""Top-1 accuracy of a probe on a fixed held-out set; the result also goes to {output}/{stage}/results.json."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from engine.data.stream import counter_rng, stage_key
+from engine.runtime.distributed import Dist
+from schemas.evals import Top1 as Top1Config
+
+EVAL = 1
+
+
+class Top1:
+    """`top1` over `examples` clips of the eval split, drawn once and split evenly over the ranks."""
+
+    def __init__(self, cfg: Top1Config, gen, data_cfg, seed: int, stage: str, dist: Dist):
+        self.cfg, self.dist = cfg, dist
+        per_rank = math.ceil(cfg.examples / dist.world)  # equal counts: FSDP forwards are collectives
+        full = gen.sample(counter_rng(seed, stage_key(stage), EVAL, 0), per_rank * dist.world, "eval")
+        self.clips = full.slice(dist.rank * per_rank, (dist.rank + 1) * per_rank)
+
+    @torch.no_grad()
+    def __call__(self, objective, step: int) -> dict[str, float]:
+        """Fraction of held-out clips whose argmax class is the label."""
+        counts = torch.zeros(2, dtype=torch.float64)
+        for start in range(0, len(self.clips), self.cfg.batch):
+            part = self.clips.slice(start, min(start + self.cfg.batch, len(self.clips)))
+            batch = objective.collate(part, self.dist.device)
+            hit = objective.logits(batch).argmax(-1) == batch["labels"]
+            counts += torch.tensor([hit.sum().item(), hit.numel()], dtype=torch.float64)
+        self.dist.all_reduce(counts)
+        return {"top1": (counts[0] / counts[1]).item()}

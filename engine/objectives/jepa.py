@@ -1,0 +1,201 @@
+"""Masked video objectives: SALT's pixel reconstruction (stage 1) and frozen-teacher latent prediction
+(stage 2), and the V-JEPA baseline with an EMA target encoder (PAPERS.md §1).
+
+Every objective runs the encoder on the context tokens of each mask generator and the predictor from those
+to the target tokens, one loss per generator, averaged. Masks are drawn with the batch from the same
+counter-based generator (`augment`), so a resumed run sees the masks an uninterrupted one would.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from engine import plan as planlib
+from engine.data.masks import MultiBlockMasks
+from engine.data.video import Clips
+from engine.models.predictor import Predictor
+from engine.models.vit import VisionTransformer
+from schemas.models import ViT
+from schemas.objectives import EMALatentPrediction, LatentPrediction, PixelReconstruction
+from schemas.spec import Spec
+from schemas.training import StageRef
+
+from .base import Count, Objective
+
+MEAN = (0.485, 0.456, 0.406)  # ImageNet statistics, as V-JEPA normalises its inputs
+STD = (0.229, 0.224, 0.225)
+
+
+def patchify(video: Tensor, tubelet: int, patch: int) -> Tensor:
+    """[B, C, T, H, W] -> [B, N, tubelet*patch*patch, C], tokens in (t, h, w) order like the patch embed."""
+    B, C, T, H, W = video.shape
+    x = video.reshape(B, C, T // tubelet, tubelet, H // patch, patch, W // patch, patch)
+    x = x.permute(0, 2, 4, 6, 3, 5, 7, 1)  # [B, t, h, w, tubelet, p, p, C]
+    return x.reshape(B, (T // tubelet) * (H // patch) * (W // patch), tubelet * patch * patch, C)
+
+
+def pixel_targets(video: Tensor, tubelet: int, patch: int, normalize: bool) -> Tensor:
+    """Per-token pixel targets [B, N, tubelet*patch*patch*C]; normalised per patch and channel (VideoMAE)."""
+    x = patchify(video, tubelet, patch)  # [B, N, P, C]
+    if normalize:
+        x = (x - x.mean(dim=-2, keepdim=True)) / (x.var(dim=-2, unbiased=True, keepdim=True).sqrt() + 1e-6)
+    return x.flatten(2)
+
+
+def gather(x: Tensor, idx: Tensor) -> Tensor:
+    """Rows idx [B, K] of x [B, N, D] -> [B, K, D]."""
+    return torch.gather(x, 1, idx.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
+
+
+def vit_config(spec: Spec, ref: Any, done: dict[str, Any] | None) -> ViT:
+    """The ViT config of a referenced model: from the spec for a stage, from done.json for a checkpoint."""
+    if isinstance(ref, StageRef):
+        return spec.stages[ref.stage].model
+    return ViT.model_validate(done["model"])
+
+
+class MaskedVideo(Objective):
+    """Shared machinery: masks, video collation, the predictor, FLOP counting."""
+
+    def __init__(self, cfg: Any, models: dict[str, nn.Module], ctx: Any, out_dim: int) -> None:
+        st = ctx.stage
+        self.cfg, self.stage, self.vit = cfg, st, st.model
+        self.encoder = models["model"]
+        self.masks = MultiBlockMasks(cfg.masks, self.vit.grid)
+        predictor = Predictor(st.predictor, self.vit.dim, out_dim, self.vit.grid)
+        self.predictor = ctx.shard(predictor)
+        self.models = {"model": self.encoder, "predictor": self.predictor}
+        self.n_encoder = planlib.vit_params(self.vit)
+        self.n_predictor = planlib.predictor_params(st.predictor, self.vit.dim, out_dim)
+        self.n_target = 0  # parameters of a frozen forward on the full clip (teacher / EMA target)
+        self.target_dim = 0
+
+    def augment(self, rng: np.random.Generator, clips: Clips) -> Clips:
+        """Draw this batch's masks (per generator: context and target indices) with the batch's RNG."""
+        for i, (context, target) in enumerate(self.masks.sample(rng, len(clips))):
+            clips.meta[f"context_{i}"], clips.meta[f"target_{i}"] = context, target
+        return clips
+
+    def collate(self, clips: Clips, device: torch.device) -> dict[str, Any]:
+        """Pixels in [0, 1] and normalised input, mask indices, labels: tensors on `device`."""
+        video = torch.from_numpy(clips.video).to(device).float().div_(255.0)  # [B, C, T, H, W]
+        mean = torch.tensor(MEAN, device=device).view(1, -1, 1, 1, 1)
+        std = torch.tensor(STD, device=device).view(1, -1, 1, 1, 1)
+        masks = [
+            (
+                torch.from_numpy(clips.meta[f"context_{i}"]).to(device),
+                torch.from_numpy(clips.meta[f"target_{i}"]).to(device),
+            )
+            for i in range(len(self.cfg.masks.masks))
+        ]
+        return {"pixels": video, "video": (video - mean) / std, "masks": masks}
+
+    def count(self, clips: Clips) -> Count:
+        """6·N·D for encoder (context tokens) and predictor (context + targets), 2·N·D for a frozen target."""
+        n, tokens = len(clips), self.vit.tokens
+        enc = pred = attn = 0.0
+        for i in range(len(self.cfg.masks.masks)):
+            kc, kt = clips.meta[f"context_{i}"].shape[1], clips.meta[f"target_{i}"].shape[1]
+            enc += 6 * self.n_encoder * n * kc
+            pred += 6 * self.n_predictor * n * (kc + kt)
+            attn += 3 * planlib.bidirectional_attention_flops(self.vit.dim, self.vit.depth, kc) * n
+            attn += (
+                3
+                * planlib.bidirectional_attention_flops(
+                    self.stage.predictor.dim, self.stage.predictor.depth, kc + kt
+                )
+                * n
+            )
+        frozen = 2 * self.n_target * n * tokens
+        if self.n_target:
+            attn += planlib.bidirectional_attention_flops(self.target_dim, self.target_depth, tokens) * n
+        return Count(n, n * tokens, enc + pred + frozen + attn, attn)
+
+    def targets(self, batch: dict[str, Any]) -> Tensor:
+        """Per-token regression targets [B, N, out_dim] for the whole clip."""
+        raise NotImplementedError
+
+    def regress(self, pred: Tensor, target: Tensor) -> Tensor:
+        """The regression loss between predictions and targets."""
+        raise NotImplementedError
+
+    def __call__(self, batch: dict[str, Any]) -> tuple[Tensor, dict[str, Tensor]]:
+        """Average over mask generators of the loss at that generator's target tokens."""
+        targets = self.targets(batch)
+        losses = []
+        for i, (context, target) in enumerate(batch["masks"]):
+            z = self.encoder(batch["video"], keep=context)  # [B, Kc, D]
+            pred = self.predictor(z, context, target, i)  # [B, Kt, out_dim]
+            losses.append(self.regress(pred.float(), gather(targets, target)))
+        loss = torch.stack(losses).mean()
+        metrics = {f"loss/mask_{i}": part.detach() for i, part in enumerate(losses)}
+        return loss, metrics
+
+
+class PixelReconstructionObjective(MaskedVideo):
+    """MSE to (per-patch normalised) pixels of the masked tubelets."""
+
+    def __init__(self, cfg: PixelReconstruction, models: dict[str, nn.Module], ctx: Any) -> None:
+        super().__init__(cfg, models, ctx, out_dim=ctx.stage.model.patch_dim)
+
+    def targets(self, batch: dict[str, Any]) -> Tensor:
+        return pixel_targets(batch["pixels"], self.vit.tubelet, self.vit.patch, self.cfg.norm_pixels)
+
+    def regress(self, pred: Tensor, target: Tensor) -> Tensor:
+        return F.mse_loss(pred, target)
+
+
+class LatentPredictionObjective(MaskedVideo):
+    """SALT: L1 (or L2) to a frozen teacher's layer-normalised latents at the masked positions."""
+
+    def __init__(self, cfg: LatentPrediction, models: dict[str, nn.Module], ctx: Any) -> None:
+        done = None if isinstance(cfg.teacher, StageRef) else ctx.done(cfg.teacher)
+        teacher_cfg = vit_config(ctx.spec, cfg.teacher, done)
+        teacher = VisionTransformer(teacher_cfg)
+        teacher.load_state_dict(ctx.weights(cfg.teacher))
+        super().__init__(cfg, models, ctx, out_dim=teacher_cfg.dim)
+        self.teacher = ctx.shard(teacher, frozen=True)
+        self.n_target, self.target_dim, self.target_depth = (
+            planlib.vit_params(teacher_cfg),
+            teacher_cfg.dim,
+            teacher_cfg.depth,
+        )
+
+    @torch.no_grad()
+    def targets(self, batch: dict[str, Any]) -> Tensor:
+        h = self.teacher(batch["video"]).float()  # [B, N, D_teacher], the full clip
+        return F.layer_norm(h, (h.shape[-1],)) if self.cfg.target_norm else h
+
+    def regress(self, pred: Tensor, target: Tensor) -> Tensor:
+        return F.l1_loss(pred, target) if self.cfg.loss == "l1" else F.mse_loss(pred, target)
+
+
+class EMALatentPredictionObjective(LatentPredictionObjective):
+    """V-JEPA: the target encoder is an exponential moving average of the student (checkpointed with it)."""
+
+    def __init__(self, cfg: EMALatentPrediction, models: dict[str, nn.Module], ctx: Any) -> None:
+        MaskedVideo.__init__(self, cfg, models, ctx, out_dim=ctx.stage.model.dim)
+        target = ctx.shard(VisionTransformer(self.vit), frozen=True)
+        with torch.no_grad():
+            for t, s in zip(target.parameters(), self.encoder.parameters(), strict=True):
+                t.copy_(s)
+        self.teacher = target
+        self.models = {**self.models, "target": target}
+        self.steps = ctx.stage.schedule.steps
+        self.n_target, self.target_dim, self.target_depth = self.n_encoder, self.vit.dim, self.vit.depth
+
+    def trainable(self) -> dict[str, nn.Module]:
+        return {"model": self.encoder, "predictor": self.predictor}
+
+    @torch.no_grad()
+    def after_step(self, step: int) -> None:
+        """target <- m * target + (1 - m) * student, m linear from momentum[0] to momentum[1]."""
+        lo, hi = self.cfg.momentum
+        m = lo + (hi - lo) * min(1.0, step / self.steps)
+        for t, s in zip(self.teacher.parameters(), self.encoder.parameters(), strict=True):
+            t.lerp_(s, 1.0 - m)

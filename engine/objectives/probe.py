@@ -1,0 +1,75 @@
+"""Attentive probing: a frozen encoder (trained, or random of the same shape) and a trained attentive probe."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from engine import plan as planlib
+from engine.data.video import Clips
+from engine.models.probe import AttentiveProbe
+from engine.models.vit import VisionTransformer
+from schemas.spec import ProbeStage
+from schemas.training import RandomInit, StageRef
+
+from .base import Count, Objective
+from .jepa import MEAN, STD, vit_config
+
+
+class ProbeObjective(Objective):
+    """Cross-entropy of the probe on the frozen encoder's tokens of the whole clip."""
+
+    def __init__(self, stage: ProbeStage, ctx: Any) -> None:
+        ref = stage.encoder
+        self.encoder_name = ref.random if isinstance(ref, RandomInit) else getattr(ref, "stage", "checkpoint")
+        self.random = isinstance(ref, RandomInit)
+        if self.random:
+            enc_cfg = ctx.spec.stages[ref.random].model
+            encoder = VisionTransformer(enc_cfg)  # a fresh init from the stage's seeded RNG
+        else:
+            done = None if isinstance(ref, StageRef) else ctx.done(ref)
+            enc_cfg = vit_config(ctx.spec, ref, done)
+            encoder = VisionTransformer(enc_cfg)
+            encoder.load_state_dict(ctx.weights(ref))
+        classes = stage.data.num_classes
+        probe_cfg = (
+            stage.probe if stage.probe.classes else stage.probe.model_copy(update={"classes": classes})
+        )
+        self.vit, self.probe_cfg = enc_cfg, probe_cfg
+        self.encoder = ctx.shard(encoder, frozen=True)
+        self.probe = ctx.shard(AttentiveProbe(probe_cfg, enc_cfg.dim))
+        self.models = {"probe": self.probe}
+        self.n_encoder = planlib.vit_params(enc_cfg)
+        self.n_probe = planlib.probe_params(probe_cfg, enc_cfg.dim)
+
+    def collate(self, clips: Clips, device: torch.device) -> dict[str, Tensor]:
+        """Normalised video and labels on `device`."""
+        video = torch.from_numpy(clips.video).to(device).float().div_(255.0)
+        mean = torch.tensor(MEAN, device=device).view(1, -1, 1, 1, 1)
+        std = torch.tensor(STD, device=device).view(1, -1, 1, 1, 1)
+        return {"video": (video - mean) / std, "labels": torch.from_numpy(clips.labels).to(device)}
+
+    def count(self, clips: Clips) -> Count:
+        """2·N·D for the frozen encoder, 6·N·D for the probe, over all tokens of the clips."""
+        n, tokens = len(clips), self.vit.tokens
+        attn = planlib.bidirectional_attention_flops(self.vit.dim, self.vit.depth, tokens) * n
+        flops = 2 * self.n_encoder * n * tokens + 6 * self.n_probe * n * tokens + attn
+        return Count(n, n * tokens, flops, attn)
+
+    def logits(self, batch: dict[str, Tensor]) -> Tensor:
+        """Class logits [B, classes] from the frozen encoder's tokens."""
+        with torch.no_grad():
+            tokens = self.encoder(batch["video"])  # [B, N, D]
+        return self.probe(tokens).float()
+
+    def __call__(self, batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
+        """Cross-entropy and batch top-1."""
+        logits = self.logits(batch)
+        loss = F.cross_entropy(logits, batch["labels"])
+        return loss, {"top1": (logits.argmax(-1) == batch["labels"]).float().mean()}
+
+    def trainable(self) -> dict[str, nn.Module]:
+        return {"probe": self.probe}
