@@ -227,6 +227,9 @@ def cmd_run(argv: Sequence[str]) -> int:
             for name, metrics in results.items():
                 if metrics:
                     log.info("%s: %s", name, "  ".join(f"{k} {v:.3f}" for k, v in metrics.items()))
+            table = probe_table(spec, results)
+            if table:
+                log.info("%s", table)
     except LaunchError as e:
         code = _fail(str(e))
     except NonFiniteLoss as e:
@@ -238,6 +241,23 @@ def cmd_run(argv: Sequence[str]) -> int:
     finally:
         dist.close()
     return code
+
+
+def probe_table(spec: Spec, results: dict[str, dict[str, float]]) -> str:
+    """Frozen-probe top-1 of every probe stage side by side: which encoder, which task, how good."""
+    rows = []
+    for name, stage in spec.stages.items():
+        if stage.kind != "probe" or "top1" not in results.get(name, {}):
+            continue
+        enc = stage.encoder
+        encoder = f"random ({enc.random})" if hasattr(enc, "random") else getattr(enc, "stage", "checkpoint")
+        task = getattr(stage.data, "label", None) or stage.data.kind
+        rows.append((name, encoder, task, results[name]["top1"], 1 / stage.data.num_classes))
+    if not rows:
+        return ""
+    lines = ["", f"{'probe':<22}{'encoder':<20}{'task':<12}{'top-1':>7}{'chance':>8}"]
+    lines += [f"{n:<22}{e:<20}{t:<12}{a:>7.3f}{c:>8.3f}" for n, e, t, a, c in rows]
+    return "\n".join(lines)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -114,6 +114,11 @@ class Logging(Strict):
     every: int = Field(10, gt=0, description="Log metrics every this many steps.")
     tensorboard: bool = Field(True, description="Write TensorBoard event files to {output}/{stage}/tb.")
     console: bool = Field(True, description="Print a progress line at every log step.")
+    images_every: int | None = Field(
+        1000,
+        gt=0,
+        description="Write the objective's images (e.g. stage-1 reconstructions) to TensorBoard this often.",
+    )
 
 
 class StageRef(Strict):

@@ -332,3 +332,51 @@ def test_plan_reproduces_salt_l_compute():
     assert student["frozen_2nd_total"] == pytest.approx(4.67e20, rel=0.03)
     total = teacher["six_nd_total"] + student["six_nd_total"] + student["frozen_2nd_total"]
     assert total == pytest.approx(1.192e21, rel=0.03)
+
+
+def test_png_encoder_round_trips_through_zlib():
+    """The PNG written for TensorBoard decodes back to the same pixels (grey and RGB)."""
+    import struct
+    import zlib
+
+    import numpy as np
+
+    from engine.runtime.metrics import png
+
+    for channels in (1, 3):
+        image = np.random.default_rng(channels).integers(0, 256, (5, 7, channels), dtype=np.uint8)
+        data = png(image)
+        assert data[:8] == b"\x89PNG\r\n\x1a\n"
+        chunks, i = {}, 8
+        while i < len(data):
+            (n,) = struct.unpack(">I", data[i : i + 4])
+            kind, body = data[i + 4 : i + 8], data[i + 8 : i + 8 + n]
+            assert struct.unpack(">I", data[i + 8 + n : i + 12 + n])[0] == zlib.crc32(kind + body)
+            chunks[kind] = body
+            i += 12 + n
+        w, h = struct.unpack(">II", chunks[b"IHDR"][:8])
+        rows = np.frombuffer(zlib.decompress(chunks[b"IDAT"]), np.uint8).reshape(h, 1 + w * channels)
+        assert (w, h) == (7, 5) and (rows[:, 0] == 0).all()
+        assert np.array_equal(rows[:, 1:].reshape(h, w, channels), image)
+
+
+def test_stage1_reconstruction_image_shows_input_masked_and_reconstruction(tmp_path):
+    """images(): three rows (input, masked, reconstruction) of T frames; unmasked pixels are the input's."""
+    import numpy as np
+
+    spec = load_spec(str(SALT), [f"run.output={tmp_path}", *train("teacher", 2)])
+    runner = StageRunner(spec, "teacher", spec.stages["teacher"], Dist())
+    runner.build()
+    obj = runner.objective
+    batch = obj.collate(runner.stream.batch(0).slice(0, 1), Dist().device)
+    image = obj.images(batch)["reconstruction"]
+    vit = spec.stages["teacher"].model
+    assert (
+        image.shape == (3 * vit.resolution, vit.frames * vit.resolution, vit.channels)
+        and image.dtype == np.uint8
+    )
+    h = vit.resolution
+    truth, masked, recon = image[:h], image[h : 2 * h], image[2 * h :]
+    kept = masked != 128  # the grey of masked tubelets (0.5 * 255 rounded)
+    assert kept.any() and (~kept).any()
+    assert np.array_equal(recon[kept], truth[kept]), "outside the target the reconstruction shows the input"

@@ -47,6 +47,14 @@ def pixel_targets(video: Tensor, tubelet: int, patch: int, normalize: bool) -> T
     return x.flatten(2)
 
 
+def unpatchify(patches: Tensor, grid: tuple[int, int, int], tubelet: int, patch: int) -> Tensor:
+    """Inverse of `patchify`: [B, N, tubelet*patch*patch, C] -> [B, C, T, H, W]."""
+    t, h, w = grid
+    B, _, _, C = patches.shape
+    x = patches.reshape(B, t, h, w, tubelet, patch, patch, C).permute(0, 7, 1, 4, 2, 5, 3, 6)
+    return x.reshape(B, C, t * tubelet, h * patch, w * patch)
+
+
 def gather(x: Tensor, idx: Tensor) -> Tensor:
     """Rows idx [B, K] of x [B, N, D] -> [B, K, D]."""
     return torch.gather(x, 1, idx.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
@@ -148,6 +156,27 @@ class PixelReconstructionObjective(MaskedVideo):
 
     def regress(self, pred: Tensor, target: Tensor) -> Tensor:
         return F.mse_loss(pred, target)
+
+    @torch.no_grad()
+    def images(self, batch: dict[str, Any]) -> dict[str, np.ndarray]:
+        """The first clip's frames side by side: input, masked input (grey), reconstruction; HWC uint8."""
+        tub, p = self.vit.tubelet, self.vit.patch
+        context, target = (m[:1] for m in batch["masks"][-1])  # the last generator: the long-range masks
+        z = self.encoder(batch["video"][:1], keep=context)
+        pred = self.predictor(z, context, target, len(batch["masks"]) - 1).float()  # [1, Kt, P*C]
+        truth = patchify(batch["pixels"][:1], tub, p)  # [1, N, P, C]
+        pred = pred.view(1, -1, truth.shape[2], truth.shape[3])
+        if self.cfg.norm_pixels:  # back to pixels with the true patches' statistics, as VideoMAE shows them
+            t = truth[:, target[0]]
+            pred = pred * (t.var(dim=-2, unbiased=True, keepdim=True).sqrt() + 1e-6) + t.mean(
+                dim=-2, keepdim=True
+            )
+        masked, recon = truth.clone(), truth.clone()
+        masked[:, target[0]] = 0.5
+        recon[:, target[0]] = pred.clamp(0, 1)
+        rows = [unpatchify(x, self.vit.grid, tub, p)[0] for x in (truth, masked, recon)]  # [C, T, H, W] each
+        grid = torch.cat([torch.cat(list(r.unbind(1)), dim=2) for r in rows], dim=1)  # [C, 3H, T*W]
+        return {"reconstruction": (grid.permute(1, 2, 0) * 255).round().byte().cpu().numpy()}
 
 
 class LatentPredictionObjective(MaskedVideo):

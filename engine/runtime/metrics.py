@@ -5,9 +5,12 @@ from __future__ import annotations
 import json
 import logging
 import math
+import struct
+import zlib
 from typing import Any
 
 import fsspec
+import numpy as np
 
 from .checkpoint import is_local
 
@@ -26,6 +29,25 @@ def _si(x: float) -> str:
         if abs(x) >= scale:
             return f"{x / scale:.1f}{unit}"
     return f"{x:.0f}"
+
+
+def png(image: np.ndarray) -> bytes:
+    """PNG bytes of an HWC uint8 image with 1 (grey) or 3 (RGB) channels (zlib only, no imaging library)."""
+    h, w, c = image.shape
+    rows = np.concatenate(
+        [np.zeros((h, 1), np.uint8), image.reshape(h, w * c)], axis=1
+    )  # filter byte 0 per row
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", w, h, 8, 2 if c == 3 else 0, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(rows.tobytes()))
+        + chunk(b"IEND", b"")
+    )
 
 
 class Metrics:
@@ -78,6 +100,15 @@ class Metrics:
         """A text sample in TensorBoard (e.g. a rendered example)."""
         if self.tb is not None:
             self.tb.add_text(tag, f"```\n{text}\n```", step)
+
+    def image(self, tag: str, image: np.ndarray, step: int) -> None:
+        """An HWC uint8 image (1 or 3 channels) in TensorBoard."""
+        if self.tb is not None:
+            from tensorboardX.proto.summary_pb2 import Summary
+
+            h, w, c = image.shape
+            img = Summary.Image(height=h, width=w, colorspace=c, encoded_image_string=png(image))
+            self.tb._get_file_writer().add_summary(Summary(value=[Summary.Value(tag=tag, image=img)]), step)
 
     def progress(self, step: int, values: dict[str, float], eta_s: float) -> None:
         """One console line: step, loss, learning rate, throughput and ETA."""

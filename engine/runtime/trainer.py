@@ -249,6 +249,13 @@ class StageRunner:
             logged = done % st.logging.every == 0 or done == st.schedule.steps
             if logged:
                 self._log(metrics, done, window, lr, gnorm, counters)
+            every = st.logging.images_every
+            if (
+                every
+                and hasattr(self.objective, "images")
+                and (done % every == 0 or done == st.schedule.steps)
+            ):
+                self._images(metrics, done)
             for ev, cfg in zip(self.evals, st.evals, strict=True):
                 if done % cfg.every == 0 or done == st.schedule.steps:
                     last_eval.update(self._evaluate(ev, done, metrics))
@@ -357,6 +364,19 @@ class StageRunner:
         )
         metrics.write(step, values)
         metrics.progress(step, values, eta_s=(self.stage.schedule.steps - step) * secs / w.steps)
+
+    def _images(self, metrics: Metrics, step: int) -> None:
+        """The objective's images of this rank's first example of the step (every rank runs the forward)."""
+        models = self.objective.trainable().values()
+        for m in models:
+            m.eval()
+        with autocast(self.stage.distributed, self.dist, self.sharded):
+            clip = self.stream.batch(step - 1).slice(0, 1)
+            images = self.objective.images(self.objective.collate(clip, self.dist.device))
+        for m in models:
+            m.train()
+        for tag, image in images.items():
+            metrics.image(tag, image, step)
 
     def _evaluate(self, ev: Any, step: int, metrics: Metrics) -> dict[str, float]:
         for m in self.models.values():
