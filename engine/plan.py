@@ -177,45 +177,44 @@ def compute_bytes(stage: TrainStage, resources: Resources) -> int:
     return 2 if precision == "bf16" or (precision == "auto" and resources.device == "cuda") else 4
 
 
-def memory_per_rank(stage: TrainStage, resources: Resources, params: ParamCount, vocab_size: int) -> Memory:
-    """Estimate the peak memory of one rank: sharded fp32 state, gathered blocks and one micro-batch."""
-    cfg, world = stage.model, resources.world
+def _memory(
+    stage: TrainStage | ProbeStage,
+    resources: Resources,
+    *,
+    trained: int,
+    frozen: int,
+    gathered_params: int,
+    seq_len: int,
+    dim: int,
+    depth: int,
+    extra_activations: int = 0,
+) -> Memory:
+    """Sharded fp32 state, compute-dtype gathered parameters and one micro-batch of block activations.
+
+    Activations follow Korthikanti et al. (2022) with flash/SDPA attention (no s^2 term): 34*s*b*h bytes per
+    layer at 16 bit; with activation checkpointing, the saved block inputs plus one block being recomputed.
+    """
+    world = resources.world
     sharded = stage.distributed.fsdp and world > 1
     shards = world if sharded else 1
     el = compute_bytes(stage, resources)
-    n = params.total
-
-    optim = stage.optim
-    states = 2 if optim.kind == "adamw" else (1 if optim.momentum > 0 else 0)
-
-    gathered = 0
-    if sharded:
-        # Blocks in flight: the current one and the prefetched next; without resharding after forward,
-        # every block stays gathered until its backward. The root's parameters (embeddings, lm_head,
-        # final norm) stay gathered from forward through backward (FSDP2 never reshards the root).
-        held = min(2, cfg.depth) if stage.distributed.reshard_after_forward else cfg.depth
-        gathered = el * (held * params.largest_block + params.root)
-
+    states = 2 if stage.optim.kind == "adamw" else (1 if stage.optim.momentum > 0 else 0)
     micro = stage.batch.micro or stage.batch.global_ // world
-    t_max = stage.data.max_seq_len()
-    tokens = micro * t_max
-    # Korthikanti et al. (2022), flash/SDPA attention (no s^2 term): 34*s*b*h bytes per layer at 16 bit.
-    per_block = 34 * tokens * cfg.dim * el // 2
+    tokens = micro * seq_len
+    per_block = 34 * tokens * dim * el // 2
     if stage.distributed.activation_checkpointing:
-        # saved block inputs + one block's activations, recomputed in its backward
-        blocks = 2 * tokens * cfg.dim * cfg.depth * el + per_block
+        blocks = 2 * tokens * dim * depth * el + per_block
     else:
-        blocks = per_block * cfg.depth
-    logits = tokens * vocab_size * 4 * 2  # fp32 logits and their gradient
-    activations = blocks + logits
-
-    p, g, o = 4 * n // shards, 4 * n // shards, 4 * states * n // shards
+        blocks = per_block * depth
+    activations = blocks + extra_activations
+    gathered = el * gathered_params if sharded else 0
+    p, g, o = 4 * (trained + frozen) // shards, 4 * trained // shards, 4 * states * trained // shards
     return Memory(
         estimate=True,
         shards=shards,
         bytes_per_el=el,
         micro_batch=micro,
-        seq_len=t_max,
+        seq_len=seq_len,
         activation_checkpointing=stage.distributed.activation_checkpointing,
         params=p,
         grads=g,
@@ -223,6 +222,28 @@ def memory_per_rank(stage: TrainStage, resources: Resources, params: ParamCount,
         gathered=gathered,
         activations=activations,
         total=p + g + o + gathered + activations,
+    )
+
+
+def memory_per_rank(stage: TrainStage, resources: Resources, params: ParamCount, vocab_size: int) -> Memory:
+    """Estimate the peak memory of one rank of a transformer stage (an estimate; allocator overhead ignored)."""
+    cfg = stage.model
+    # Blocks in flight: the current one and the prefetched next; without resharding after forward, every
+    # block stays gathered until its backward. The root's parameters (embeddings, lm_head, final norm) stay
+    # gathered from forward through backward (FSDP2 never reshards the root).
+    held = min(2, cfg.depth) if stage.distributed.reshard_after_forward else cfg.depth
+    micro = stage.batch.micro or stage.batch.global_ // resources.world
+    t_max = stage.data.max_seq_len()
+    return _memory(
+        stage,
+        resources,
+        trained=params.total,
+        frozen=0,
+        gathered_params=held * params.largest_block + params.root,
+        seq_len=t_max,
+        dim=cfg.dim,
+        depth=cfg.depth,
+        extra_activations=micro * t_max * vocab_size * 4 * 2,  # fp32 logits and their gradient
     )
 
 
@@ -416,7 +437,6 @@ def plan_video_stage(stage: TrainStage | ProbeStage, spec: Spec, resources: Reso
     batch, steps = stage.batch.global_, stage.schedule.steps
     per_rank = batch // resources.world
     micro = stage.batch.micro or per_rank
-    el = compute_bytes(stage, resources)
     attn = 0.0
     if isinstance(stage, ProbeStage):
         vit = _vit_of(spec, stage.encoder)
@@ -469,17 +489,6 @@ def plan_video_stage(stage: TrainStage | ProbeStage, spec: Spec, resources: Reso
             vit.patch_dim * vit.dim + vit.dim,
         )
         act_tokens, act_dim, act_depth = T, vit.dim, vit.depth + pc.depth  # predictor sees all T per mask
-    sharded = stage.distributed.fsdp and resources.world > 1
-    shards = resources.world if sharded else 1
-    states = 2 if stage.optim.kind == "adamw" else (1 if stage.optim.momentum > 0 else 0)
-    tokens = micro * act_tokens
-    per_block = 34 * tokens * act_dim * el // 2
-    if stage.distributed.activation_checkpointing:
-        acts = 2 * tokens * act_dim * act_depth * el + per_block
-    else:
-        acts = per_block * act_depth
-    p, g, o = 4 * (trained + frozen) // shards, 4 * trained // shards, 4 * states * trained // shards
-    gathered = el * 2 * block if sharded else 0
     total = six_nd + frozen_2nd + attn
     return StagePlan(
         kind=stage.kind,
@@ -508,19 +517,15 @@ def plan_video_stage(stage: TrainStage | ProbeStage, spec: Spec, resources: Reso
             frozen_2nd_per_step=frozen_2nd,
             frozen_2nd_total=frozen_2nd * steps,
         ),
-        memory_per_rank=Memory(
-            estimate=True,
-            shards=shards,
-            bytes_per_el=el,
-            micro_batch=micro,
+        memory_per_rank=_memory(
+            stage,
+            resources,
+            trained=trained,
+            frozen=frozen,
+            gathered_params=2 * block,
             seq_len=act_tokens,
-            activation_checkpointing=stage.distributed.activation_checkpointing,
-            params=p,
-            grads=g,
-            optimizer=o,
-            gathered=gathered,
-            activations=acts,
-            total=p + g + o + gathered + acts,
+            dim=act_dim,
+            depth=act_depth,
         ),
     )
 
