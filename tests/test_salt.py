@@ -380,3 +380,20 @@ def test_stage1_reconstruction_image_shows_input_masked_and_reconstruction(tmp_p
     kept = masked != 128  # the grey of masked tubelets (0.5 * 255 rounded)
     assert kept.any() and (~kept).any()
     assert np.array_equal(recon[kept], truth[kept]), "outside the target the reconstruction shows the input"
+
+
+def test_top1_eval_set_does_not_depend_on_the_world_size():
+    """Ranks split one fixed set: what 1 rank sees first, 2 ranks see as rank 0 then rank 1, in order."""
+    import numpy as np
+
+    from engine.data.video import SyntheticVideo
+    from engine.evals.top1 import eval_clips
+    from schemas.data import SyntheticVideo as SyntheticVideoConfig
+
+    gen = SyntheticVideo(SyntheticVideoConfig(frames=8, resolution=32))
+    small, large = eval_clips(gen, 0, "probe", 50), eval_clips(gen, 0, "probe", 130)
+    assert len(small) == 50 and len(large) == 130
+    assert np.array_equal(small.video, large.video[:50]) and np.array_equal(small.labels, large.labels[:50])
+    assert not np.array_equal(eval_clips(gen, 0, "other", 50).video, small.video), (
+        "stages draw their own sets"
+    )

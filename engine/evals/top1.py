@@ -6,11 +6,19 @@ import math
 
 import torch
 
-from engine.data.stream import counter_rng, stage_key
+from engine.data.stream import EVAL, EVAL_CHUNK, counter_rng, stage_key
+from engine.data.video import Clips
 from engine.runtime.distributed import Dist
 from schemas.evals import Top1 as Top1Config
 
-EVAL = 1
+
+def eval_clips(gen, seed: int, stage: str, n: int) -> Clips:
+    """The first n clips of the stage's fixed eval set, drawn in keyed chunks: the same for every world size."""
+    chunks = -(-n // EVAL_CHUNK)
+    parts = [
+        gen.sample(counter_rng(seed, stage_key(stage), EVAL, 0, c), EVAL_CHUNK, "eval") for c in range(chunks)
+    ]
+    return Clips.concat(parts).slice(0, n)
 
 
 class Top1:
@@ -19,8 +27,9 @@ class Top1:
     def __init__(self, cfg: Top1Config, gen, data_cfg, seed: int, stage: str, dist: Dist):
         self.cfg, self.dist = cfg, dist
         per_rank = math.ceil(cfg.examples / dist.world)  # equal counts: FSDP forwards are collectives
-        full = gen.sample(counter_rng(seed, stage_key(stage), EVAL, 0), per_rank * dist.world, "eval")
-        self.clips = full.slice(dist.rank * per_rank, (dist.rank + 1) * per_rank)
+        self.clips = eval_clips(gen, seed, stage, per_rank * dist.world).slice(
+            dist.rank * per_rank, (dist.rank + 1) * per_rank
+        )
 
     @torch.no_grad()
     def __call__(self, objective, step: int) -> dict[str, float]:
