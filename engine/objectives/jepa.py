@@ -31,6 +31,14 @@ MEAN = (0.485, 0.456, 0.406)  # ImageNet statistics, as V-JEPA normalises its in
 STD = (0.229, 0.224, 0.225)
 
 
+def to_device(clips: Clips, device: torch.device) -> tuple[Tensor, Tensor]:
+    """Clips on `device`: pixels in [0, 1] and the encoder's input normalised with ImageNet statistics."""
+    pixels = torch.from_numpy(clips.video).to(device).float().div_(255.0)  # [B, C, T, H, W]
+    mean = torch.tensor(MEAN, device=device).view(1, -1, 1, 1, 1)
+    std = torch.tensor(STD, device=device).view(1, -1, 1, 1, 1)
+    return pixels, (pixels - mean) / std
+
+
 def patchify(video: Tensor, tubelet: int, patch: int) -> Tensor:
     """[B, C, T, H, W] -> [B, N, tubelet*patch*patch, C], tokens in (t, h, w) order like the patch embed."""
     B, C, T, H, W = video.shape
@@ -81,7 +89,7 @@ class MaskedVideo(Objective):
         self.n_encoder = planlib.vit_params(self.vit)
         self.n_predictor = planlib.predictor_params(st.predictor, self.vit.dim, out_dim)
         self.n_target = 0  # parameters of a frozen forward on the full clip (teacher / EMA target)
-        self.target_dim = 0
+        self.target_dim = self.target_depth = 0
 
     def augment(self, rng: np.random.Generator, clips: Clips) -> Clips:
         """Draw this batch's masks (per generator: context and target indices) with the batch's RNG."""
@@ -91,9 +99,7 @@ class MaskedVideo(Objective):
 
     def collate(self, clips: Clips, device: torch.device) -> dict[str, Any]:
         """Pixels in [0, 1] and normalised input, mask indices, labels: tensors on `device`."""
-        video = torch.from_numpy(clips.video).to(device).float().div_(255.0)  # [B, C, T, H, W]
-        mean = torch.tensor(MEAN, device=device).view(1, -1, 1, 1, 1)
-        std = torch.tensor(STD, device=device).view(1, -1, 1, 1, 1)
+        pixels, video = to_device(clips, device)
         masks = [
             (
                 torch.from_numpy(clips.meta[f"context_{i}"]).to(device),
@@ -101,7 +107,7 @@ class MaskedVideo(Objective):
             )
             for i in range(len(self.cfg.masks.masks))
         ]
-        return {"pixels": video, "video": (video - mean) / std, "masks": masks}
+        return {"pixels": pixels, "video": video, "masks": masks}
 
     def count(self, clips: Clips) -> Count:
         """6·N·D for encoder (context tokens) and predictor (context + targets), 2·N·D for a frozen target."""

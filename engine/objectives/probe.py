@@ -16,7 +16,7 @@ from schemas.spec import ProbeStage
 from schemas.training import RandomInit, StageRef
 
 from .base import Count, Objective
-from .jepa import MEAN, STD, vit_config
+from .jepa import to_device, vit_config
 
 
 class ProbeObjective(Objective):
@@ -47,10 +47,7 @@ class ProbeObjective(Objective):
 
     def collate(self, clips: Clips, device: torch.device) -> dict[str, Tensor]:
         """Normalised video and labels on `device`."""
-        video = torch.from_numpy(clips.video).to(device).float().div_(255.0)
-        mean = torch.tensor(MEAN, device=device).view(1, -1, 1, 1, 1)
-        std = torch.tensor(STD, device=device).view(1, -1, 1, 1, 1)
-        return {"video": (video - mean) / std, "labels": torch.from_numpy(clips.labels).to(device)}
+        return {"video": to_device(clips, device)[1], "labels": torch.from_numpy(clips.labels).to(device)}
 
     def count(self, clips: Clips) -> Count:
         """2·N·D for the frozen encoder, 6·N·D for the probe, over all tokens of the clips."""
