@@ -164,11 +164,13 @@ def cmd_sample(argv: Sequence[str]) -> int:
     from engine import registry
     from engine.data.stream import counter_rng
 
-    gen = registry.build_data(spec.stages[name].data)
     try:
+        gen = registry.build_data(spec.stages[name].data)
         ex = gen.sample(counter_rng(a.seed), a.n, a.split)
     except AttributeError:
         return _fail(f"split {a.split!r} does not exist for {spec.stages[name].data.kind}")
+    except FileNotFoundError as e:
+        return _fail(f"stages.{name}.data: {e}; point it at your data by override (key.path=value)")
     for i in range(len(ex)):
         print(gen.render(ex[i]))
     return 0
@@ -232,6 +234,12 @@ def cmd_run(argv: Sequence[str]) -> int:
                 log.info("%s", table)
     except LaunchError as e:
         code = _fail(str(e))
+    except FileNotFoundError as e:
+        code = (
+            _fail(f"{e}; point the stage's data at your files by override (key.path=value)")
+            if dist.main
+            else 2
+        )
     except NonFiniteLoss as e:
         log.error("error: %s", e)
         code = 3

@@ -104,3 +104,12 @@ def test_moe_spec_runs_and_logs_expert_load(tmp_path):
     assert row["moe/load/max_over_mean"] >= 1.0
     assert row["moe/lb_loss"] >= 1.0 - 1e-4, "the Switch loss is at least 1 (its uniform-router minimum)"
     assert row["moe/z_loss"] > 0
+
+
+def test_missing_video_manifest_is_a_clear_error_not_a_traceback(tmp_path):
+    vitg = SPEC.replace("sparse_parity.yaml", "salt_vitg.yaml")
+    for args in (["sample", vitg], [vitg, f"run.output={tmp_path}", "resources.device=cpu"]):
+        r = engine(*args)
+        assert r.returncode == 2, r.stdout + r.stderr
+        assert "manifest V-3.6M/train.txt does not exist" in r.stderr and "by override" in r.stderr
+        assert "Traceback" not in r.stdout + r.stderr
