@@ -146,9 +146,9 @@ class Counters:
 
 
 class StageRunner:
-    """Runs one train stage end to end on this rank."""
+    """Runs one stage (train or probe) end to end on this rank."""
 
-    def __init__(self, spec: Spec, name: str, stage: TrainStage, dist: Dist):
+    def __init__(self, spec: Spec, name: str, stage: TrainStage | ProbeStage, dist: Dist):
         self.spec, self.name, self.stage, self.dist = spec, name, stage, dist
         self.output = spec.run.output.rstrip("/")
         self.url = f"{self.output}/{name}"
