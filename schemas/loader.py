@@ -547,12 +547,19 @@ def _resolve_loc(loc: tuple[Any, ...], data: Any) -> Path:
     """Map pydantic's error location to a path in the YAML data (dropping union tags)."""
     path: list[str | int] = []
     node = data
+    tp: Any = Spec  # the schema annotation at `node`: it says where pydantic puts a union's tag
     for item in loc:
+        kinds = _kinds(_unwrap(tp)) if tp is not None else {}
+        if len(kinds) > 1 and isinstance(node, dict) and item == _kind_of(tp, node):
+            tp = kinds[item]  # the tag of a discriminated union, even when a key has the same name
+            continue
         if isinstance(node, dict) and item in node:
             path.append(item)
+            tp = _child(tp, item, node) if tp is not None else None
             node = node[item]
         elif isinstance(node, list) and isinstance(item, int) and item < len(node):
             path.append(item)
+            tp = _child(tp, item, node) if tp is not None else None
             node = node[item]
         elif (
             isinstance(node, dict)

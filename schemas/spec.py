@@ -182,6 +182,11 @@ class ProbeStage(Strict):
         p = Problems()
         if not hasattr(self.data, "clip_shape"):
             p.add("data.kind", f"a probe reads labelled video clips; {self.data.kind!r} makes tokens")
+        elif self.probe.classes is not None and self.probe.classes != self.data.num_classes:
+            p.add(
+                "probe.classes",
+                f"{self.probe.classes} classes but the data has {self.data.num_classes}; remove it or make them equal",
+            )
         for i, ev in enumerate(self.evals):
             if ev.kind != "top1":
                 p.add(f"evals.{i}.kind", f"a probe stage is evaluated by top1, not {ev.kind}")

@@ -34,16 +34,13 @@ class ProbeObjective(Objective):
             enc_cfg = vit_config(ctx.spec, ref, done)
             encoder = VisionTransformer(enc_cfg)
             encoder.load_state_dict(ctx.weights(ref))
-        classes = stage.data.num_classes
-        probe_cfg = (
-            stage.probe if stage.probe.classes else stage.probe.model_copy(update={"classes": classes})
-        )
-        self.vit, self.probe_cfg = enc_cfg, probe_cfg
+        classes = stage.data.num_classes  # the spec validator checks that probe.classes agrees, if set
+        self.vit = enc_cfg
         self.encoder = ctx.shard(encoder, frozen=True)
-        self.probe = ctx.shard(AttentiveProbe(probe_cfg, enc_cfg.dim))
+        self.probe = ctx.shard(AttentiveProbe(stage.probe, enc_cfg.dim, classes))
         self.models = {"probe": self.probe}
         self.n_encoder = planlib.vit_params(enc_cfg)
-        self.n_probe = planlib.probe_params(probe_cfg, enc_cfg.dim)
+        self.n_probe = planlib.probe_params(stage.probe, enc_cfg.dim, classes)
 
     def collate(self, clips: Clips, device: torch.device) -> dict[str, Tensor]:
         """Normalised video and labels on `device`."""
