@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import warnings
 
 import torch
 from torch import nn
@@ -11,6 +12,13 @@ from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 from schemas.training import Distributed
 
 from .distributed import Dist
+
+# nn.Linear on a 3D input returns a view, so FSDP2 warns for every module ending in one (the JEPA predictor)
+# that an in-place op on the output would skip its pre-backward hook. No engine code modifies a module's
+# output in place, so the warning says nothing here; it would print once per rank and stage.
+warnings.filterwarnings(
+    "ignore", message=r"FSDP2-wrapped module .* returned a view tensor", category=UserWarning
+)
 
 
 def bf16(cfg: Distributed, dist: Dist) -> bool:
