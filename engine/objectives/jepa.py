@@ -139,15 +139,23 @@ class MaskedVideo(Objective):
         raise NotImplementedError
 
     def __call__(self, batch: dict[str, Any]) -> tuple[Tensor, dict[str, Tensor]]:
-        """Average over mask generators of the loss at that generator's target tokens."""
+        """Average over mask generators of the loss at that generator's target tokens.
+
+        Also logs `loss/mean_baseline`: the loss of predicting the batch's mean target at every target token.
+        A loss that stays at it means the model has learnt nothing about where it is and what it sees.
+        """
         targets = self.targets(batch)
-        losses = []
+        losses, baselines = [], []
         for i, (context, target) in enumerate(batch["masks"]):
             z = self.encoder(batch["video"], keep=context)  # [B, Kc, D]
             pred = self.predictor(z, context, target, i)  # [B, Kt, out_dim]
-            losses.append(self.regress(pred.float(), gather(targets, target)))
+            truth = gather(targets, target).float()  # [B, Kt, out_dim]
+            losses.append(self.regress(pred.float(), truth))
+            with torch.no_grad():  # what predicting the batch's mean target would score
+                baselines.append(self.regress(truth.mean(dim=(0, 1), keepdim=True).expand_as(truth), truth))
         loss = torch.stack(losses).mean()
         metrics = {f"loss/mask_{i}": part.detach() for i, part in enumerate(losses)}
+        metrics["loss/mean_baseline"] = torch.stack(baselines).mean()
         return loss, metrics
 
 

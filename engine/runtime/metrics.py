@@ -114,12 +114,14 @@ class Metrics:
         """One console line: step, loss, learning rate, throughput and ETA."""
         if not (self.enabled and self.console):
             return
+        baseline = values.get("loss/mean_baseline")
         log.info(
-            "%s  step %d/%d  loss %.4f  lr %.2e  gnorm %.3f  %s tok/s  %s ex/s  eta %s",
+            "%s  step %d/%d  loss %.4f%s  lr %.2e  gnorm %.3f  %s tok/s  %s ex/s  eta %s",
             self.stage,
             step,
             self.steps,
             values["loss"],
+            "" if baseline is None else f" (mean predictor {baseline:.4f})",
             values["lr"],
             values.get("grad_norm", float("nan")),
             _si(values["tokens_per_s"]),
