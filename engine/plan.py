@@ -327,6 +327,7 @@ class StagePlan:
     tokens: Tokens
     flops: Flops
     memory_per_rank: Memory
+    unplanned: str | None = None  # why the counts are zero: what the plan cannot know before the run
 
 
 @dataclass(frozen=True)
@@ -358,6 +359,11 @@ class Plan:
                 f"stage {name} ({s.kind}, {s.model}{f', vocab {s.vocab_size}' if s.vocab_size else ''}): "
                 f"{s.steps} steps, batch {s.global_batch}"
                 f" global, {s.micro_batch} micro x {s.grad_accumulation} accumulation",
+            ]
+            if s.unplanned:
+                out.append(f"  not planned  {s.unplanned}")
+                continue
+            out += [
                 f"  params       total {fmt_count(p.total)}  active {fmt_count(p.active)}"
                 f"  embedding {fmt_count(p.embedding)}  largest block {fmt_count(p.largest_block)}"
                 + (f"  frozen {fmt_count(p.frozen)}" if p.frozen else ""),
@@ -438,8 +444,14 @@ def plan_video_stage(stage: TrainStage | ProbeStage, spec: Spec, resources: Reso
     per_rank = batch // resources.world
     micro = stage.batch.micro or per_rank
     attn = 0.0
+    unplanned = None
     if isinstance(stage, ProbeStage):
         vit = _vit_of(spec, stage.encoder)
+        if vit is None:
+            unplanned = (
+                f"encoder {{checkpoint: {stage.encoder.checkpoint}}} takes its shape from its done.json"
+                " at run time; params, FLOPs and memory not counted"
+            )
         T = vit.tokens if vit else 0
         classes = probe_classes(stage.probe, stage.data.num_classes)
         trained = probe_params(stage.probe, vit.dim, classes) if vit else 0
@@ -527,6 +539,7 @@ def plan_video_stage(stage: TrainStage | ProbeStage, spec: Spec, resources: Reso
             dim=act_dim,
             depth=act_depth,
         ),
+        unplanned=unplanned,
     )
 
 

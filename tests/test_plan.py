@@ -344,3 +344,23 @@ def test_number_formats() -> None:
     ]
     assert fmt_flops(1.234e15) == "1.23e15" and fmt_flops(5e-3) == "5.00e-3"
     assert [fmt_bytes(x) for x in (512, 3 * 2**20 + 2**18, 12.1 * 2**30)] == ["512 B", "3.25 MiB", "12.1 GiB"]
+
+
+def test_probe_of_a_bare_checkpoint_is_marked_unplanned_not_zero() -> None:
+    """The plan cannot know a checkpoint's shape without reading it: it says so instead of printing zeros."""
+    from helpers import REPO
+
+    from schemas import load_spec
+
+    url = "s3://bucket/teacher/final"
+    spec = load_spec(
+        str(REPO / "specs" / "salt_tiny.yaml"), [f"stages.probe_ssv2.encoder={{checkpoint: {url}}}"]
+    )
+    plan = make_plan(spec)
+    probe, known = plan.stages["probe_ssv2"], plan.stages["probe_k400"]
+    assert probe.unplanned and url in probe.unplanned and known.unplanned is None
+    assert known.flops.total > 0
+    text = plan.render()
+    section = text.split("stage probe_ssv2 ")[1].split("\n\n")[0]
+    assert "not planned" in section and "FLOPs/step" not in section and "memory/rank" not in section
+    assert json.loads(json.dumps(plan.to_dict()))["stages"]["probe_ssv2"]["unplanned"] == probe.unplanned
