@@ -25,6 +25,7 @@ OBJECTIVES: dict[type, str] = {
 }
 EVALS: dict[type, str] = {
     evals.AccuracyByLength: "engine.evals.accuracy_by_length:AccuracyByLength",
+    evals.ExactMatch: "engine.evals.exact_match:ExactMatch",
     evals.Top1: "engine.evals.top1:Top1",
 }
 # Stage kinds whose objective is implied by the stage itself (no `model` + `objective` pair).

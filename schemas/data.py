@@ -26,7 +26,35 @@ class LengthRanges(Strict):
         return self
 
 
-class SparseParity(Strict):
+class TokenData(Strict):
+    """Base of the token generators' configs: what the plan, the validators and the evaluators ask of data.
+
+    A subclass sets `kind`, `SPLITS` and implements `vocab_size`, `max_seq_len` and `length_stats` in pure
+    Python (no numpy: validation and planning never run the generator). Generators with an input-length axis
+    (`length: LengthRanges`) also give `length_bounds`, which `accuracy_by_length` needs.
+    """
+
+    SPLITS: ClassVar[tuple[str, ...]] = ("train", "eval")
+
+    @property
+    def vocab_size(self) -> int:
+        """Number of token ids the generator emits."""
+        raise NotImplementedError
+
+    def max_seq_len(self) -> int:
+        """An upper bound on the tokens of one example over all splits (what a model's context must hold)."""
+        raise NotImplementedError
+
+    def length_stats(self, split: str = "train") -> tuple[float, float]:
+        """(E[T], E[T*(T+1)]) of the tokens T of one example of `split`: what FLOPs in the plan need."""
+        raise NotImplementedError
+
+    def length_bounds(self) -> tuple[int, int] | None:
+        """Input lengths an evaluator may ask for, inclusive; None when the task has no length axis."""
+        return None
+
+
+class SparseParity(TokenData):
     """k-sparse parity: `BOS x1..xL = y EOS`; k planted bits are written `0*`/`1*`, y is their XOR."""
 
     kind: Literal["sparse_parity"] = Field(
@@ -87,6 +115,10 @@ class SparseParity(Strict):
         lo, hi = getattr(self.length, split)
         ts = [self.seq_len(split, n) for n in range(lo, hi + 1)]
         return sum(ts) / len(ts), sum(t * (t + 1) for t in ts) / len(ts)
+
+    def length_bounds(self) -> tuple[int, int]:
+        """From k (the planted bits must fit) to the longest length of either range."""
+        return self.k_range[1], max(self.length.train[1], self.length.eval[1])
 
 
 FloatRange = Annotated[tuple[float, float], Field(description="Inclusive range [low, high].")]

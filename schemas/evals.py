@@ -37,4 +37,20 @@ class Top1(Strict):
     batch: int = Field(32, gt=0, description="Examples per forward pass on each rank.")
 
 
-Eval = kinded(AccuracyByLength, Top1, default=None, description="An evaluator, by `kind`.")
+class ExactMatch(Strict):
+    """Exact-match accuracy of the answer (teacher-forced, equal to greedy) on fixed examples of some splits."""
+
+    kind: Literal["exact_match"] = Field("exact_match", description="Exact-match accuracy per data split.")
+    every: int = Field(500, gt=0, description="Run every this many steps (and always after the last step).")
+    splits: list[str] = Field(
+        default_factory=lambda: ["eval"],
+        min_length=1,
+        description="Data splits to evaluate, each logged as acc/<split> (e.g. eval, test, held_out).",
+    )
+    examples: int = Field(
+        256, gt=0, description="Examples per split (split over ranks; a fixed set for the whole run)."
+    )
+    batch: int = Field(128, gt=0, description="Examples per forward pass on each rank.")
+
+
+Eval = kinded(AccuracyByLength, ExactMatch, Top1, default=None, description="An evaluator, by `kind`.")

@@ -146,11 +146,25 @@ def _token_rules(stage: TrainStage, p: Problems) -> None:
             "model.position.max_len",
             f"{m.context} positions cannot hold the data's longest example ({need} tokens); set max_len >= {need}",
         )
-    lo, hi = d.k_range[1], max(d.length.train[1], d.length.eval[1])
+    bounds = d.length_bounds()
     for i, ev in enumerate(stage.evals):
-        bad = [n for n in getattr(ev, "lengths", None) or [] if not lo <= n <= hi]
-        if bad:
-            p.add(f"evals.{i}.lengths", f"lengths {bad} lie outside [{lo}, {hi}] (k .. longest data length)")
+        if ev.kind == "accuracy_by_length":
+            if bounds is None:
+                p.add(f"evals.{i}.kind", f"{d.kind} has no input-length axis; evaluate it with exact_match")
+                continue
+            lo, hi = bounds
+            bad = [n for n in ev.lengths or [] if not lo <= n <= hi]
+            if bad:
+                p.add(
+                    f"evals.{i}.lengths",
+                    f"lengths {bad} lie outside [{lo}, {hi}], the lengths {d.kind} can make",
+                )
+        elif ev.kind == "exact_match":
+            unknown = [s for s in ev.splits if s not in d.SPLITS]
+            if unknown:
+                p.add(
+                    f"evals.{i}.splits", f"{d.kind} has no split {unknown}; its splits are {list(d.SPLITS)}"
+                )
 
 
 class ProbeStage(Strict):

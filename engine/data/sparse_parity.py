@@ -26,6 +26,8 @@ class SparseParity:
         self, rng: np.random.Generator, n: int, split: str = "train", length: int | None = None
     ) -> Examples:
         """n examples of `split` (train | eval), all of bit length `length` when it is given."""
+        if split not in self.cfg.SPLITS:
+            raise AttributeError(f"no split {split!r}; sparse_parity has {', '.join(self.cfg.SPLITS)}")
         lo, hi = (length, length) if length is not None else getattr(self.cfg.length, split)
         k_lo, k_hi = self.cfg.k_range
         if lo < k_hi:  # fewer than k positions: planted bits would land in the padding

@@ -58,15 +58,17 @@ class Stream:
 EVAL_CHUNK = 64  # evaluation examples drawn per counter key
 
 
-def eval_examples(gen: Generator, seed: int, stage: str, split: str, length: int, n: int) -> Examples:
-    """The fixed evaluation set for one length: the same examples at every step and for every world size.
+def eval_examples(gen: Generator, seed: int, stage: str, split: str, length: int | None, n: int) -> Examples:
+    """The fixed evaluation set of a split (at one length, when given): the same at every step and world size.
 
     Examples are drawn in chunks of `EVAL_CHUNK`, each keyed by its index, so the first m of n examples do not
-    depend on n: a world size that rounds n up (to split it evenly over ranks) only appends examples.
+    depend on n: a world size that rounds n up (to split it evenly over ranks) only appends examples. Without
+    a length, the key holds the split's name instead (offset past any length), so splits draw independently.
     """
     chunks = max(1, -(-n // EVAL_CHUNK))
+    which = length if length is not None else 2**32 + stage_key(split)
     parts = [
-        gen.sample(counter_rng(seed, stage_key(stage), EVAL, length, c), EVAL_CHUNK, split, length=length)
+        gen.sample(counter_rng(seed, stage_key(stage), EVAL, which, c), EVAL_CHUNK, split, length=length)
         for c in range(chunks)
     ]
     return _concat(parts, gen.vocab.pad).slice(0, n)

@@ -1,0 +1,65 @@
+"""The token evaluators against oracle objectives: exact_match per split counts whole answers, on fixed sets."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch.nn.functional as F
+
+from engine.data.sparse_parity import SparseParity
+from engine.data.stream import eval_examples
+from engine.evals.exact_match import ExactMatch
+from engine.runtime.distributed import Dist
+from schemas.data import SparseParity as SparseParityConfig
+from schemas.evals import ExactMatch as ExactMatchConfig
+
+CFG = SparseParityConfig(k=2, length={"train": (4, 8), "eval": (9, 16)})
+GEN = SparseParity(CFG)
+
+
+class Oracle:
+    """predict() of a next-token objective that knows the gold answer; `wrong(example, t)` flips some tokens."""
+
+    def __init__(self, wrong=lambda row, col: False):
+        self.wrong = wrong
+
+    def predict(self, batch):
+        targets = batch.tokens[:, 1:]
+        mask = batch.loss_mask[:, 1:]
+        guess = targets.clone()
+        for row, col in mask.nonzero().tolist():
+            if self.wrong(row, col):
+                guess[row, col] = (guess[row, col] + 1) % len(GEN.vocab)
+        logits = F.one_hot(guess, len(GEN.vocab)).float()
+        return logits[mask], targets[mask], mask, {}
+
+
+def test_exact_match_scores_whole_answers_per_split():
+    cfg = ExactMatchConfig(splits=["train", "eval"], examples=100, batch=32)
+    ev = ExactMatch(cfg, GEN, CFG, seed=0, stage="train", dist=Dist())
+    assert ev(Oracle(), 0) == {"acc/train": 1.0, "acc/eval": 1.0}
+    # Wrong on every example of the batch's even rows: half of each batch of 32 (and of the last 4).
+    assert ev(Oracle(lambda row, col: row % 2 == 0), 0) == {"acc/train": 0.5, "acc/eval": 0.5}
+    lengths = {s: ex.meta["length"] for s, ex in ev.sets.items()}
+    assert lengths["train"].max() <= 8 and lengths["eval"].min() >= 9, (
+        "each split is drawn from its own range"
+    )
+
+
+def test_eval_sets_are_fixed_prefix_stable_and_independent_across_splits():
+    a = eval_examples(GEN, 0, "s", "train", None, 70)
+    b = eval_examples(GEN, 0, "s", "train", None, 130)
+    assert np.array_equal(a.tokens, b.slice(0, 70).tokens), "more examples must only append"
+    c = eval_examples(GEN, 1, "s", "train", None, 70)
+    assert not np.array_equal(a.tokens, c.tokens), "the seed must change the set"
+    # The split's name is in the counter key: two splits of one distribution do not share examples.
+    other = eval_examples(GEN, 0, "s", "eval", None, 70)
+    assert not np.array_equal(a.tokens[:, :5], other.tokens[:, :5])
+
+
+def test_exact_match_rejects_a_split_the_generator_lacks():
+    with pytest.raises(AttributeError, match="no split 'test'; sparse_parity has train, eval"):
+        GEN.sample(np.random.default_rng(0), 2, "test")
+    cfg = ExactMatchConfig(splits=["test"], examples=8)
+    with pytest.raises(ValueError, match=r"no split \['test'\]"):
+        ExactMatch(cfg, GEN, CFG, seed=0, stage="train", dist=Dist())
