@@ -15,6 +15,7 @@ MODELS: dict[type, str] = {
 DATA: dict[type, str] = {
     data.SparseParity: "engine.data.sparse_parity:SparseParity",
     data.SolutionTree: "engine.data.solution_tree:SolutionTree",
+    data.Connectivity: "engine.data.connectivity:Connectivity",
     data.SyntheticVideo: "engine.data.video:SyntheticVideo",
     data.VideoFiles: "engine.data.video_files:VideoFiles",
 }
