@@ -30,7 +30,7 @@ class Oracle:
         for row, col in mask.nonzero().tolist():
             if self.wrong(row, col):
                 guess[row, col] = (guess[row, col] + 1) % len(GEN.vocab)
-        logits = F.one_hot(guess, len(GEN.vocab)).float()
+        logits = F.one_hot(guess, 64).float()
         return logits[mask], targets[mask], mask, {}
 
 
@@ -40,7 +40,7 @@ def test_exact_match_scores_whole_answers_per_split():
     assert ev(Oracle(), 0) == {"acc/train": 1.0, "acc/eval": 1.0}
     # Wrong on every example of the batch's even rows: half of each batch of 32 (and of the last 4).
     assert ev(Oracle(lambda row, col: row % 2 == 0), 0) == {"acc/train": 0.5, "acc/eval": 0.5}
-    lengths = {s: ex.meta["length"] for s, ex in ev.sets.items()}
+    lengths = {s: ex.meta["length"] for s, (ex, _) in ev.sets.items()}
     assert lengths["train"].max() <= 8 and lengths["eval"].min() >= 9, (
         "each split is drawn from its own range"
     )
@@ -63,3 +63,33 @@ def test_exact_match_rejects_a_split_the_generator_lacks():
     cfg = ExactMatchConfig(splits=["test"], examples=8)
     with pytest.raises(ValueError, match=r"no split \['test'\]"):
         ExactMatch(cfg, GEN, CFG, seed=0, stage="train", dist=Dist())
+
+
+def test_exact_match_scores_a_fixed_pool_once_each_on_any_world_size():
+    """A split that is a finite pool (RL-Wall's test prompts) is scored on its first `examples`, each once."""
+    from engine.data.solution_tree import SolutionTree
+    from schemas.data import SolutionTree as SolutionTreeConfig
+
+    cfg = SolutionTreeConfig(rl_prompts=8, test_prompts=11)
+    gen = SolutionTree(cfg)
+    pool = gen.pool("test")
+    for world in (1, 2, 3):
+        parts = [
+            ExactMatch(
+                ExactMatchConfig(splits=["test"], examples=100, batch=4),
+                gen,
+                cfg,
+                0,
+                "s",
+                Dist(rank=r, world=world),
+            )
+            for r in range(world)
+        ]
+        sizes = {len(p.sets["test"][0]) for p in parts}
+        assert len(sizes) == 1, f"ranks run different numbers of examples: {sizes}"
+        counted = np.concatenate([p.sets["test"][0].tokens[: p.sets["test"][1], :8] for p in parts])
+        assert np.array_equal(counted, pool.tokens[:, :8]), "each pool member must count exactly once"
+    one = ExactMatch(ExactMatchConfig(splits=["test"], examples=100, batch=4), gen, cfg, 0, "s", Dist())
+    assert one(Oracle(), 0) == {"acc/test": 1.0}
+    five = ExactMatch(ExactMatchConfig(splits=["test"], examples=5, batch=4), gen, cfg, 0, "s", Dist())
+    assert np.array_equal(five.sets["test"][0].tokens, pool.slice(0, 5).tokens)

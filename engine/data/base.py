@@ -86,6 +86,19 @@ class Examples:
             {k: v[start:stop] for k, v in self.meta.items()},
         )
 
+    def take(self, rows: np.ndarray) -> Examples:
+        """The examples at `rows` (any order, repeats allowed), trimmed to their own longest length."""
+        rows = np.asarray(rows, dtype=np.int64)
+        width = int(self.lengths[rows].max(initial=0))
+        pos = None if self.positions is None else self.positions[rows, :width]
+        return Examples(
+            self.tokens[rows, :width],
+            self.loss_mask[rows, :width],
+            self.lengths[rows],
+            pos,
+            {k: v[rows] for k, v in self.meta.items()},
+        )
+
 
 class Generator(Protocol):
     """What every data generator provides (DESIGN.md, Contracts)."""

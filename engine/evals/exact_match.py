@@ -4,13 +4,25 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 
-from engine.data.base import Generator
+from engine.data.base import Examples, Generator
 from engine.data.stream import eval_examples
 from engine.objectives.base import Batch
 from engine.runtime.distributed import Dist
 from schemas.evals import ExactMatch as ExactMatchConfig
+
+
+def _pool(gen: Generator, split: str) -> Examples | None:
+    """The generator's fixed pool of `split`, or None when the split is drawn afresh."""
+    pool = getattr(gen, "pool", None)
+    if pool is None:
+        return None
+    try:
+        return pool(split)
+    except AttributeError:  # a split without a pool (e.g. train)
+        return None
 
 
 class ExactMatch:
@@ -19,6 +31,9 @@ class ExactMatch:
     Teacher-forced argmax at every answer token, which equals greedy decoding of the answer (see
     AccuracyByLength). For tasks with many correct answers (any shortest path, any valid trace) this is the
     stricter match against the generator's own answer; sampling plus the generator's `verify` is the other.
+
+    A split that is a fixed finite pool (the generator's `pool(split)`, e.g. RL-Wall's 512 test prompts) is
+    scored on its first `examples` members, each once; otherwise `examples` are drawn from the split.
     """
 
     def __init__(self, cfg: ExactMatchConfig, gen: Generator, data_cfg, seed: int, stage: str, dist: Dist):
@@ -28,22 +43,29 @@ class ExactMatch:
         unknown = [split for split in cfg.splits if split not in known]
         if unknown:  # the spec validator says so first; this guards direct use
             raise ValueError(f"exact_match: no split {unknown}; the data's splits are {list(known)}")
-        self.sets = {}
+        self.sets: dict[str, tuple[Examples, int]] = {}  # this rank's examples, how many of them count
         for split in cfg.splits:
-            full = eval_examples(gen, seed, stage, split, None, per_rank * dist.world)
-            self.sets[split] = full.slice(dist.rank * per_rank, (dist.rank + 1) * per_rank)
+            pool = _pool(gen, split)
+            if pool is None:
+                full, real = eval_examples(gen, seed, stage, split, None, per_rank * dist.world), cfg.examples
+            else:  # every rank runs per_rank examples; the padding (copies of the last one) does not count
+                real = min(cfg.examples, len(pool))
+                per_rank = math.ceil(real / dist.world)
+                full = pool.take(np.minimum(np.arange(per_rank * dist.world), real - 1))
+            lo = dist.rank * per_rank
+            self.sets[split] = (full.slice(lo, lo + per_rank), max(0, min(per_rank, real - lo)))
 
     @torch.no_grad()
     def __call__(self, objective, step: int) -> dict[str, float]:
         """Evaluate every split; every rank runs the same number of forward passes."""
         counts = torch.zeros(len(self.sets), 2, dtype=torch.float64)
-        for i, ex in enumerate(self.sets.values()):
+        for i, (ex, real) in enumerate(self.sets.values()):
             for start in range(0, len(ex), self.cfg.batch):
                 part = ex.slice(start, min(start + self.cfg.batch, len(ex)))
                 logits, targets, mask, _ = objective.predict(Batch.from_examples(part, self.dist.device))
                 hit = torch.zeros_like(mask, dtype=torch.bool)
                 hit[mask] = logits.argmax(-1) == targets
-                correct = (hit | ~mask).all(dim=1)  # every answer token right
+                correct = (hit | ~mask).all(dim=1)[: max(0, real - start)]  # every answer token right
                 counts[i, 0] += correct.sum().item()
                 counts[i, 1] += correct.numel()
         self.dist.all_reduce(counts)
