@@ -14,6 +14,9 @@ MODELS: dict[type, str] = {
 }
 DATA: dict[type, str] = {
     data.SparseParity: "engine.data.sparse_parity:SparseParity",
+    data.Copy: "engine.data.copy_reverse:CopyReverse",
+    data.Reverse: "engine.data.copy_reverse:CopyReverse",
+    data.VariableAssignment: "engine.data.variable_assignment:VariableAssignment",
     data.SyntheticVideo: "engine.data.video:SyntheticVideo",
     data.VideoFiles: "engine.data.video_files:VideoFiles",
 }
