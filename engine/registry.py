@@ -16,6 +16,9 @@ DATA: dict[type, str] = {
     data.SparseParity: "engine.data.sparse_parity:SparseParity",
     data.SolutionTree: "engine.data.solution_tree:SolutionTree",
     data.Connectivity: "engine.data.connectivity:Connectivity",
+    data.Copy: "engine.data.copy_reverse:CopyReverse",
+    data.Reverse: "engine.data.copy_reverse:CopyReverse",
+    data.VariableAssignment: "engine.data.variable_assignment:VariableAssignment",
     data.SyntheticVideo: "engine.data.video:SyntheticVideo",
     data.VideoFiles: "engine.data.video_files:VideoFiles",
 }

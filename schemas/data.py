@@ -407,6 +407,192 @@ def _walk_lengths(depth: int, walk_length: int) -> tuple[tuple[int, float], ...]
     return tuple((i + 2, h / total) for i, h in enumerate(hits) if h > 0)
 
 
+class CopyTask(TokenData):
+    """Shared fields of `copy` and `reverse`: `BOS x1..xn SEP y1..yn EOS`, y = x (copy) or x reversed."""
+
+    symbols: int = Field(10, ge=2, description="Alphabet size: each x_i is one of this many symbols, i.i.d.")
+    length: LengthRanges = Field(
+        default_factory=lambda: LengthRanges(train=(1, 20), eval=(21, 40)),
+        description="Ranges of the input length n for training and evaluation.",
+    )
+    max_position: int = Field(
+        80,
+        gt=0,
+        description="P_max, the largest coupled position id; training offsets o ~ U{0..P_max-n-1}. "
+        "At least 2x the longest eval length.",
+    )
+
+    SPECIALS: ClassVar[tuple[str, ...]] = ("PAD", "BOS", "EOS", "SEP")
+
+    @model_validator(mode="after")
+    def _feasible(self) -> CopyTask:
+        p = Problems()
+        longest_eval, longest = self.length.eval[1], max(self.length.train[1], self.length.eval[1])
+        need = max(2 * longest_eval, longest + 1)
+        if self.max_position < need:
+            p.add(
+                "max_position",
+                f"max_position={self.max_position} is under 2 x the longest eval length ({longest_eval}) or "
+                f"the longest length + 1 ({longest + 1}); set max_position >= {need}",
+            )
+        p.check()
+        return self
+
+    @property
+    def reverse(self) -> bool:
+        """Whether the answer is the input reversed."""
+        return self.kind == "reverse"
+
+    @property
+    def vocab_size(self) -> int:
+        """PAD BOS EOS SEP and the symbols."""
+        return len(self.SPECIALS) + self.symbols
+
+    def seq_len(self, split: str, length: int) -> int:
+        """Tokens of one example of input length n: BOS, n symbols, SEP, n symbols, EOS."""
+        return 2 * length + 3
+
+    def max_seq_len(self) -> int:
+        """Longest example over all splits."""
+        return self.seq_len("eval", max(self.length.train[1], self.length.eval[1]))
+
+    def length_stats(self, split: str = "train") -> tuple[float, float]:
+        """(E[T], E[T*(T+1)]) of T = 2n + 3 with n uniform over the split's range (exact)."""
+        lo, hi = getattr(self.length, split)
+        ts = [self.seq_len(split, n) for n in range(lo, hi + 1)]
+        return sum(ts) / len(ts), sum(t * (t + 1) for t in ts) / len(ts)
+
+    def length_bounds(self) -> tuple[int, int]:
+        """From 1 to the longest length of either range."""
+        return 1, max(self.length.train[1], self.length.eval[1])
+
+
+class Copy(CopyTask):
+    """Copy with coupled positions (PAPERS.md §4): y_j = x_j; y_j shares x_j's position id."""
+
+    kind: Literal["copy"] = Field("copy", description="Copy the input after SEP (PAPERS.md §4).")
+
+
+class Reverse(CopyTask):
+    """Reverse with coupled positions (PAPERS.md §4): y_j = x_{n+1-j}; y_j shares x_{n+1-j}'s position id."""
+
+    kind: Literal["reverse"] = Field(
+        "reverse", description="Write the input reversed after SEP (PAPERS.md §4)."
+    )
+
+
+class VariableAssignment(TokenData):
+    """Pointer chasing (PAPERS.md §4 pointer_chase): m shuffled statements `a = b ;` / `a = 7 ;`, query `? v =`.
+
+    The answer follows the chain from v to its value: `v u ... 7 EOS`. Every statement defines a distinct
+    variable; the statements outside the queried chain form distractor chains.
+    """
+
+    kind: Literal["variable_assignment"] = Field(
+        "variable_assignment", description="Pointer chasing over variable assignments (PAPERS.md §4)."
+    )
+    names: int = Field(
+        128,
+        ge=1,
+        description="Variable-name tokens (a..z, aa, ab, ...); each statement defines a distinct one, so names >= the longest m.",
+    )
+    length: LengthRanges = Field(
+        default_factory=lambda: LengthRanges(train=(4, 16), eval=(17, 64)),
+        description="Ranges of the statement count m for training and evaluation.",
+    )
+    hops: int | IntRange | None = Field(
+        None,
+        description="Statements in the queried chain (answer = that many variables, the value, EOS): fixed, "
+        "[low, high], or null = uniform in 1..m.",
+    )
+    max_position: int = Field(
+        520,
+        gt=0,
+        description="P_max, the largest coupled position id; training offsets o ~ U{0..P_max-4m-3}. "
+        "At least 4 x the longest m + 3.",
+    )
+
+    SPECIALS: ClassVar[tuple[str, ...]] = ("PAD", "BOS", "EOS", "=", ";", "?")
+    VALUES: ClassVar[int] = 10  # digit values 0..9
+
+    @model_validator(mode="after")
+    def _feasible(self) -> VariableAssignment:
+        p = Problems()
+        longest = max(self.length.train[1], self.length.eval[1])
+        shortest = min(self.length.train[0], self.length.eval[0])
+        if self.names < longest:
+            p.add(
+                "names",
+                f"{self.names} names cannot give {longest} statements distinct variables; set names >= {longest}",
+            )
+        if self.hops is not None:
+            h_lo, h_hi = self.hops_range
+            if h_lo < 1 or h_lo > h_hi:
+                p.add("hops", f"hops={self.hops} is not valid; need 1 <= hops (and low <= high for a range)")
+            elif h_hi > shortest:
+                p.add(
+                    "hops",
+                    f"a chain of up to {h_hi} statements does not fit in the shortest m ({shortest}); raise the shortest length or lower hops",
+                )
+        need = 4 * longest + 3
+        if self.max_position < need:
+            p.add(
+                "max_position",
+                f"max_position={self.max_position} cannot number {longest} statements and the query "
+                f"(4 x {longest} + 3 ids); set max_position >= {need}",
+            )
+        p.check()
+        return self
+
+    @property
+    def hops_range(self) -> tuple[int, int]:
+        """hops as an inclusive range (read only when hops is set)."""
+        h = self.hops
+        return (h, h) if isinstance(h, int) else tuple(h)
+
+    @property
+    def vocab_size(self) -> int:
+        """PAD BOS EOS = ; ?, the 10 digits and the names."""
+        return len(self.SPECIALS) + self.VALUES + self.names
+
+    def chain_range(self, m: int) -> tuple[int, int]:
+        """Inclusive range of the queried chain's statement count c for m statements."""
+        return (1, m) if self.hops is None else self.hops_range
+
+    def seq_len(self, m: int, c: int) -> int:
+        """Tokens of one example: BOS, 4 per statement, `? v =`, c variables, the value, EOS."""
+        return 4 * m + 6 + c
+
+    def max_seq_len(self) -> int:
+        """Longest example over all splits."""
+        longest = max(self.length.train[1], self.length.eval[1])
+        return self.seq_len(longest, self.chain_range(longest)[1])
+
+    def length_stats(self, split: str = "train") -> tuple[float, float]:
+        """(E[T], E[T*(T+1)]) of T = 4m + 6 + c, m uniform over the split's range, c uniform given m (exact)."""
+        lo, hi = getattr(self.length, split)
+        e_t = e_tt = 0.0
+        for m in range(lo, hi + 1):
+            a, b = self.chain_range(m)
+            e_c = (a + b) / 2
+            e_cc = (_squares(b) - _squares(a - 1)) / (b - a + 1)
+            base = 4 * m + 6  # T = base + c
+            e_t += base + e_c
+            e_tt += base * base + base + (2 * base + 1) * e_c + e_cc
+        count = hi - lo + 1
+        return e_t / count, e_tt / count
+
+    def length_bounds(self) -> tuple[int, int]:
+        """From the longest chain (statements must hold it) to the longest m of either range."""
+        low = 1 if self.hops is None else self.hops_range[1]
+        return low, max(self.length.train[1], self.length.eval[1])
+
+
+def _squares(x: int) -> int:
+    """1^2 + ... + x^2."""
+    return x * (x + 1) * (2 * x + 1) // 6
+
+
 FloatRange = Annotated[tuple[float, float], Field(description="Inclusive range [low, high].")]
 VideoShape = Literal["disc", "square", "triangle", "ring", "cross"]
 VideoColour = Literal["red", "green", "blue", "yellow", "magenta", "cyan", "white", "orange"]
@@ -600,6 +786,9 @@ Data = kinded(
     SparseParity,
     SolutionTree,
     Connectivity,
+    Copy,
+    Reverse,
+    VariableAssignment,
     SyntheticVideo,
     VideoFiles,
     default=None,
