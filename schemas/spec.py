@@ -146,6 +146,20 @@ def _token_rules(stage: TrainStage, p: Problems) -> None:
             "model.position.max_len",
             f"{m.context} positions cannot hold the data's longest example ({need} tokens); set max_len >= {need}",
         )
+    if m.position.kind == "coupled":
+        largest = getattr(d, "max_position", None)  # data kinds that emit coupled ids declare their largest
+        if largest is None:
+            p.add(
+                "model.position.kind",
+                f"coupled positions come from the data, and {d.kind} emits none; use copy, reverse or "
+                "variable_assignment, or another position kind",
+            )
+        elif m.position.max_position < largest + 1:
+            p.add(
+                "model.position.max_position",
+                f"{m.position.max_position} cannot hold the data's position ids 0..{largest}; "
+                f"set max_position >= {largest + 1}",
+            )
     bounds = d.length_bounds()
     for i, ev in enumerate(stage.evals):
         if ev.kind == "accuracy_by_length":

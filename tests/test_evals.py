@@ -93,3 +93,24 @@ def test_exact_match_scores_a_fixed_pool_once_each_on_any_world_size():
     assert one(Oracle(), 0) == {"acc/test": 1.0}
     five = ExactMatch(ExactMatchConfig(splits=["test"], examples=5, batch=4), gen, cfg, 0, "s", Dist())
     assert np.array_equal(five.sets["test"][0].tokens, pool.slice(0, 5).tokens)
+
+
+def test_eval_sets_join_per_token_metadata_of_different_widths():
+    """Chunks of an eval set may differ in width; per-token meta ([n, L, ...]) is padded with -1 / False."""
+    from engine.data.base import Examples
+    from engine.data.stream import _concat
+
+    def part(n: int, width: int) -> Examples:
+        tokens = np.ones((n, width), np.int32)
+        meta = {
+            "length": np.full(n, width),
+            "sources": np.arange(n * width * 2).reshape(n, width, 2),
+            "answer": np.ones((n, width), bool),
+        }
+        return Examples(tokens, np.zeros((n, width), bool), np.full(n, width), None, meta)
+
+    joined = _concat([part(2, 3), part(1, 5)], pad=0)
+    assert joined.tokens.shape == (3, 5) and joined.meta["sources"].shape == (3, 5, 2)
+    assert (joined.meta["sources"][:2, 3:] == -1).all() and (joined.meta["sources"][2] >= 0).all()
+    assert not joined.meta["answer"][:2, 3:].any() and joined.meta["answer"][2].all()
+    assert joined.meta["length"].tolist() == [3, 3, 5]

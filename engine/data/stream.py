@@ -74,6 +74,17 @@ def eval_examples(gen: Generator, seed: int, stage: str, split: str, length: int
     return _concat(parts, gen.vocab.pad).slice(0, n)
 
 
+def _cat_meta(arrays: list[np.ndarray]) -> np.ndarray:
+    """Per-example metadata of several parts, stacked; per-token arrays ([n, L, ...]) of different widths L
+    are right-padded with -1 (integers) or False, as `sources` and `target_positions` are."""
+    if arrays[0].ndim < 2 or len({a.shape[1] for a in arrays}) == 1:
+        return np.concatenate(arrays)
+    width = max(a.shape[1] for a in arrays)
+    fill = False if arrays[0].dtype == bool else -1
+    pads = [((0, 0), (0, width - a.shape[1])) + ((0, 0),) * (a.ndim - 2) for a in arrays]
+    return np.concatenate([np.pad(a, w, constant_values=fill) for a, w in zip(arrays, pads, strict=True)])
+
+
 def _concat(parts: list[Examples], pad: int) -> Examples:
     """The examples of `parts` in order, right-padded (tokens with `pad`) to the widest part."""
     width = max(p.tokens.shape[1] for p in parts)
@@ -83,7 +94,7 @@ def _concat(parts: list[Examples], pad: int) -> Examples:
         return np.concatenate(padded)
 
     positions = None if parts[0].positions is None else cat([p.positions for p in parts], 0)
-    meta = {k: np.concatenate([p.meta[k] for p in parts]) for k in parts[0].meta}
+    meta = {k: _cat_meta([p.meta[k] for p in parts]) for k in parts[0].meta}
     return Examples(
         cat([p.tokens for p in parts], pad),
         cat([p.loss_mask for p in parts], False),
