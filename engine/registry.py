@@ -19,6 +19,7 @@ DATA: dict[type, str] = {
     data.Copy: "engine.data.copy_reverse:CopyReverse",
     data.Reverse: "engine.data.copy_reverse:CopyReverse",
     data.VariableAssignment: "engine.data.variable_assignment:VariableAssignment",
+    data.Sudoku: "engine.data.sudoku:Sudoku",
     data.SyntheticVideo: "engine.data.video:SyntheticVideo",
     data.VideoFiles: "engine.data.video_files:VideoFiles",
 }
