@@ -7,13 +7,15 @@ token each, no whitespace or newline tokens). The prompt is START and the trace'
 the rest of the trace and END. `trace: optimal` writes the direct path to the first solution of an exhaustive
 search (the paper's solution); rendered:
 
-    Current State: 42:[31, 76, 70, 17], Operations: []
-    Exploring Operation: 76-31=45, Resulting Numbers: [70, 17, 45]
-    Generated Node #2: [70, 17, 45] from Operation: 76-31=45
-    Current State: 42:[70, 17, 45], Operations: ['76-31=45']
-    ...
-    Exploring Operation: 84/2=42, Resulting Numbers: [42]
-    42,42 equal: Goal Reached
+    Current State: 85:[89, 8, 93, 53], Operations: []
+    Exploring Operation: 93-89=4, Resulting Numbers: [8, 53, 4]
+    Generated Node #2: [8, 53, 4] from Operation: 93-89=4
+    Current State: 85:[8, 53, 4], Operations: ['93-89=4']
+    Exploring Operation: 8*4=32, Resulting Numbers: [53, 32]
+    Generated Node #3: [53, 32] from Operation: 8*4=32
+    Current State: 85:[53, 32], Operations: ['93-89=4', '8*4=32']
+    Exploring Operation: 53+32=85, Resulting Numbers: [85]
+    85,85 equal: Goal Reached
 
 `trace: dfs` writes the paper's pruned depth-first search: one heuristic per problem, 50/50, `sum` (mean
 |n - T| of a node's numbers) or `mult` (sum over its numbers of the distance to the nearest divisor >= 2 of T,
