@@ -20,6 +20,7 @@ DATA: dict[type, str] = {
     data.Reverse: "engine.data.copy_reverse:CopyReverse",
     data.VariableAssignment: "engine.data.variable_assignment:VariableAssignment",
     data.Sudoku: "engine.data.sudoku:Sudoku",
+    data.Countdown: "engine.data.countdown:Countdown",
     data.SyntheticVideo: "engine.data.video:SyntheticVideo",
     data.VideoFiles: "engine.data.video_files:VideoFiles",
 }
