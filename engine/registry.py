@@ -14,6 +14,8 @@ MODELS: dict[type, str] = {
 }
 DATA: dict[type, str] = {
     data.SparseParity: "engine.data.sparse_parity:SparseParity",
+    data.PhoneBook: "engine.data.phonebook:PhoneBook",
+    data.ShortestPath: "engine.data.shortest_path:ShortestPath",
     data.SyntheticVideo: "engine.data.video:SyntheticVideo",
     data.VideoFiles: "engine.data.video_files:VideoFiles",
 }
