@@ -21,6 +21,8 @@ DATA: dict[type, str] = {
     data.VariableAssignment: "engine.data.variable_assignment:VariableAssignment",
     data.Sudoku: "engine.data.sudoku:Sudoku",
     data.Countdown: "engine.data.countdown:Countdown",
+    data.PhoneBook: "engine.data.phonebook:PhoneBook",
+    data.ShortestPath: "engine.data.shortest_path:ShortestPath",
     data.SyntheticVideo: "engine.data.video:SyntheticVideo",
     data.VideoFiles: "engine.data.video_files:VideoFiles",
 }
