@@ -42,9 +42,9 @@ def build(model: dict[str, Any], **kwargs: Any) -> Spec:
     return Spec.model_validate(spec_dict(model, **kwargs))
 
 
-def params_of(model: dict[str, Any]):
+def params_of(model: dict[str, Any], **stage: Any):
     """Parameter counts of `model` as the plan reports them."""
-    return make_plan(build(model)).stages["train"].params
+    return make_plan(build(model, **stage)).stages["train"].params
 
 
 # ----------------------------------------------------------------------------- parameter counts
@@ -103,8 +103,11 @@ def test_params_grouped_query_attention() -> None:
     ],
 )
 def test_params_tied_embeddings_and_positions(position: dict[str, Any], rows: int) -> None:
+    # Coupled ids come from the data: copy with ids up to 40 (a table of 50 rows holds them).
+    coupled = {"kind": "copy", "length": {"train": [1, 10], "eval": [11, 20]}, "max_position": 40}
     p = params_of(
-        {"dim": 64, "depth": 1, "heads": 4, "vocab_size": 16, "tie_embeddings": True, "position": position}
+        {"dim": 64, "depth": 1, "heads": 4, "vocab_size": 16, "tie_embeddings": True, "position": position},
+        **({"data": coupled} if position["kind"] == "coupled" else {}),
     )
     block = 2 * 64 + 4 * 64 * 64 + 2 * 64 * 256
     # tok_emb 16*64 (shared with the head), position table rows*64, final norm 64; no lm_head
