@@ -14,6 +14,7 @@ MODELS: dict[type, str] = {
 }
 DATA: dict[type, str] = {
     data.SparseParity: "engine.data.sparse_parity:SparseParity",
+    data.KgExperts: "engine.data.kg_experts:KgExperts",
     data.SyntheticVideo: "engine.data.video:SyntheticVideo",
     data.VideoFiles: "engine.data.video_files:VideoFiles",
 }
