@@ -36,9 +36,10 @@ Splits.
 expert answering from its own graph (one-hop: the probability that its answer for (X, r) is the truth;
 two-hop: composing its own edges), so that transcendence = model accuracy - best expert accuracy.
 
-Rendered cloze example (mode denoising):
+Rendered test examples (`engine sample --split test`; the default world, then generalization with cot):
 
-    BOS the mentor of Bisapo is -> Kuhela .   (experts right: 1.00 0.00 0.50 1.00 1.00; best expert 0.74)
+    BOS the mentor of Pitu is -> Fuso .   (experts right: 1.00 0.50 1.00 0.00 1.00; best expert 0.91)
+    BOS the rival of the mother of Lute is -> the mother of Lute is Kumi , so the rival of Kumi is Zoza .   (...)
 """
 
 from __future__ import annotations
