@@ -23,6 +23,7 @@ DATA: dict[type, str] = {
     data.Countdown: "engine.data.countdown:Countdown",
     data.PhoneBook: "engine.data.phonebook:PhoneBook",
     data.ShortestPath: "engine.data.shortest_path:ShortestPath",
+    data.KgExperts: "engine.data.kg_experts:KgExperts",
     data.SyntheticVideo: "engine.data.video:SyntheticVideo",
     data.VideoFiles: "engine.data.video_files:VideoFiles",
 }
