@@ -114,3 +114,27 @@ def test_eval_sets_join_per_token_metadata_of_different_widths():
     assert (joined.meta["sources"][:2, 3:] == -1).all() and (joined.meta["sources"][2] >= 0).all()
     assert not joined.meta["answer"][:2, 3:].any() and joined.meta["answer"][2].all()
     assert joined.meta["length"].tolist() == [3, 3, 5]
+
+
+def test_exact_match_sizes_each_split_on_its_own():
+    """A small pool split does not shrink the next split's sample (RL-Wall: rl is 8 prompts, train is drawn)."""
+    from engine.data.solution_tree import SolutionTree
+    from schemas.data import SolutionTree as SolutionTreeConfig
+
+    cfg = SolutionTreeConfig(rl_prompts=8, test_prompts=11)
+    ev = ExactMatch(
+        ExactMatchConfig(splits=["rl", "train"], examples=40), SolutionTree(cfg), cfg, 0, "s", Dist()
+    )
+    assert {s: (len(ex), real) for s, (ex, real) in ev.sets.items()} == {"rl": (8, 8), "train": (40, 40)}
+
+
+def test_exact_match_logs_the_best_expert_beside_kg_accuracy():
+    """kg_experts' transcendence bar (the best single expert's accuracy) is logged next to the model's."""
+    from engine.data.kg_experts import KgExperts
+    from schemas.data import KgExperts as KgExpertsConfig
+
+    cfg = KgExpertsConfig(entities=60, clusters=4, relations=3, experts=3)
+    gen = KgExperts(cfg)
+    ev = ExactMatch(ExactMatchConfig(splits=["train", "test"], examples=8), gen, cfg, 0, "s", Dist())
+    assert ev.reference == {"test": gen.best_expert_accuracy("test")}, "training text has no expert bar"
+    assert 0.0 < ev.reference["test"] <= 1.0

@@ -38,7 +38,6 @@ class ExactMatch:
 
     def __init__(self, cfg: ExactMatchConfig, gen: Generator, data_cfg, seed: int, stage: str, dist: Dist):
         self.cfg, self.dist = cfg, dist
-        per_rank = math.ceil(cfg.examples / dist.world)  # equal counts: FSDP forwards are collectives
         known = getattr(data_cfg, "SPLITS", cfg.splits)
         unknown = [split for split in cfg.splits if split not in known]
         if unknown:  # the spec validator says so first; this guards direct use
@@ -46,14 +45,23 @@ class ExactMatch:
         self.sets: dict[str, tuple[Examples, int]] = {}  # this rank's examples, how many of them count
         for split in cfg.splits:
             pool = _pool(gen, split)
+            real = cfg.examples if pool is None else min(cfg.examples, len(pool))
+            per_rank = math.ceil(
+                real / dist.world
+            )  # equal counts on every rank: FSDP forwards are collectives
             if pool is None:
-                full, real = eval_examples(gen, seed, stage, split, None, per_rank * dist.world), cfg.examples
-            else:  # every rank runs per_rank examples; the padding (copies of the last one) does not count
-                real = min(cfg.examples, len(pool))
-                per_rank = math.ceil(real / dist.world)
+                full = eval_examples(gen, seed, stage, split, None, per_rank * dist.world)
+            else:  # the padding (copies of the pool's last example) does not count
                 full = pool.take(np.minimum(np.arange(per_rank * dist.world), real - 1))
             lo = dist.rank * per_rank
             self.sets[split] = (full.slice(lo, lo + per_rank), max(0, min(per_rank, real - lo)))
+        # A generator that knows how well its sources do (kg_experts: the best single expert) is logged beside.
+        self.reference = {}
+        for split in cfg.splits if hasattr(gen, "best_expert_accuracy") else []:
+            try:
+                self.reference[split] = float(gen.best_expert_accuracy(split))
+            except (ValueError, KeyError, AttributeError):  # a split without queries (training text)
+                pass
 
     @torch.no_grad()
     def __call__(self, objective, step: int) -> dict[str, float]:
@@ -69,6 +77,6 @@ class ExactMatch:
                 counts[i, 0] += correct.sum().item()
                 counts[i, 1] += correct.numel()
         self.dist.all_reduce(counts)
-        return {
-            f"acc/{split}": float(c / t) for split, (c, t) in zip(self.sets, counts.tolist(), strict=True)
-        }
+        out = {f"acc/{split}": float(c / t) for split, (c, t) in zip(self.sets, counts.tolist(), strict=True)}
+        out.update({f"best_expert/{split}": acc for split, acc in self.reference.items()})
+        return out
