@@ -37,6 +37,7 @@ EVALS: dict[type, str] = {
     evals.AccuracyByLength: "engine.evals.accuracy_by_length:AccuracyByLength",
     evals.ExactMatch: "engine.evals.exact_match:ExactMatch",
     evals.Top1: "engine.evals.top1:Top1",
+    evals.Verified: "engine.evals.verified:Verified",
 }
 # Stage kinds whose objective is implied by the stage itself (no `model` + `objective` pair).
 STAGES: dict[type, str] = {spec.ProbeStage: "engine.objectives.probe:ProbeObjective"}

@@ -53,4 +53,29 @@ class ExactMatch(Strict):
     batch: int = Field(128, gt=0, description="Examples per forward pass on each rank.")
 
 
-Eval = kinded(AccuracyByLength, ExactMatch, Top1, default=None, description="An evaluator, by `kind`.")
+class Verified(Strict):
+    """Greedy decoding of the answer to fixed prompts, scored by the generator's own verifier."""
+
+    kind: Literal["verified"] = Field(
+        "verified", description="Fraction of greedy answers the data's verifier accepts, per split."
+    )
+    every: int = Field(500, gt=0, description="Run every this many steps (and always after the last step).")
+    splits: list[str] = Field(
+        default_factory=lambda: ["eval"],
+        min_length=1,
+        description="Data splits to evaluate, each logged as verified/<split> (and check/<key>/<split>).",
+    )
+    examples: int = Field(
+        128, gt=0, description="Prompts per split (split over ranks; a fixed set for the whole run)."
+    )
+    batch: int = Field(64, gt=0, description="Prompts decoded together on each rank.")
+    max_new_tokens: int | None = Field(
+        None,
+        gt=0,
+        description="Tokens generated per prompt at most; default: up to the data's longest example.",
+    )
+
+
+Eval = kinded(
+    AccuracyByLength, ExactMatch, Top1, Verified, default=None, description="An evaluator, by `kind`."
+)

@@ -173,7 +173,7 @@ def _token_rules(stage: TrainStage, p: Problems) -> None:
                     f"evals.{i}.lengths",
                     f"lengths {bad} lie outside [{lo}, {hi}], the lengths {d.kind} can make",
                 )
-        elif ev.kind == "exact_match":
+        elif ev.kind in ("exact_match", "verified"):
             unknown = [s for s in ev.splits if s not in d.SPLITS]
             if unknown:
                 p.add(

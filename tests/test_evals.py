@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 import torch.nn.functional as F
 
 from engine.data.sparse_parity import SparseParity
@@ -138,3 +139,77 @@ def test_exact_match_logs_the_best_expert_beside_kg_accuracy():
     ev = ExactMatch(ExactMatchConfig(splits=["train", "test"], examples=8), gen, cfg, 0, "s", Dist())
     assert ev.reference == {"test": gen.best_expert_accuracy("test")}, "training text has no expert bar"
     assert 0.0 < ev.reference["test"] <= 1.0
+
+
+class GoldModel:
+    """A stand-in language model that continues each known example with its gold tokens (or a wrong one)."""
+
+    def __init__(self, examples, vocab: int, corrupt: bool = False):
+        self.gold = [examples[i] for i in range(len(examples))]
+        self.vocab, self.corrupt = vocab, corrupt
+
+    def __call__(self, tokens, positions=None):
+        B, W = tokens.shape
+        logits = torch.zeros(B, W, self.vocab)
+        for b in range(B):
+            row = tokens[b].tolist()
+            ex = next(e for e in self.gold if row[: len(e.prompt)] == e.prompt.tolist())
+            seq = ex.tokens.tolist()
+            for t in range(min(W, len(seq) - 1)):
+                nxt = seq[t + 1]
+                if self.corrupt and t + 1 == len(ex.prompt):  # the first answer token is off by one
+                    nxt = (nxt + 1) % self.vocab
+                logits[b, t, nxt] = 1.0
+        return logits, {}
+
+
+class ModelObjective:
+    def __init__(self, model):
+        self.model = model
+
+
+def test_verified_decodes_greedily_and_scores_with_the_verifier():
+    """Gold continuations verify (decision and evidence too); a wrong first answer token fails both."""
+    from engine.data.connectivity import Connectivity
+    from engine.evals.verified import Verified
+    from schemas.data import Connectivity as ConnectivityConfig
+    from schemas.evals import Verified as VerifiedConfig
+
+    cfg = ConnectivityConfig(depth=2, strategy="dfs")
+    gen = Connectivity(cfg)
+    for world in (1, 2):
+        evs = [
+            Verified(
+                VerifiedConfig(splits=["eval"], examples=5, batch=2),
+                gen,
+                cfg,
+                0,
+                "s",
+                Dist(rank=r, world=world),
+            )
+            for r in range(world)
+        ]
+        scores = [ev(ModelObjective(GoldModel(ev.sets["eval"][0], cfg.vocab_size)), 0) for ev in evs]
+        assert all(
+            s == {"verified/eval": 1.0, "check/decision/eval": 1.0, "check/evidence/eval": 1.0}
+            for s in scores
+        )
+    ev = Verified(VerifiedConfig(splits=["eval"], examples=5, batch=2), gen, cfg, 0, "s", Dist())
+    bad = ev(ModelObjective(GoldModel(ev.sets["eval"][0], cfg.vocab_size, corrupt=True)), 0)
+    assert bad["check/evidence/eval"] == 0.0, bad  # `work: [` then a wrong token: not a certificate
+
+
+def test_verified_scores_shortest_paths_by_the_verifier():
+    """shortest_path (no check()): gold paths verify, a wrong first hop does not. That the verifier accepts
+    every other shortest path too is tests/test_shortest_path.py's business."""
+    from engine.data.shortest_path import ShortestPath
+    from engine.evals.verified import Verified
+    from schemas.data import ShortestPath as ShortestPathConfig
+    from schemas.evals import Verified as VerifiedConfig
+
+    cfg = ShortestPathConfig()
+    gen = ShortestPath(cfg)
+    ev = Verified(VerifiedConfig(splits=["eval"], examples=32, batch=8), gen, cfg, 0, "s", Dist())
+    ex, _ = ev.sets["eval"]
+    assert ev(ModelObjective(GoldModel(ex, cfg.vocab_size)), 0) == {"verified/eval": 1.0}
+    assert ev(ModelObjective(GoldModel(ex, cfg.vocab_size, corrupt=True)), 0)["verified/eval"] < 1.0

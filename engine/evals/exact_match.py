@@ -25,6 +25,29 @@ def _pool(gen: Generator, split: str) -> Examples | None:
         return None
 
 
+def fixed_sets(
+    splits: list[str], examples: int, gen: Generator, seed: int, stage: str, dist: Dist
+) -> dict[str, tuple[Examples, int]]:
+    """Per split, this rank's share of a fixed evaluation set and how many of its examples count.
+
+    Every rank gets the same number of examples (FSDP forwards are collectives). A split that is a finite pool
+    gives its first `examples` members, each counted once (padding copies of the last member do not count);
+    any other split draws `examples` from the counter-keyed eval stream.
+    """
+    sets = {}
+    for split in splits:
+        pool = _pool(gen, split)
+        real = examples if pool is None else min(examples, len(pool))
+        per_rank = math.ceil(real / dist.world)
+        if pool is None:
+            full = eval_examples(gen, seed, stage, split, None, per_rank * dist.world)
+        else:
+            full = pool.take(np.minimum(np.arange(per_rank * dist.world), real - 1))
+        lo = dist.rank * per_rank
+        sets[split] = (full.slice(lo, lo + per_rank), max(0, min(per_rank, real - lo)))
+    return sets
+
+
 class ExactMatch:
     """`acc/<split>` for each configured split: the fraction of examples whose every answer token is right.
 
@@ -42,19 +65,7 @@ class ExactMatch:
         unknown = [split for split in cfg.splits if split not in known]
         if unknown:  # the spec validator says so first; this guards direct use
             raise ValueError(f"exact_match: no split {unknown}; the data's splits are {list(known)}")
-        self.sets: dict[str, tuple[Examples, int]] = {}  # this rank's examples, how many of them count
-        for split in cfg.splits:
-            pool = _pool(gen, split)
-            real = cfg.examples if pool is None else min(cfg.examples, len(pool))
-            per_rank = math.ceil(
-                real / dist.world
-            )  # equal counts on every rank: FSDP forwards are collectives
-            if pool is None:
-                full = eval_examples(gen, seed, stage, split, None, per_rank * dist.world)
-            else:  # the padding (copies of the pool's last example) does not count
-                full = pool.take(np.minimum(np.arange(per_rank * dist.world), real - 1))
-            lo = dist.rank * per_rank
-            self.sets[split] = (full.slice(lo, lo + per_rank), max(0, min(per_rank, real - lo)))
+        self.sets = fixed_sets(cfg.splits, cfg.examples, gen, seed, stage, dist)
         # A generator that knows how well its sources do (kg_experts: the best single expert) is logged beside.
         self.reference = {}
         for split in cfg.splits if hasattr(gen, "best_expert_accuracy") else []:

@@ -387,7 +387,7 @@ class StageRunner:
             m.train()
         metrics.write(step, out)
         if self.dist.main:
-            shown = "  ".join(f"{k.split('/')[-1]} {v:.3f}" for k, v in out.items())
+            shown = "  ".join(f"{k.removeprefix('acc/')} {v:.3f}" for k, v in out.items())
             log.info("%s  eval @ %d  %s", self.name, step, shown)
         return out
 
