@@ -171,8 +171,11 @@ def cmd_sample(argv: Sequence[str]) -> int:
         return _fail(f"split {a.split!r} does not exist for {spec.stages[name].data.kind}")
     except FileNotFoundError as e:
         return _fail(f"stages.{name}.data: {e}; point it at your data by override (key.path=value)")
-    for i in range(len(ex)):
-        print(gen.render(ex[i]))
+    try:
+        for i in range(len(ex)):
+            print(gen.render(ex[i]), flush=True)
+    except BrokenPipeError:  # `engine sample ... | head`: the reader has seen enough
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return 0
 
 

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import pytest
 import torch
-from helpers import SPEC, TINY, engine, torchrun
+from helpers import REPO, SPEC, TINY, engine, env, torchrun
 
 from engine.models.transformer import build
 from engine.plan import count_params, make_plan
@@ -82,6 +84,22 @@ def test_sample_prints_examples_with_answers():
     lines = r.stdout.strip().splitlines()
     assert len(lines) == 3 and all(line.startswith("BOS") and "-> " in line for line in lines)
     assert all(33 <= int(line.split("L=")[1].rstrip(")")) <= 128 for line in lines)
+
+
+def test_sample_into_a_pipe_that_closes_early_is_not_an_error():
+    """`engine sample SPEC -n 2000 | head -1`: the reader leaves early; no BrokenPipeError traceback."""
+    p = subprocess.Popen(
+        [sys.executable, "-m", "engine", "sample", SPEC, "-n", "2000"],
+        cwd=REPO,
+        env=env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert p.stdout.readline().startswith("BOS")
+    p.stdout.close()
+    err = p.stderr.read()
+    assert p.wait(timeout=60) == 0 and "Traceback" not in err, err
 
 
 def test_unknown_stage_and_bad_spec_exit_2_without_traceback(tmp_path):

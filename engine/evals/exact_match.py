@@ -26,7 +26,7 @@ def _pool(gen: Generator, split: str) -> Examples | None:
 
 
 def fixed_sets(
-    splits: list[str], examples: int, gen: Generator, seed: int, stage: str, dist: Dist
+    splits: list[str], examples: int, gen: Generator, data_cfg, seed: int, stage: str, dist: Dist
 ) -> dict[str, tuple[Examples, int]]:
     """Per split, this rank's share of a fixed evaluation set and how many of its examples count.
 
@@ -34,6 +34,10 @@ def fixed_sets(
     gives its first `examples` members, each counted once (padding copies of the last member do not count);
     any other split draws `examples` from the counter-keyed eval stream.
     """
+    known = getattr(data_cfg, "SPLITS", splits)
+    unknown = [split for split in splits if split not in known]
+    if unknown:  # the spec validator says so first; this guards direct use
+        raise ValueError(f"no split {unknown}; the data's splits are {list(known)}")
     sets = {}
     for split in splits:
         pool = _pool(gen, split)
@@ -53,7 +57,8 @@ class ExactMatch:
 
     Teacher-forced argmax at every answer token, which equals greedy decoding of the answer (see
     AccuracyByLength). For tasks with many correct answers (any shortest path, any valid trace) this is the
-    stricter match against the generator's own answer; sampling plus the generator's `verify` is the other.
+    stricter match against the generator's own answer; the `verified` evaluator (greedy decoding scored by the
+    generator's verifier) is the lenient one.
 
     A split that is a fixed finite pool (the generator's `pool(split)`, e.g. RL-Wall's 512 test prompts) is
     scored on its first `examples` members, each once; otherwise `examples` are drawn from the split.
@@ -61,11 +66,7 @@ class ExactMatch:
 
     def __init__(self, cfg: ExactMatchConfig, gen: Generator, data_cfg, seed: int, stage: str, dist: Dist):
         self.cfg, self.dist = cfg, dist
-        known = getattr(data_cfg, "SPLITS", cfg.splits)
-        unknown = [split for split in cfg.splits if split not in known]
-        if unknown:  # the spec validator says so first; this guards direct use
-            raise ValueError(f"exact_match: no split {unknown}; the data's splits are {list(known)}")
-        self.sets = fixed_sets(cfg.splits, cfg.examples, gen, seed, stage, dist)
+        self.sets = fixed_sets(cfg.splits, cfg.examples, gen, data_cfg, seed, stage, dist)
         # A generator that knows how well its sources do (kg_experts: the best single expert) is logged beside.
         self.reference = {}
         for split in cfg.splits if hasattr(gen, "best_expert_accuracy") else []:

@@ -26,7 +26,7 @@ class Verified:
 
     def __init__(self, cfg: VerifiedConfig, gen: Generator, data_cfg, seed: int, stage: str, dist: Dist):
         self.cfg, self.gen, self.dist = cfg, gen, dist
-        self.sets = fixed_sets(cfg.splits, cfg.examples, gen, seed, stage, dist)
+        self.sets = fixed_sets(cfg.splits, cfg.examples, gen, data_cfg, seed, stage, dist)
         self.limit = data_cfg.max_seq_len()
         self.checks: list[
             str
