@@ -49,3 +49,16 @@ def torchrun(*args: str, nproc: int = 2, timeout: float = 300) -> subprocess.Com
     """Run `torchrun --standalone --nproc_per_node=N ARGS` on CPU and capture its output."""
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", *args]
     return subprocess.run(cmd, cwd=REPO, env=env(), capture_output=True, text=True, timeout=timeout)
+
+
+def train_in_process(spec) -> tuple[dict[str, dict[str, float]], list[dict]]:
+    """Run a loaded spec's stages in this process; (each stage's final metrics, the first stage's logged rows)."""
+    import json
+
+    from engine.runtime.distributed import Dist
+    from engine.runtime.trainer import run_spec
+
+    results = run_spec(spec, Dist())
+    stage = next(iter(spec.stages))
+    path = Path(spec.run.output) / stage / "metrics.jsonl"
+    return results, [json.loads(line) for line in path.read_text().splitlines()]

@@ -10,12 +10,12 @@ length distributions of the config.
 from __future__ import annotations
 
 import itertools
-import json
 import re
 from collections import Counter
 
 import numpy as np
 import pytest
+from helpers import train_in_process
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -504,8 +504,6 @@ def test_parse_reads_the_papers_groups() -> None:
 
 
 def test_example_spec_trains_a_few_steps(tmp_path) -> None:
-    from engine.runtime.distributed import Dist
-    from engine.runtime.trainer import run_spec
     from schemas import load_spec
 
     overrides = [
@@ -516,11 +514,11 @@ def test_example_spec_trains_a_few_steps(tmp_path) -> None:
         "stages.train.model.depth=1",
         "stages.train.logging.every=2",
         "stages.train.evals.0.examples=16",
+        "stages.train.evals.1.examples=8",
     ]
     spec = load_spec("specs/connectivity.yaml", overrides)
     assert spec.stages["train"].data.depth == 3 and spec.stages["train"].data.strategy == "dfs"
-    run_spec(spec, Dist())
-    rows = [json.loads(line) for line in (tmp_path / "train" / "metrics.jsonl").read_text().splitlines()]
+    _, rows = train_in_process(spec)
     logged = [r for r in rows if "loss" in r]
     assert [r["step"] for r in logged] == [2, 4]
     assert all(np.isfinite(r["loss"]) and 0 < r["loss"] < 2 * np.log(79) for r in logged)

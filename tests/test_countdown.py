@@ -14,6 +14,7 @@ import re
 
 import numpy as np
 import pytest
+from helpers import train_in_process
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
@@ -506,8 +507,6 @@ def test_configs_that_cannot_make_data_are_refused(fields: dict, where: str, mes
 
 
 def test_example_spec_trains_and_evaluates(tmp_path, one_thread) -> None:
-    from engine.runtime.distributed import Dist
-    from engine.runtime.trainer import run_spec
     from schemas import load_spec
 
     tiny = [
@@ -522,8 +521,7 @@ def test_example_spec_trains_and_evaluates(tmp_path, one_thread) -> None:
         "stages.train.evals.0.every=4",
     ]
     spec = load_spec("specs/countdown.yaml", tiny)
-    run_spec(spec, Dist())
-    rows = [json.loads(line) for line in (tmp_path / "train" / "metrics.jsonl").read_text().splitlines()]
+    _, rows = train_in_process(spec)
     losses = [r["loss"] for r in rows if "loss" in r]
     assert losses and all(0 < x < 5 for x in losses)  # ln 46 = 3.8 at the start
     final = [r for r in rows if "acc/eval" in r][-1]

@@ -7,12 +7,12 @@ knows only the vocabulary's strings, so the checks do not trust the generator's 
 
 from __future__ import annotations
 
-import json
 from collections import Counter, defaultdict
 from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import train_in_process
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
@@ -552,8 +552,6 @@ def test_a_feasible_budget_is_always_met() -> None:
 
 
 def test_example_spec_trains_and_evaluates(tmp_path: Path) -> None:
-    from engine.runtime.distributed import Dist
-    from engine.runtime.trainer import run_spec
     from schemas import load_spec
 
     spec = load_spec(
@@ -561,8 +559,7 @@ def test_example_spec_trains_and_evaluates(tmp_path: Path) -> None:
         [f"run.output={tmp_path}", "stages.train.schedule.steps=4", "stages.train.schedule.warmup=1",
          "stages.train.batch.global=8", "stages.train.evals.0.examples=32", "stages.train.checkpoint.every=4"],
     )  # fmt: skip
-    run_spec(spec, Dist())
-    rows = [json.loads(line) for line in (tmp_path / "train" / "metrics.jsonl").read_text().splitlines()]
+    _, rows = train_in_process(spec)
     evals = [row for row in rows if "acc/test" in row]
     assert evals and evals[-1]["step"] == 4
     assert all(0 <= row[k] <= 1 for row in evals for k in ("acc/eval", "acc/test"))

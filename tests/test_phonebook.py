@@ -8,11 +8,11 @@ per-entry work or memory.
 
 from __future__ import annotations
 
-import json
 import tracemalloc
 
 import numpy as np
 import pytest
+from helpers import train_in_process
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
@@ -333,8 +333,6 @@ def test_both_limits_are_reported_at_once() -> None:
 
 
 def test_spec_trains_a_few_steps_and_scores_the_eval_queries(tmp_path, one_thread) -> None:
-    from engine.runtime.distributed import Dist
-    from engine.runtime.trainer import run_spec
 
     spec = load_spec(
         "specs/phonebook.yaml",
@@ -347,8 +345,7 @@ def test_spec_trains_a_few_steps_and_scores_the_eval_queries(tmp_path, one_threa
             "stages.train.data.lines_per_doc=4",
         ],
     )
-    results = run_spec(spec, Dist())
-    rows = [json.loads(line) for line in (tmp_path / "train" / "metrics.jsonl").read_text().splitlines()]
+    results, rows = train_in_process(spec)
     losses = [r["loss"] for r in rows if "loss" in r]
     uniform = np.log(spec.stages["train"].data.vocab_size)
     assert len(losses) == 2 and all(np.isfinite(losses)) and losses[0] < uniform + 1

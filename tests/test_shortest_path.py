@@ -8,11 +8,11 @@ every shortest path and nothing else, and train/eval graphs on both sides of the
 
 from __future__ import annotations
 
-import json
 from collections import deque
 
 import numpy as np
 import pytest
+from helpers import train_in_process
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
@@ -352,8 +352,6 @@ def test_infeasible_families_are_rejected(fields: dict, where: str, message: str
 
 
 def test_spec_trains_a_few_steps_and_scores_both_splits(tmp_path, one_thread) -> None:
-    from engine.runtime.distributed import Dist
-    from engine.runtime.trainer import run_spec
 
     spec = load_spec(
         "specs/shortest_path.yaml",
@@ -364,10 +362,10 @@ def test_spec_trains_a_few_steps_and_scores_both_splits(tmp_path, one_thread) ->
             "stages.train.logging.every=2",
             "stages.train.batch.global=8",
             "stages.train.evals.0.examples=16",
+            "stages.train.evals.1.examples=8",
         ],
     )
-    results = run_spec(spec, Dist())
-    rows = [json.loads(line) for line in (tmp_path / "train" / "metrics.jsonl").read_text().splitlines()]
+    results, rows = train_in_process(spec)
     losses = [r["loss"] for r in rows if "loss" in r]
     assert len(losses) == 2 and all(np.isfinite(losses))
     assert set(results["train"]) >= {"acc/train", "acc/eval"}

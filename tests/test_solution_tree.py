@@ -10,6 +10,7 @@ import json
 
 import numpy as np
 import pytest
+from helpers import train_in_process
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
@@ -451,8 +452,6 @@ def test_render_shows_prompt_and_answer(cfg, seed, split) -> None:
 
 
 def test_example_spec_trains_and_evaluates_both_pools(tmp_path) -> None:
-    from engine.runtime.distributed import Dist
-    from engine.runtime.trainer import run_spec
 
     overrides = [
         f"run.output={tmp_path}",
@@ -466,8 +465,7 @@ def test_example_spec_trains_and_evaluates_both_pools(tmp_path) -> None:
         "stages.train.checkpoint.every=4",
         "stages.train.evals.0.examples=32",
     ]
-    run_spec(load_spec("specs/solution_tree.yaml", overrides), Dist())
-    rows = [json.loads(line) for line in (tmp_path / "train" / "metrics.jsonl").read_text().splitlines()]
+    _, rows = train_in_process(load_spec("specs/solution_tree.yaml", overrides))
     logged = [r for r in rows if "loss" in r]
     assert [r["step"] for r in logged] == [2, 4]
     assert all(np.isfinite(r["loss"]) and 0 < r["loss"] < 2 * np.log(29) for r in logged)

@@ -9,11 +9,11 @@ the split, plus the strategies one by one on hand-made candidate grids and a sho
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 
 import numpy as np
 import pytest
+from helpers import train_in_process
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
@@ -464,8 +464,6 @@ def test_length_stats_match_samples(trace: str, clues: tuple[int, int], n: int) 
 
 
 def test_example_spec_trains_and_evaluates(tmp_path, one_thread) -> None:
-    from engine.runtime.distributed import Dist
-    from engine.runtime.trainer import run_spec
     from schemas import load_spec
 
     spec = load_spec(
@@ -482,8 +480,7 @@ def test_example_spec_trains_and_evaluates(tmp_path, one_thread) -> None:
             "stages.train.model.ffn.hidden=64",
         ],
     )
-    run_spec(spec, Dist())
-    rows = [json.loads(line) for line in (tmp_path / "train" / "metrics.jsonl").read_text().splitlines()]
+    _, rows = train_in_process(spec)
     losses = [r["loss"] for r in rows if "loss" in r]
     assert losses and all(math.isfinite(x) and 0 < x < 2 * math.log(109) for x in losses)
     evals = [r for r in rows if "acc/eval" in r]

@@ -14,6 +14,7 @@ import json
 
 import numpy as np
 import pytest
+from helpers import train_in_process
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
@@ -343,8 +344,6 @@ def test_eval_sets_without_a_length_concatenate() -> None:
 def test_spec_trains_a_few_steps_with_coupled_positions(tmp_path) -> None:
     """specs/variable_assignment.yaml runs: a `coupled` model raises without batch positions, so this also
     checks that the generator's positions reach the model through next_token."""
-    from engine.runtime.distributed import Dist
-    from engine.runtime.trainer import run_spec
     from schemas import load_spec
 
     spec = load_spec(
@@ -357,8 +356,7 @@ def test_spec_trains_a_few_steps_with_coupled_positions(tmp_path) -> None:
             "stages.train.evals=[{kind: accuracy_by_length, every: 4, examples: 8, lengths: [4, 17, 40]}]",
         ],
     )
-    run_spec(spec, Dist())
-    rows = [json.loads(line) for line in (tmp_path / "train" / "metrics.jsonl").read_text().splitlines()]
+    _, rows = train_in_process(spec)
     logged = [r for r in rows if "loss" in r]
     assert [r["step"] for r in logged] == [2, 4] and all(np.isfinite(r["loss"]) for r in logged)
     done = json.loads((tmp_path / "train" / "final" / "done.json").read_text())
