@@ -9,7 +9,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from schemas import Spec, SpecError, dump_spec, load_spec
+from schemas import Spec, SpecError, load_spec
 
 COMMANDS = ("run", "validate", "plan", "schema", "sample")
 USER_ERROR = 2
@@ -197,6 +197,11 @@ def cmd_run(argv: Sequence[str]) -> int:
     p.add_argument("spec", help="spec file")
     p.add_argument("overrides", nargs="*", help="key.path=value overrides")
     p.add_argument("--stage", help="run only this stage")
+    p.add_argument(
+        "--accept-changes",
+        action="store_true",
+        help="resume stages whose spec changed in fields that may change on resume (schedule.steps)",
+    )
     a = p.parse_intermixed_args(argv)
     rank = int(os.environ.get("RANK", "0"))
     _setup_logging(rank)
@@ -208,8 +213,9 @@ def cmd_run(argv: Sequence[str]) -> int:
 
     from engine.plan import make_plan
     from engine.runtime import distributed
-    from engine.runtime.checkpoint import write_bytes, write_json
-    from engine.runtime.trainer import LaunchError, NonFiniteLoss, Preempted, run_spec
+    from engine.runtime.checkpoint import write_json
+    from engine.runtime.rundir import RunDirConflict, check_output
+    from engine.runtime.trainer import LaunchError, NonFiniteLoss, Preempted, prepare, run_spec
 
     log = logging.getLogger("engine")
     try:
@@ -219,15 +225,15 @@ def cmd_run(argv: Sequence[str]) -> int:
     code = 0
     try:
         plan = make_plan(spec, a.spec, a.overrides)
+        check_output(spec.run.output)
+        identities = prepare(spec, dist, a.accept_changes, ["engine", *argv])
         if dist.main:
-            out = spec.run.output.rstrip("/")
-            write_bytes(f"{out}/spec.yaml", dump_spec(spec).encode())
-            write_json(f"{out}/plan.json", plan.to_dict())
+            write_json(f"{spec.run.output.rstrip('/')}/plan.json", plan.to_dict())
             if dist.world != spec.resources.world:
                 log.info(
                     "note: running on %d rank(s); resources asks for %d", dist.world, spec.resources.world
                 )
-        results = run_spec(spec, dist, a.stage)
+        results = run_spec(spec, dist, a.stage, identities)
         if dist.main:
             for name, metrics in results.items():
                 if metrics:
@@ -237,6 +243,8 @@ def cmd_run(argv: Sequence[str]) -> int:
                 log.info("%s", table)
     except LaunchError as e:
         code = _fail(str(e))
+    except RunDirConflict as e:
+        code = _fail(str(e)) if dist.main else USER_ERROR
     except FileNotFoundError as e:
         code = (
             _fail(f"{e}; point the stage's data at your files by override (key.path=value)")

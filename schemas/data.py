@@ -418,10 +418,10 @@ class CopyTask(TokenData):
         default_factory=lambda: LengthRanges(train=(1, 20), eval=(21, 40)),
         description="Ranges of the input length n for training and evaluation.",
     )
-    max_position: int = Field(
+    max_position_id: int = Field(
         80,
         gt=0,
-        description="P_max, the largest coupled position id; training offsets o ~ U{0..P_max-n-1}. "
+        description="P_max, the largest coupled position id an example may carry (inclusive); training offsets o ~ U{0..P_max-n-1}. "
         "At least 2x the longest eval length.",
     )
 
@@ -432,11 +432,11 @@ class CopyTask(TokenData):
         p = Problems()
         longest_eval, longest = self.length.eval[1], max(self.length.train[1], self.length.eval[1])
         need = max(2 * longest_eval, longest + 1)
-        if self.max_position < need:
+        if self.max_position_id < need:
             p.add(
-                "max_position",
-                f"max_position={self.max_position} is under 2 x the longest eval length ({longest_eval}) or "
-                f"the longest length + 1 ({longest + 1}); set max_position >= {need}",
+                "max_position_id",
+                f"max_position_id={self.max_position_id} is under 2 x the longest eval length ({longest_eval}) or "
+                f"the longest length + 1 ({longest + 1}); set max_position_id >= {need}",
             )
         p.check()
         return self
@@ -508,10 +508,10 @@ class VariableAssignment(TokenData):
         description="Statements in the queried chain (answer = that many variables, the value, EOS): fixed, "
         "[low, high], or null = uniform in 1..m.",
     )
-    max_position: int = Field(
+    max_position_id: int = Field(
         520,
         gt=0,
-        description="P_max, the largest coupled position id; training offsets o ~ U{0..P_max-4m-3}. "
+        description="P_max, the largest coupled position id an example may carry (inclusive); training offsets o ~ U{0..P_max-4m-3}. "
         "At least 4 x the longest m + 3.",
     )
 
@@ -538,11 +538,11 @@ class VariableAssignment(TokenData):
                     f"a chain of up to {h_hi} statements does not fit in the shortest m ({shortest}); raise the shortest length or lower hops",
                 )
         need = 4 * longest + 3
-        if self.max_position < need:
+        if self.max_position_id < need:
             p.add(
-                "max_position",
-                f"max_position={self.max_position} cannot number {longest} statements and the query "
-                f"(4 x {longest} + 3 ids); set max_position >= {need}",
+                "max_position_id",
+                f"max_position_id={self.max_position_id} cannot number {longest} statements and the query "
+                f"(4 x {longest} + 3 ids); set max_position_id >= {need}",
             )
         p.check()
         return self
@@ -1579,6 +1579,7 @@ class VideoFiles(Strict):
     max_retries: int = Field(
         10, ge=1, description="Consecutive unreadable files tolerated for one clip before the job stops."
     )
+    OPERATIONAL: ClassVar[frozenset[str]] = frozenset({"workers"})  # threads do not change the clips
     workers: int = Field(4, ge=1, description="Threads decoding the clips of one batch.")
 
     @model_validator(mode="after")

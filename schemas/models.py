@@ -43,7 +43,8 @@ class CoupledPosition(Strict):
     max_position: int = Field(
         1024,
         gt=0,
-        description="Largest position id + 1 (rows of the learned table; bound checked on the data).",
+        description="How many position ids the model takes, 0..max_position-1 (rows of a learned table); at "
+        "least the data's max_position_id + 1.",
     )
     base: float = Field(10000.0, gt=1.0, description="RoPE frequency base theta (encoding: rope).")
 
@@ -160,6 +161,31 @@ class Transformer(Strict):
         """Width of one attention head."""
         return self.dim // self.heads
 
+    def weight_shapes(self, vocab_size: int | None) -> dict[str, Any]:
+        """What fixes the names and shapes of this model's weights: two models load each other's weights
+        exactly when these agree (checked by `init: {stage: ...}` at validation, without building either)."""
+        pos, ffn = self.position, self.ffn
+        table = None
+        if pos.kind == "learned":
+            table = pos.max_len
+        elif pos.kind == "coupled" and pos.encoding == "learned":
+            table = pos.max_position
+        return {
+            "kind": self.kind,
+            "dim": self.dim,
+            "depth": self.depth,
+            "key/value width": (self.kv_heads or self.heads) * self.head_dim,
+            "norm": self.norm,
+            "bias": self.bias,
+            "vocabulary": vocab_size,
+            "position table rows": table,
+            "tie_embeddings": self.tie_embeddings,
+            "ffn.kind": ffn.kind,
+            "ffn hidden width": ffn_hidden(self.dim, ffn),
+            "ffn.activation": ffn.activation,
+            "ffn.experts": getattr(ffn, "experts", None),
+        }
+
     @property
     def context(self) -> int | None:
         """The longest sequence the position encoding allows (None: unbounded)."""
@@ -257,6 +283,20 @@ class ViT(Strict):
     def head_dim(self) -> int:
         """Width of one attention head."""
         return self.dim // self.heads
+
+    def weight_shapes(self, vocab_size: int | None = None) -> dict[str, Any]:
+        """What fixes the names and shapes of this model's weights (positions are RoPE or a fixed table, so
+        frames and resolution do not): two encoders load each other's weights exactly when these agree."""
+        return {
+            "kind": self.kind,
+            "dim": self.dim,
+            "depth": self.depth,
+            "mlp": self.mlp,
+            "patch": self.patch,
+            "tubelet": self.tubelet,
+            "channels": self.channels,
+            "qkv_bias": self.qkv_bias,
+        }
 
     @property
     def grid(self) -> tuple[int, int, int]:

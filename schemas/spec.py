@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field, model_validator
 
@@ -60,6 +60,10 @@ class Resources(Strict):
 
 class TrainStage(Strict):
     """A training stage: a model trained on a data generator with an objective, evaluated periodically."""
+
+    # Fields that do not change what the stage computes (engine/runtime/rundir.py leaves them out of its
+    # fingerprint, so they may change when a run resumes): metrics, evaluations, checkpoints, sharding.
+    OPERATIONAL: ClassVar[frozenset[str]] = frozenset({"logging", "evals", "checkpoint", "distributed"})
 
     kind: Literal["train"] = Field("train", description="Stage kind.")
     model: Model = Field(description="The model trained in this stage (the encoder / student for video).")
@@ -147,7 +151,9 @@ def _token_rules(stage: TrainStage, p: Problems) -> None:
             f"{m.context} positions cannot hold the data's longest example ({need} tokens); set max_len >= {need}",
         )
     if m.position.kind == "coupled":
-        largest = getattr(d, "max_position", None)  # data kinds that emit coupled ids declare their largest
+        largest = getattr(
+            d, "max_position_id", None
+        )  # data kinds that emit coupled ids declare their largest
         if largest is None:
             p.add(
                 "model.position.kind",
@@ -183,6 +189,8 @@ def _token_rules(stage: TrainStage, p: Problems) -> None:
 
 class ProbeStage(Strict):
     """A frozen encoder with an attentive probe trained on top: what a representation is worth."""
+
+    OPERATIONAL: ClassVar[frozenset[str]] = TrainStage.OPERATIONAL
 
     kind: Literal["probe"] = Field(
         "probe", description="Stage kind: train an attentive probe on a frozen encoder."
@@ -220,6 +228,33 @@ class ProbeStage(Strict):
                 p.add(f"evals.{i}.kind", f"a probe stage is evaluated by top1, not {ev.kind}")
         p.check()
         return self
+
+
+def _vocab(stage: TrainStage | ProbeStage) -> int | None:
+    """The vocabulary a stage's token model is built with (its own vocab_size, else the data's)."""
+    model = getattr(stage, "model", None)
+    if model is None or model.kind != "transformer":
+        return None
+    return model.vocab_size or stage.data.vocab_size
+
+
+def _weights_load(
+    p: Problems, field: str, stage: TrainStage, ref: str, source: TrainStage | ProbeStage
+) -> None:
+    """`init: {stage: ref}` loads ref's final weights: their names and shapes must be this model's."""
+    model = getattr(source, "model", None)
+    if model is None:
+        p.add(field, f"stage {ref!r} trains a probe, not a model this stage can start from")
+        return
+    mine, theirs = stage.model.weight_shapes(_vocab(stage)), model.weight_shapes(_vocab(source))
+    diff = [k for k in mine if mine[k] != theirs.get(k)]
+    if diff:
+        shown = ", ".join(f"{k} {theirs.get(k)} vs {mine[k]}" for k in diff)
+        p.add(
+            field,
+            f"the weights of stage {ref!r} cannot load into this model ({shown}; theirs vs this stage's); "
+            f"make these fields equal or remove init",
+        )
 
 
 Stage = kinded(TrainStage, ProbeStage, default="train", description="A stage, by `kind` (default train).")
@@ -269,6 +304,8 @@ class Spec(Strict):
                     )
                 elif vit and getattr(getattr(self.stages[ref], "model", None), "kind", None) != "vit":
                     p.add(f"stages.{name}.{field}", f"stage {ref!r} does not train a vit encoder")
+                elif field == "init.stage":
+                    _weights_load(p, f"stages.{name}.{field}", stage, ref, self.stages[ref])
             b = stage.batch
             if b.global_ % world:
                 p.add(

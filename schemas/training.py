@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, ClassVar, Literal
 
 from pydantic import Field, model_validator
 
@@ -51,6 +51,8 @@ Optim = kinded(AdamW, SGD, default="adamw", description="Optimizer: adamw | sgd 
 class Schedule(Strict):
     """Length of the stage and the learning-rate curve: linear warmup, then decay."""
 
+    ON_RESUME: ClassVar[frozenset[str]] = frozenset({"steps"})  # may change on resume (--accept-changes)
+
     steps: int = Field(gt=0, description="Optimizer steps in the stage.")
     warmup: int = Field(0, ge=0, description="Linear warmup steps from warmup_start * lr to lr.")
     warmup_start: float = Field(
@@ -68,6 +70,8 @@ class Schedule(Strict):
 
 class Batch(Strict):
     """Examples per optimizer step, and per forward pass on one rank (gradient accumulation in between)."""
+
+    OPERATIONAL: ClassVar[frozenset[str]] = frozenset({"micro"})  # accumulation does not change the result
 
     global_: int = Field(
         alias="global", gt=0, description="Examples per optimizer step, summed over all ranks."

@@ -42,7 +42,7 @@ def configs(draw: st.DrawFn, max_len: int = 30) -> CopyTask:
     return cls(
         symbols=draw(st.integers(2, 12)),
         length={"train": train, "eval": evals},
-        max_position=need + draw(st.integers(0, 20)),
+        max_position_id=need + draw(st.integers(0, 20)),
     )
 
 
@@ -102,11 +102,11 @@ def test_shapes_vocabulary_and_lengths(cfg: CopyTask, seed: int, n: int, split: 
 @FAST
 @given(cfg=configs(), seed=SEEDS, n=st.integers(1, 16), split=SPLITS, data=st.data())
 def test_a_pinned_length_fixes_n(cfg: CopyTask, seed: int, n: int, split: str, data: st.DataObject) -> None:
-    length = data.draw(st.integers(1, cfg.max_position - 1))
+    length = data.draw(st.integers(1, cfg.max_position_id - 1))
     ex = sample(cfg, seed, n, split, length=length)
     assert (ex.meta["length"] == length).all() and ex.tokens.shape == (n, 2 * length + 3)
-    with pytest.raises(ValueError, match="max_position"):
-        sample(cfg, seed, n, split, length=cfg.max_position)
+    with pytest.raises(ValueError, match="max_position_id"):
+        sample(cfg, seed, n, split, length=cfg.max_position_id)
 
 
 @FAST
@@ -143,8 +143,8 @@ def test_positions_follow_the_coupling_formulas(cfg: CopyTask, seed: int, n: int
     offsets = ex.meta["offset"]
     if split == "eval":
         assert (offsets == 0).all()
-    assert ((offsets >= 0) & (offsets <= cfg.max_position - ex.meta["length"] - 1)).all()
-    assert ex.positions.min() >= 0 and ex.positions.max() <= cfg.max_position
+    assert ((offsets >= 0) & (offsets <= cfg.max_position_id - ex.meta["length"] - 1)).all()
+    assert ex.positions.min() >= 0 and ex.positions.max() <= cfg.max_position_id
     for i in range(n):
         e, k, o = ex[i], int(ex.meta["length"][i]), int(offsets[i])
         assert e.positions.tolist() == expected_ids(k, o, cfg.reverse)
@@ -153,7 +153,7 @@ def test_positions_follow_the_coupling_formulas(cfg: CopyTask, seed: int, n: int
 
 
 def test_training_offsets_cover_their_range() -> None:
-    cfg = Copy(length={"train": (5, 5), "eval": (6, 10)}, max_position=20)
+    cfg = Copy(length={"train": (5, 5), "eval": (6, 10)}, max_position_id=20)
     offsets = sample(cfg, 7, 4000).meta["offset"]
     counts = np.bincount(offsets, minlength=15)
     assert len(counts) == 15 and (counts > 4000 / 15 * 0.8).all()  # o ~ U{0..P_max-n-1}, all ids trained
@@ -245,24 +245,26 @@ def test_render_shows_prompt_answer_and_ids(cfg: CopyTask, seed: int, split: str
 
 @pytest.mark.parametrize("split", ["train", "eval"])
 def test_length_stats_match_samples(split: str) -> None:
-    cfg = Reverse(length={"train": (3, 17), "eval": (18, 50)}, max_position=100)
+    cfg = Reverse(length={"train": (3, 17), "eval": (18, 50)}, max_position_id=100)
     lengths = sample(cfg, 11, 2000, split).lengths.astype(np.float64)
     e_t, e_tt = cfg.length_stats(split)
     assert abs(lengths.mean() / e_t - 1) < 0.03 and abs((lengths * (lengths + 1)).mean() / e_tt - 1) < 0.05
 
 
 def test_max_seq_len_and_length_bounds() -> None:
-    cfg = Copy(length={"train": (30, 35), "eval": (5, 9)}, max_position=72)  # training lengths the longest
+    cfg = Copy(length={"train": (30, 35), "eval": (5, 9)}, max_position_id=72)  # training lengths the longest
     assert cfg.length_bounds() == (1, 35) and cfg.max_seq_len() == 73
     assert max(sample(cfg, 1, 64, s, length=35).lengths.max() for s in ("train", "eval")) == 73
 
 
-def test_max_position_must_be_twice_the_longest_eval_length() -> None:
-    Copy(length={"train": (1, 20), "eval": (21, 40)}, max_position=80)
-    with pytest.raises(ValidationError, match="set max_position >= 80"):
-        Reverse(length={"train": (1, 20), "eval": (21, 40)}, max_position=79)
-    with pytest.raises(ValidationError, match="set max_position >= 51"):  # the training lengths need ids too
-        Copy(length={"train": (1, 50), "eval": (2, 3)}, max_position=50)
+def test_max_position_id_must_be_twice_the_longest_eval_length() -> None:
+    Copy(length={"train": (1, 20), "eval": (21, 40)}, max_position_id=80)
+    with pytest.raises(ValidationError, match="set max_position_id >= 80"):
+        Reverse(length={"train": (1, 20), "eval": (21, 40)}, max_position_id=79)
+    with pytest.raises(
+        ValidationError, match="set max_position_id >= 51"
+    ):  # the training lengths need ids too
+        Copy(length={"train": (1, 50), "eval": (2, 3)}, max_position_id=50)
 
 
 def test_unknown_split_is_an_attribute_error() -> None:

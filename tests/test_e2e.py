@@ -38,6 +38,16 @@ def test_torchrun_two_ranks_runs_the_spec(tmp_path):
     assert logged[-1]["examples"] == 30 * 16, "both ranks' examples are counted"
     assert list((stage / "tb").glob("events.out.tfevents.*")), "TensorBoard events on rank 0"
     assert (tmp_path / "spec.yaml").exists() and (tmp_path / "plan.json").exists()
+    # `tensorboard --logdir runs` works after the README's install, and reads what the run wrote
+    tb = subprocess.run(
+        [sys.executable, "-m", "tensorboard.main", "--inspect", "--logdir", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert tb.returncode == 0, tb.stderr
+    scalars = tb.stdout.split("scalars", 1)[1].split("tensor", 1)[0].split()
+    assert {"loss", "lr", "acc/eval"} <= set(scalars), tb.stdout
     assert "step 30/30" in r.stdout and "[rank 1]" not in r.stdout, (
         "one progress line per log step, from rank 0"
     )

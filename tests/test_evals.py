@@ -99,7 +99,6 @@ def test_exact_match_scores_a_fixed_pool_once_each_on_any_world_size():
 def test_eval_sets_join_per_token_metadata_of_different_widths():
     """Chunks of an eval set may differ in width; per-token meta ([n, L, ...]) is padded with -1 / False."""
     from engine.data.base import Examples
-    from engine.data.stream import _concat
 
     def part(n: int, width: int) -> Examples:
         tokens = np.ones((n, width), np.int32)
@@ -110,7 +109,7 @@ def test_eval_sets_join_per_token_metadata_of_different_widths():
         }
         return Examples(tokens, np.zeros((n, width), bool), np.full(n, width), None, meta)
 
-    joined = _concat([part(2, 3), part(1, 5)], pad=0)
+    joined = Examples.concat([part(2, 3), part(1, 5)])
     assert joined.tokens.shape == (3, 5) and joined.meta["sources"].shape == (3, 5, 2)
     assert (joined.meta["sources"][:2, 3:] == -1).all() and (joined.meta["sources"][2] >= 0).all()
     assert not joined.meta["answer"][:2, 3:].any() and joined.meta["answer"][2].all()

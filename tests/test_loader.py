@@ -410,7 +410,6 @@ def test_other_non_plain_tags_are_rejected(tmp_path: Path) -> None:
 def test_merge_keys_let_explicit_keys_win_without_duplicate_errors(tmp_path: Path) -> None:
     text = PARENT.replace("  train:\n", "  first:\n", 1).replace("model: {kind", "model: &m {kind") + (
         "  second:\n"
-        "    init: {stage: first}\n"
         "    model: {<<: *m, depth: 4}\n"
         "    data: {kind: sparse_parity, k: 3}\n"
         "    schedule: {steps: 10}\n"
@@ -421,7 +420,7 @@ def test_merge_keys_let_explicit_keys_win_without_duplicate_errors(tmp_path: Pat
     second = spec.stages["second"].model
     assert (second.depth, second.dim, second.ffn.activation) == (4, 64, "swiglu")
     tree = load_tree(path)
-    assert tree.key_at[("stages", "second", "model", "depth")].line == 11  # the explicit key
+    assert tree.key_at[("stages", "second", "model", "depth")].line == 10  # the explicit key
     assert tree.key_at[("stages", "second", "model", "dim")].line == 4  # from the anchor
 
 

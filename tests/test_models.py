@@ -250,3 +250,77 @@ def test_checkpoint_wrapped_blocks_match(ffn: dict) -> None:
     plain.init_weights()
     for a, b in zip(plain.parameters(), wrapped.parameters(), strict=True):
         assert torch.equal(a, b)
+
+
+# ----------------------------------------------------------------------------- weight shapes from the config
+
+TRANSFORMER_VARIANTS = [
+    {},
+    {"dim": 96, "heads": 4},
+    {"depth": 3},
+    {"heads": 8},  # same shapes: q, k, v are dim x dim whatever the head count
+    {"kv_heads": 2},
+    {"norm": "layernorm"},
+    {"bias": True},
+    {"tie_embeddings": True},
+    {"position": {"kind": "learned", "max_len": 64}},
+    {"position": {"kind": "learned", "max_len": 96}},
+    {"position": {"kind": "rope", "base": 500.0}},  # same shapes: RoPE has no weights
+    {"position": {"kind": "nope"}},
+    {"position": {"kind": "coupled", "encoding": "learned", "max_position": 40}},
+    {"ffn": {"hidden": 128}},
+    {"ffn": {"activation": "swiglu"}},
+    {"ffn": {"kind": "moe", "experts": 4, "top_k": 2, "hidden": 32}},
+    {"ffn": {"kind": "moe", "experts": 4, "top_k": 1, "hidden": 32}},  # same shapes: routing only
+    {"ffn": {"kind": "moe", "experts": 8, "top_k": 2, "hidden": 32}},
+    {"init_std": 0.05},
+]
+
+
+def shapes(m: torch.nn.Module) -> dict[str, tuple[int, ...]]:
+    """Names and shapes of a module's state dict."""
+    return {k: tuple(v.shape) for k, v in m.state_dict().items()}
+
+
+@pytest.mark.parametrize("vocab", [V, V + 4])
+def test_weight_shapes_of_a_transformer_config_predict_what_loads(vocab: int) -> None:
+    """`Transformer.weight_shapes` (pure Python, used by `init` at validation) agrees with the built models:
+    equal exactly when the state dicts have the same names and shapes."""
+    configs = [TransformerConfig(**{"dim": 64, "depth": 2, "heads": 4, **v}) for v in TRANSFORMER_VARIANTS]
+    built = [shapes(build(c, V)) for c in configs]
+    predicted = [c.weight_shapes(V) for c in configs]
+    other = shapes(build(configs[0], vocab))
+    assert (configs[0].weight_shapes(vocab) == predicted[0]) == (other == built[0])
+    for i in range(len(configs)):
+        for j in range(len(configs)):
+            assert (predicted[i] == predicted[j]) == (built[i] == built[j]), (
+                TRANSFORMER_VARIANTS[i],
+                TRANSFORMER_VARIANTS[j],
+            )
+
+
+def test_weight_shapes_of_a_vit_config_predict_what_loads() -> None:
+    from engine.models.vit import VisionTransformer
+    from schemas.models import ViT
+
+    base = {"dim": 48, "depth": 2, "heads": 2, "mlp": 96, "patch": 8, "frames": 4, "resolution": 32}
+    variants = [
+        {},
+        {"dim": 60},
+        {"depth": 3},
+        {"heads": 4},
+        {"mlp": 128},
+        {"patch": 16},
+        {"tubelet": 1},
+        {"channels": 1},
+        {"frames": 8},  # same shapes: 3D RoPE has no weights
+        {"resolution": 64},
+        {"position": "sincos"},  # a fixed, unsaved table
+        {"qkv_bias": False},
+    ]
+    configs = [ViT(**{**base, **v}) for v in variants]
+    built = [shapes(VisionTransformer(c)) for c in configs]
+    predicted = [c.weight_shapes() for c in configs]
+    for i in range(len(configs)):
+        for j in range(len(configs)):
+            assert (predicted[i] == predicted[j]) == (built[i] == built[j]), (variants[i], variants[j])

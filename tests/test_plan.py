@@ -104,7 +104,7 @@ def test_params_grouped_query_attention() -> None:
 )
 def test_params_tied_embeddings_and_positions(position: dict[str, Any], rows: int) -> None:
     # Coupled ids come from the data: copy with ids up to 40 (a table of 50 rows holds them).
-    coupled = {"kind": "copy", "length": {"train": [1, 10], "eval": [11, 20]}, "max_position": 40}
+    coupled = {"kind": "copy", "length": {"train": [1, 10], "eval": [11, 20]}, "max_position_id": 40}
     p = params_of(
         {"dim": 64, "depth": 1, "heads": 4, "vocab_size": 16, "tie_embeddings": True, "position": position},
         **({"data": coupled} if position["kind"] == "coupled" else {}),

@@ -265,7 +265,12 @@ def test_ema_after_step_is_a_lerp_with_the_scheduled_momentum(tmp_path, one_thre
 # ----------------------------------------------------------------------------- resume mid-student
 
 RESUME_STEPS = 40
-RESUME = ["--stage", "student", *train("student", RESUME_STEPS, batch=4, every=10, log_every=10)]
+RESUME = [
+    "--stage",
+    "student",
+    *train("teacher", LEARN_STEPS, batch=8, log_every=LEARN_EVERY),  # the copied teacher's own spec
+    *train("student", RESUME_STEPS, batch=4, every=10, log_every=10),
+]
 
 
 def student_checkpoints(out: Path) -> list[int]:

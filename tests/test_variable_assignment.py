@@ -59,7 +59,7 @@ def configs(draw: st.DrawFn, max_m: int = 14) -> VAConfig:
         names=longest + draw(st.integers(0, 30)),
         length={"train": train, "eval": evals},
         hops=hops,
-        max_position=4 * longest + 3 + draw(st.integers(0, 40)),
+        max_position_id=4 * longest + 3 + draw(st.integers(0, 40)),
     )
 
 
@@ -198,8 +198,8 @@ def test_answer_ids_point_at_each_tokens_defining_occurrence(
     offsets = ex.meta["offset"]
     if split == "eval":
         assert (offsets == 0).all()
-    assert ((offsets >= 0) & (offsets <= cfg.max_position - 4 * ex.meta["length"] - 3)).all()
-    assert ex.positions.min() >= 0 and ex.positions.max() <= cfg.max_position
+    assert ((offsets >= 0) & (offsets <= cfg.max_position_id - 4 * ex.meta["length"] - 3)).all()
+    assert ex.positions.min() >= 0 and ex.positions.max() <= cfg.max_position_id
     for i in range(n):
         e, m, c, o = ex[i], int(ex.meta["length"][i]), int(ex.meta["hops"][i]), int(offsets[i])
         k = len(e.prompt)
@@ -308,7 +308,7 @@ def test_length_stats_match_samples(split: str, hops: tuple[int, int] | None) ->
 
 
 def test_max_seq_len_is_reached_and_never_exceeded() -> None:
-    cfg = VAConfig(names=30, length={"train": (20, 30), "eval": (2, 5)}, max_position=123)
+    cfg = VAConfig(names=30, length={"train": (20, 30), "eval": (2, 5)}, max_position_id=123)
     assert cfg.max_seq_len() == 4 * 30 + 6 + 30 and cfg.length_bounds() == (1, 30)
     ex = sample(cfg, 2, 400, "train", length=30)
     assert ex.lengths.max() <= cfg.max_seq_len() and (ex.meta["hops"] == 30).any()
@@ -317,8 +317,8 @@ def test_max_seq_len_is_reached_and_never_exceeded() -> None:
 def test_validation_names_the_field_and_limit() -> None:
     with pytest.raises(ValidationError, match="set names >= 64"):
         VAConfig(names=63)
-    with pytest.raises(ValidationError, match="set max_position >= 259"):
-        VAConfig(max_position=258)
+    with pytest.raises(ValidationError, match="set max_position_id >= 259"):
+        VAConfig(max_position_id=258)
     with pytest.raises(ValidationError, match="chain of up to 5 statements does not fit in the shortest m"):
         VAConfig(length={"train": (4, 16), "eval": (17, 64)}, hops=5)
     with pytest.raises(ValidationError, match="hops"):

@@ -99,11 +99,43 @@ class Examples:
             {k: v[rows] for k, v in self.meta.items()},
         )
 
+    @classmethod
+    def concat(cls, parts: list[Examples], pad: int = 0) -> Examples:
+        """The examples of `parts` in order, right-padded (tokens with `pad`) to the widest part."""
+        width = max(p.tokens.shape[1] for p in parts)
+
+        def cat(arrays: list[np.ndarray], value: int | bool) -> np.ndarray:
+            padded = [np.pad(a, ((0, 0), (0, width - a.shape[1])), constant_values=value) for a in arrays]
+            return np.concatenate(padded)
+
+        positions = None if parts[0].positions is None else cat([p.positions for p in parts], 0)
+        meta = {k: _cat_meta([p.meta[k] for p in parts]) for k in parts[0].meta}
+        return cls(
+            cat([p.tokens for p in parts], pad),
+            cat([p.loss_mask for p in parts], False),
+            np.concatenate([p.lengths for p in parts]),
+            positions,
+            meta,
+        )
+
+
+def _cat_meta(arrays: list[np.ndarray]) -> np.ndarray:
+    """Per-example metadata of several parts, stacked; per-token arrays ([n, L, ...]) of different widths L
+    are right-padded with -1 (integers) or False, as `sources` and `target_positions` are."""
+    if arrays[0].ndim < 2 or len({a.shape[1] for a in arrays}) == 1:
+        return np.concatenate(arrays)
+    width = max(a.shape[1] for a in arrays)
+    fill = False if arrays[0].dtype == bool else -1
+    pads = [((0, 0), (0, width - a.shape[1])) + ((0, 0),) * (a.ndim - 2) for a in arrays]
+    return np.concatenate([np.pad(a, w, constant_values=fill) for a, w in zip(arrays, pads, strict=True)])
+
 
 class Generator(Protocol):
     """What every data generator provides (DESIGN.md, Contracts)."""
 
     vocab: Vocab
+    # Optional: `chunk` (examples per counter key, default engine.data.stream.CHUNK; 1 for generators whose cost
+    # is per example) and `sample_chunks(rngs, n, split)` (n examples per generator, joined, in one batched call).
 
     def sample(
         self, rng: np.random.Generator, n: int, split: str = "train", length: int | None = None

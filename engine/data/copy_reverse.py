@@ -65,16 +65,16 @@ class CopyReverse:
         cfg = self.cfg
         if split not in cfg.SPLITS:
             raise AttributeError(f"no split {split!r}; {cfg.kind} has {', '.join(cfg.SPLITS)}")
-        if length is not None and not 1 <= length <= cfg.max_position - 1:
+        if length is not None and not 1 <= length <= cfg.max_position_id - 1:
             raise ValueError(
-                f"length {length} cannot be numbered below max_position={cfg.max_position}; "
-                f"need 1 <= length <= {cfg.max_position - 1}"
+                f"length {length} cannot be numbered below max_position_id={cfg.max_position_id}; "
+                f"need 1 <= length <= {cfg.max_position_id - 1}"
             )
         lo, hi = (length, length) if length is not None else getattr(cfg.length, split)
         lens = rng.integers(lo, hi + 1, size=n)  # [n] input length
         x = rng.integers(0, cfg.symbols, size=(n, hi), dtype=np.int32)  # [n, hi] symbol indices
         if split == "train":
-            offset = rng.integers(0, cfg.max_position - lens)  # [n] o in 0..P_max-n-1
+            offset = rng.integers(0, cfg.max_position_id - lens)  # [n] o in 0..P_max-n-1
         else:
             offset = np.zeros(n, dtype=np.int64)
 

@@ -1,4 +1,10 @@
-"""Counter-based data: the examples of (seed, stage, step, rank) are a pure function of those four numbers."""
+"""Counter-based data: the examples of a step are a pure function of (seed, stage, step, global example index).
+
+The global batch of a step is cut into chunks of `chunk` consecutive examples; chunk c is drawn by a generator
+keyed by (seed, stage, step, c), and a rank takes its rows of the chunks that cover them. So every world size
+trains on the same global batch, a run resumed on another world size continues the same stream, and a generator
+still draws many examples per call (its vectorised cost is paid per chunk, not per example).
+"""
 
 from __future__ import annotations
 
@@ -10,7 +16,8 @@ import numpy as np
 
 from .base import Examples, Generator
 
-TRAIN, EVAL = 0, 1
+TRAIN, EVAL, AUGMENT = 0, 1, 2
+CHUNK = 16  # examples per counter key, unless the generator says otherwise (`Generator.chunk`)
 
 
 def stage_key(stage: str) -> int:
@@ -23,11 +30,31 @@ def counter_rng(*key: int) -> np.random.Generator:
     return np.random.Generator(np.random.Philox(np.random.SeedSequence([int(k) for k in key])))
 
 
-class Stream:
-    """Training batches: `batch(step)` is this rank's share of the global batch of that step.
+def chunk_size(gen: Generator) -> int:
+    """Examples per counter key for a generator: its own `chunk` (1 for per-example generators), else CHUNK."""
+    return int(getattr(gen, "chunk", CHUNK))
 
-    `augment(rng, examples)` (e.g. an objective's mask sampler) draws from the same counter-keyed generator
-    right after the examples, so everything random about a step is a pure function of the step.
+
+def sample_chunks(gen: Generator, rngs: list[np.random.Generator], n: int, split: str) -> Any:
+    """n examples from each generator in `rngs`, joined in order (a generator may batch the work itself)."""
+    own = getattr(gen, "sample_chunks", None)
+    if own is not None:
+        return own(rngs, n, split)
+    return join([gen.sample(rng, n, split) for rng in rngs])
+
+
+def join(parts: list[Any]) -> Any:
+    """Batches of one type joined in order (`Examples` right-padded to the widest part)."""
+    return parts[0] if len(parts) == 1 else type(parts[0]).concat(parts)
+
+
+class Stream:
+    """Training batches: `batch(step)` is this rank's rows [rank * per_rank, (rank + 1) * per_rank) of the step's
+    global batch.
+
+    `augment(rng, n)` (e.g. an objective's mask sampler) draws the step's extra randomness for all n examples of
+    the global batch from its own counter-keyed generator (seed, stage, step); this rank keeps its rows of each
+    array it returns, which are added to the batch's `meta`.
     """
 
     def __init__(
@@ -37,22 +64,29 @@ class Stream:
         stage: str,
         rank: int,
         per_rank: int,
-        augment: Callable[[np.random.Generator, Any], Any] | None = None,
+        world: int = 1,
+        augment: Callable[[np.random.Generator, int], dict[str, np.ndarray]] | None = None,
     ):
-        self.gen, self.seed, self.stage, self.rank, self.per_rank = (
-            gen,
-            seed,
-            stage_key(stage),
-            rank,
-            per_rank,
-        )
+        self.gen, self.seed, self.stage = gen, seed, stage_key(stage)
+        self.rank, self.per_rank, self.world = rank, per_rank, world
+        self.chunk = chunk_size(gen)
         self.augment = augment
 
-    def batch(self, step: int) -> Examples:
-        """The examples of `step` on this rank; the same whenever and however often it is asked for."""
-        rng = counter_rng(self.seed, self.stage, TRAIN, step, self.rank)
-        examples = self.gen.sample(rng, self.per_rank, "train")
-        return examples if self.augment is None else self.augment(rng, examples)
+    def batch(self, step: int) -> Any:
+        """The examples of `step` on this rank; the same whenever, however often and on whatever world size."""
+        lo, hi = self.rank * self.per_rank, (self.rank + 1) * self.per_rank
+        first, last = lo // self.chunk, (hi - 1) // self.chunk
+        rngs = [counter_rng(self.seed, self.stage, TRAIN, step, c) for c in range(first, last + 1)]
+        examples = sample_chunks(self.gen, rngs, self.chunk, "train")
+        offset = first * self.chunk
+        if offset != lo or len(examples) != hi - lo:
+            examples = examples.slice(lo - offset, hi - offset)
+        if self.augment is not None:
+            extra = self.augment(
+                counter_rng(self.seed, self.stage, AUGMENT, step), self.per_rank * self.world
+            )
+            examples.meta.update({k: v[lo:hi] for k, v in extra.items()})
+        return examples
 
 
 EVAL_CHUNK = 64  # evaluation examples drawn per counter key
@@ -71,34 +105,4 @@ def eval_examples(gen: Generator, seed: int, stage: str, split: str, length: int
         gen.sample(counter_rng(seed, stage_key(stage), EVAL, which, c), EVAL_CHUNK, split, length=length)
         for c in range(chunks)
     ]
-    return _concat(parts, gen.vocab.pad).slice(0, n)
-
-
-def _cat_meta(arrays: list[np.ndarray]) -> np.ndarray:
-    """Per-example metadata of several parts, stacked; per-token arrays ([n, L, ...]) of different widths L
-    are right-padded with -1 (integers) or False, as `sources` and `target_positions` are."""
-    if arrays[0].ndim < 2 or len({a.shape[1] for a in arrays}) == 1:
-        return np.concatenate(arrays)
-    width = max(a.shape[1] for a in arrays)
-    fill = False if arrays[0].dtype == bool else -1
-    pads = [((0, 0), (0, width - a.shape[1])) + ((0, 0),) * (a.ndim - 2) for a in arrays]
-    return np.concatenate([np.pad(a, w, constant_values=fill) for a, w in zip(arrays, pads, strict=True)])
-
-
-def _concat(parts: list[Examples], pad: int) -> Examples:
-    """The examples of `parts` in order, right-padded (tokens with `pad`) to the widest part."""
-    width = max(p.tokens.shape[1] for p in parts)
-
-    def cat(arrays: list[np.ndarray], value: int | bool) -> np.ndarray:
-        padded = [np.pad(a, ((0, 0), (0, width - a.shape[1])), constant_values=value) for a in arrays]
-        return np.concatenate(padded)
-
-    positions = None if parts[0].positions is None else cat([p.positions for p in parts], 0)
-    meta = {k: _cat_meta([p.meta[k] for p in parts]) for k in parts[0].meta}
-    return Examples(
-        cat([p.tokens for p in parts], pad),
-        cat([p.loss_mask for p in parts], False),
-        np.concatenate([p.lengths for p in parts]),
-        positions,
-        meta,
-    )
+    return join(parts).slice(0, n)

@@ -812,6 +812,8 @@ def valid_solution(grid: Sequence[int], puzzle: Sequence[int]) -> bool:
 class Sudoku:
     """Generator of sudoku examples: the givens, the solver's trace (full | shortcut | none), the grid."""
 
+    chunk = 1  # each puzzle costs its own search: key each example, so that no rank makes puzzles it drops
+
     vocab = VOCAB
 
     def __init__(self, cfg: SudokuConfig):

@@ -120,7 +120,7 @@ class VariableAssignment:
         if split not in cfg.SPLITS:
             raise AttributeError(f"no split {split!r}; variable_assignment has {', '.join(cfg.SPLITS)}")
         if length is not None:
-            low, top = cfg.length_bounds()[0], min(cfg.names, (cfg.max_position - 3) // 4)
+            low, top = cfg.length_bounds()[0], min(cfg.names, (cfg.max_position_id - 3) // 4)
             if not low <= length <= top:
                 raise ValueError(f"{length} statements cannot be made; need {low} <= length <= {top}")
         lo, hi = (length, length) if length is not None else getattr(cfg.length, split)
@@ -137,7 +137,7 @@ class VariableAssignment:
         stay = rng.random((n, M))  # [n, M] distractor chains go on where stay >= 1/c
         shuffle = rng.random((n, M))
         if split == "train":
-            offset = rng.integers(0, cfg.max_position - 4 * ms - 2)  # [n] o in 0..P_max-4m-3
+            offset = rng.integers(0, cfg.max_position_id - 4 * ms - 2)  # [n] o in 0..P_max-4m-3
         else:
             offset = np.zeros(n, dtype=np.int64)
 

@@ -198,6 +198,8 @@ def _upsample_matrix(out: int, grid: int) -> np.ndarray:
 class SyntheticVideo:
     """Generator of synthetic clips: `sample(rng, n, split) -> Clips`; train and eval share one distribution."""
 
+    chunk = 8  # rendering vectorises up to about 8 clips; the stream keys every 8 clips of a step together
+
     def __init__(self, cfg: SyntheticVideoConfig):
         self.cfg = cfg
         res = cfg.resolution

@@ -291,6 +291,8 @@ def _decode(pairs: Iterator[tuple[int, Any]], targets: list[int]) -> dict[int, n
 class VideoFiles:
     """Clips of the videos of a manifest: `sample(rng, n, split) -> Clips` with `failures` counted."""
 
+    chunk = 1  # a clip costs its own decode: key each clip, so that no rank decodes clips it does not use
+
     def __init__(self, cfg: VideoFilesConfig):
         self.cfg = cfg
         self.entries = {"train": read_manifest(cfg.manifest, cfg.classes)}
@@ -307,11 +309,17 @@ class VideoFiles:
 
     def sample(self, rng: np.random.Generator, n: int, split: str = "train") -> Clips:
         """n clips of random manifest entries; train clips are augmented, eval clips centre-cropped."""
+        return self.sample_chunks([rng], n, split)
+
+    def sample_chunks(self, rngs: list[np.random.Generator], n: int, split: str = "train") -> Clips:
+        """n clips per generator in `rngs`, in order, decoded together (one pass through the worker threads)."""
         if split not in self.entries:
             raise AttributeError(f"no split {split!r}; video_files has train and eval")
-        entries = rng.integers(0, len(self.entries[split]), size=n)
-        keys = rng.integers(0, 2**63, size=n)
-        return self.load(entries, keys, split)
+        draws = [
+            (rng.integers(0, len(self.entries[split]), size=n), rng.integers(0, 2**63, size=n))
+            for rng in rngs
+        ]
+        return self.load(np.concatenate([e for e, _ in draws]), np.concatenate([k for _, k in draws]), split)
 
     def load(self, entries: np.ndarray, keys: np.ndarray, split: str = "eval") -> Clips:
         """The clips of the given manifest entries, clip i drawing from counter_rng(keys[i], attempt)."""

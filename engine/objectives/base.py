@@ -36,9 +36,18 @@ class Objective:
         """The modules the optimizer updates (default: all of `models`)."""
         return self.models
 
-    def augment(self, rng: np.random.Generator, examples: Any) -> Any:
-        """Add per-batch randomness the objective needs (e.g. masks), drawn from the batch's own generator."""
-        return examples
+    def augment(self, rng: np.random.Generator, n: int) -> dict[str, np.ndarray]:
+        """Per-step randomness the objective needs (e.g. masks) for all n examples of the global batch, as
+        arrays with leading dimension n; each rank adds its rows to its batch's `meta`. Default: none."""
+        return {}
+
+    def loss_weight(self, examples: Any) -> float:
+        """How many terms the loss of `examples` averages over (default: one per example).
+
+        The trainer weights each micro-batch's loss by it and divides by the step's total over all ranks, so a
+        step's gradient is the mean over the whole global batch, whatever the world size and micro-batching.
+        """
+        return float(len(examples))
 
     def collate(self, examples: Any, device: torch.device) -> Any:
         """Turn a generator's numpy batch into the tensors `__call__` takes, on `device`."""

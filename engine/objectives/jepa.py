@@ -2,8 +2,8 @@
 (stage 2), and the V-JEPA baseline with an EMA target encoder (PAPERS.md §1).
 
 Every objective runs the encoder on the context tokens of each mask generator and the predictor from those
-to the target tokens, one loss per generator, averaged. Masks are drawn with the batch from the same
-counter-based generator (`augment`), so a resumed run sees the masks an uninterrupted one would.
+to the target tokens, one loss per generator, averaged. Masks are drawn for the step's global batch from a
+counter-based generator (`augment`), so a resumed run, on any world size, sees the masks an uninterrupted one would.
 """
 
 from __future__ import annotations
@@ -91,11 +91,16 @@ class MaskedVideo(Objective):
         self.n_target = 0  # parameters of a frozen forward on the full clip (teacher / EMA target)
         self.target_dim = self.target_depth = 0
 
-    def augment(self, rng: np.random.Generator, clips: Clips) -> Clips:
-        """Draw this batch's masks (per generator: context and target indices) with the batch's RNG."""
-        for i, (context, target) in enumerate(self.masks.sample(rng, len(clips))):
-            clips.meta[f"context_{i}"], clips.meta[f"target_{i}"] = context, target
-        return clips
+    def augment(self, rng: np.random.Generator, n: int) -> dict[str, np.ndarray]:
+        """The step's masks for all n clips of the global batch (per generator: context and target indices).
+
+        They are drawn and trimmed over the global batch (V-JEPA trims over each rank's batch), so every rank,
+        and every world size, trains on the same masked tokens and every micro-batch stacks.
+        """
+        out = {}
+        for i, (context, target) in enumerate(self.masks.sample(rng, n)):
+            out[f"context_{i}"], out[f"target_{i}"] = context, target
+        return out
 
     def collate(self, clips: Clips, device: torch.device) -> dict[str, Any]:
         """Pixels in [0, 1] and normalised input, mask indices, labels: tensors on `device`."""

@@ -30,6 +30,10 @@ class NextToken(Objective):
         six_nd, attn = planlib.train_flops(self.stage, lengths, self.vocab_size)
         return Count(len(lengths), sum(lengths), six_nd + attn, attn)
 
+    def loss_weight(self, examples: Examples) -> float:
+        """The answer tokens the cross-entropy averages over (positions 1.. of `loss_mask`)."""
+        return float(examples.loss_mask[:, 1:].sum())
+
     def predict(
         self, batch: Batch
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:

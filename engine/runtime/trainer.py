@@ -20,11 +20,12 @@ from engine.data.stream import Stream
 from schemas.spec import ProbeStage, Spec, TrainStage
 from schemas.training import AdamW, Schedule
 
+from . import rundir
 from .checkpoint import Checkpointer, exists, read_json, save_final, write_json
 from .context import BuildContext
 from .distributed import Dist, LaunchError
 from .metrics import Metrics
-from .parallel import autocast, parallelize
+from .parallel import autocast, bf16, parallelize
 from .signals import Preemption
 
 log = logging.getLogger("engine")
@@ -198,7 +199,13 @@ class StageRunner:
             for e in st.evals
         ]
         self.stream = Stream(
-            self.gen, self.spec.run.seed, self.name, dist.rank, self.per_rank, augment=self.objective.augment
+            self.gen,
+            self.spec.run.seed,
+            self.name,
+            dist.rank,
+            self.per_rank,
+            dist.world,
+            augment=self.objective.augment,
         )
         ckpt_url = st.checkpoint.url or f"{self.url}/checkpoints"
         self.ckpt = Checkpointer(ckpt_url, st.checkpoint.keep_last, dist)
@@ -264,7 +271,9 @@ class StageRunner:
                 self.ckpt.save(done, self.models, self.optim, self.train_state(done, counters, elapsed))
                 metrics.close()
                 raise Preempted(preemption.requested or signal.SIGTERM, done)
-            if done % st.checkpoint.every == 0 and done < st.schedule.steps:
+            if (
+                done % st.checkpoint.every == 0 or done == st.schedule.steps
+            ):  # the last: a run can be extended
                 self.ckpt.save(done, self.models, self.optim, self.train_state(done, counters, elapsed))
             if logged:  # the next window starts now: eval and checkpoint time is not training throughput
                 window = Window()
@@ -300,28 +309,35 @@ class StageRunner:
         )
 
     def _step(self, step: int, preemption: Preemption) -> tuple[StepStats, dict[str, torch.Tensor], float]:
-        """One optimizer step: micro-batches forward/backward, one collective, checks, clip, update."""
+        """One optimizer step: micro-batches forward/backward, one collective, checks, clip, update.
+
+        Each micro-batch's loss is weighted by its loss terms (`Objective.loss_weight`, e.g. answer tokens) and
+        the gradients are divided by the step's total over all ranks, which the step's one collective brings:
+        the gradient is the mean over the global batch, the same for every world size and micro-batch size.
+        """
         st, dist = self.stage, self.dist
         examples = self.stream.batch(step)
         accum = self.per_rank // self.micro
+        micros = [examples.slice(j * self.micro, (j + 1) * self.micro) for j in range(accum)]
+        weights = [self.objective.loss_weight(mb) for mb in micros]
         loss_sum = torch.zeros((), device=dist.device)
         mets: dict[str, torch.Tensor] = {}
-        for j in range(accum):
-            mb = examples.slice(j * self.micro, (j + 1) * self.micro)
+        for j, mb in enumerate(micros):
             if self.sharded:  # reduce-scatter gradients on the last micro-batch only
                 for m in self.models.values():
                     if isinstance(m, FSDPModule):
                         m.set_requires_gradient_sync(j == accum - 1)
             with autocast(st.distributed, dist, self.sharded):
                 loss, micro_mets = self.objective(self.objective.collate(mb, dist.device))
-            (loss / accum).backward()
-            loss_sum += loss.detach().float()
+            (loss * weights[j]).backward()
+            loss_sum += loss.detach().float() * weights[j]
             for k, v in micro_mets.items():
                 mets[k] = mets.get(k, 0) + v.detach().float() / accum
         c = self.objective.count(examples)
-        # One collective per step: loss, the stop flag, examples, tokens and FLOPs, summed over ranks.
+        # One collective per step: weighted loss, loss terms, the stop flag, examples, tokens and FLOPs.
         local = [
-            loss_sum.item() / accum,
+            loss_sum.item(),
+            sum(weights),
             float(preemption.requested != 0),
             c.examples,
             c.tokens,
@@ -329,9 +345,11 @@ class StageRunner:
             c.attention_flops,
         ]
         total = dist.all_reduce(torch.tensor(local, dtype=torch.float64)).tolist()
-        stats = StepStats(total[0] / dist.world, total[1] > 0, *total[2:])
+        terms = max(total[1], 1e-12)
+        stats = StepStats(total[0] / terms, total[2] > 0, *total[3:])
         if not math.isfinite(stats.loss):
             raise NonFiniteLoss(self._nonfinite("loss", stats.loss, step))
+        self._normalise_gradients(terms)
         clip = st.optim.grad_clip if st.optim.grad_clip is not None else float("inf")
         grad_norm = torch.nn.utils.clip_grad_norm_(self.params, clip, foreach=True)
         gnorm = float(grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm)
@@ -340,6 +358,24 @@ class StageRunner:
         self.optim.step()
         self.optim.zero_grad(set_to_none=True)
         return stats, mets, gnorm
+
+    def _normalise_gradients(self, terms: float) -> None:
+        """Turn the summed, weighted gradients into the mean over the step's `terms` loss terms on all ranks.
+
+        FSDP2 has averaged the sharded gradients over the ranks already; unsharded models on several ranks
+        (`distributed.fsdp: false`) are summed here.
+        """
+        grads = [p.grad for p in self.params if p.grad is not None]
+        if not grads:
+            return
+        if self.sharded:
+            scale = self.dist.world / terms
+        else:
+            if self.dist.distributed:
+                for g in grads:
+                    torch.distributed.all_reduce(g)
+            scale = 1.0 / terms
+        torch._foreach_mul_(grads, scale)
 
     def _log(self, metrics: Metrics, step: int, w: Window, lr: float, gnorm: float, c: Counters) -> None:
         secs = time.perf_counter() - w.t0
@@ -392,8 +428,32 @@ class StageRunner:
         return out
 
 
-def run_spec(spec: Spec, dist: Dist, only: str | None = None) -> dict[str, dict[str, float]]:
-    """Run every stage in order (or only `only`), skipping completed ones; return each stage's final metrics."""
+def prepare(spec: Spec, dist: Dist, accept: bool = False, argv: list[str] | None = None) -> dict[str, Any]:
+    """Check the run directory against the spec on every rank, then (rank 0) apply accepted changes and write
+    spec.yaml and its history. Raises RunDirConflict, before anything is written, when a stage that holds
+    results was made by a different spec. Returns each stage's identity, recorded when the stage starts."""
+    precision = {n: "bf16" if bf16(s.distributed, dist) else "fp32" for n, s in spec.stages.items()}
+    states = rundir.check(spec, precision, accept)
+    dist.barrier()  # every rank has read the directory before rank 0 changes it
+    if dist.main:
+        rundir.record(spec, states, list(argv or []))
+    dist.barrier()
+    return {s.name: s.identity for s in states}
+
+
+def run_spec(
+    spec: Spec,
+    dist: Dist,
+    only: str | None = None,
+    identities: dict[str, Any] | None = None,
+    accept: bool = False,
+) -> dict[str, dict[str, float]]:
+    """Run every stage in order (or only `only`), skipping completed ones; return each stage's final metrics.
+
+    `identities` come from `prepare` (the CLI calls it first); without them the run directory is checked here.
+    """
+    if identities is None:
+        identities = prepare(spec, dist, accept)
     results: dict[str, dict[str, float]] = {}
     with Preemption() as preemption:
         for name, stage in spec.stages.items():
@@ -404,6 +464,8 @@ def run_spec(spec: Spec, dist: Dist, only: str | None = None) -> dict[str, dict[
                 log.info("%s: already complete (final/done.json exists); skipping", name)
                 results[name] = read_json(f"{runner.url}/final/done.json").get("metrics", {})
                 continue
+            if dist.main:
+                rundir.write_fingerprint(runner.url, identities[name])
             log.info("%s: starting (%d steps, world %d)", name, stage.schedule.steps, dist.world)
             results[name] = runner.run(preemption)
     return results
