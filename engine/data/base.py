@@ -101,7 +101,7 @@ class Examples:
 
 
 class Generator(Protocol):
-    """What every data generator provides (DESIGN.md, Contracts)."""
+    """What every data generator provides (docs/design.md, Contracts)."""
 
     vocab: Vocab
 
