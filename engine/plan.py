@@ -14,7 +14,7 @@ from schemas.spec import ProbeStage, Resources, Spec, TrainStage
 from .plan_vit import block_params as vit_block_params
 from .plan_vit import predictor_params, probe_classes, probe_params, vit_params
 
-# PAPERS.md App. E: the paper counts the encoder on a context of 0.1 of the clip per mask generator.
+# SALT App. E (docs/papers/salt.md) counts the encoder on a context of 0.1 of the clip per mask generator.
 JEPA_CONTEXT_RATIO = 0.1
 
 # ----------------------------------------------------------------------------- parameters
@@ -434,7 +434,7 @@ def _vit_of(spec: Spec, ref: object) -> ViT | None:
 
 
 def plan_video_stage(stage: TrainStage | ProbeStage, spec: Spec, resources: Resources) -> StagePlan:
-    """A masked-video training stage or a probe stage, by the paper's accounting (PAPERS.md App. E).
+    """A masked-video training stage or a probe stage, by SALT's accounting (App. E; docs/papers/salt.md).
 
     With T tokens per clip, B clips per step and m mask generators: the encoder sees D_e = m·0.1·B·T
     tokens, the predictor D_p = m·B·T (context plus mask tokens), a frozen teacher or EMA target D_t = B·T.

@@ -63,7 +63,7 @@ class SparseParity(TokenData):
     """k-sparse parity: `BOS x1..xL = y EOS`; k planted bits are written `0*`/`1*`, y is their XOR."""
 
     kind: Literal["sparse_parity"] = Field(
-        "sparse_parity", description="k-sparse planted parity (PAPERS.md §4)."
+        "sparse_parity", description="k-sparse planted parity (docs/papers/length_generalisation.md)."
     )
     k: int | IntRange = Field(
         3, description="Planted positions per example: a fixed k, or [low, high] drawn uniformly per example."
@@ -133,7 +133,7 @@ class SolutionTree(TokenData):
     """
 
     kind: Literal["solution_tree"] = Field(
-        "solution_tree", description="RL-Wall planning/execution task (PAPERS.md §7)."
+        "solution_tree", description="RL-Wall planning/execution task (docs/papers/rl_wall.md)."
     )
     actions: int = Field(20, ge=1, le=1000, description="Number of actions (A).")
     states: int = Field(20, ge=1, le=1000, description="Number of execution states (S), the rows of T[s, a].")
@@ -238,7 +238,8 @@ class Connectivity(TokenData):
     """
 
     kind: Literal["connectivity"] = Field(
-        "connectivity", description="Bridge(d) graph connectivity with a search trace (PAPERS.md §3)."
+        "connectivity",
+        description="Bridge(d) graph connectivity with a search trace (docs/papers/let_me_think.md).",
     )
     depth: int = Field(
         5, description="Petals d per Bridge copy: 10d+1 nodes and 11d edges per copy, shortest s-t path 3d."
@@ -323,7 +324,7 @@ class Connectivity(TokenData):
         return sum(t * q for t, q in ts), sum(t * (t + 1) * q for t, q in ts)
 
 
-# One petal, local ids 0..10: short arc 0-1-2-10, long arc 0-6-5-4-3-10, dead end 0-9-8-7 (PAPERS.md §3).
+# One petal (docs/papers/let_me_think.md), ids 0..10: short arc 0-1-2-10, long 0-6-5-4-3-10, dead end 0-9-8-7.
 PETAL = ((0, 1), (1, 2), (2, 10), (0, 6), (6, 5), (5, 4), (4, 3), (3, 10), (0, 9), (9, 8), (8, 7))
 
 
@@ -471,28 +472,31 @@ class CopyTask(TokenData):
 
 
 class Copy(CopyTask):
-    """Copy with coupled positions (PAPERS.md §4): y_j = x_j; y_j shares x_j's position id."""
+    """Copy with coupled positions (docs/papers/length_generalisation.md): y_j = x_j, at x_j's position id."""
 
-    kind: Literal["copy"] = Field("copy", description="Copy the input after SEP (PAPERS.md §4).")
+    kind: Literal["copy"] = Field(
+        "copy", description="Copy the input after SEP (docs/papers/length_generalisation.md)."
+    )
 
 
 class Reverse(CopyTask):
-    """Reverse with coupled positions (PAPERS.md §4): y_j = x_{n+1-j}; y_j shares x_{n+1-j}'s position id."""
+    """Reverse with coupled positions (docs/papers/length_generalisation.md): y_j = x_{n+1-j}, at its id."""
 
     kind: Literal["reverse"] = Field(
-        "reverse", description="Write the input reversed after SEP (PAPERS.md §4)."
+        "reverse", description="Write the input reversed after SEP (docs/papers/length_generalisation.md)."
     )
 
 
 class VariableAssignment(TokenData):
-    """Pointer chasing (PAPERS.md §4 pointer_chase): m shuffled statements `a = b ;` / `a = 7 ;`, query `? v =`.
+    """Pointer chasing (docs/papers/length_generalisation.md): m shuffled `a = b ;`/`a = 7 ;`, query `? v =`.
 
     The answer follows the chain from v to its value: `v u ... 7 EOS`. Every statement defines a distinct
     variable; the statements outside the queried chain form distractor chains.
     """
 
     kind: Literal["variable_assignment"] = Field(
-        "variable_assignment", description="Pointer chasing over variable assignments (PAPERS.md §4)."
+        "variable_assignment",
+        description="Pointer chasing over variable assignments (docs/papers/length_generalisation.md).",
     )
     names: int = Field(
         128,
@@ -597,7 +601,7 @@ def _squares(x: int) -> int:
 
 
 class Sudoku(TokenData):
-    """Sudoku (To Backtrack or Not, PAPERS.md §6): the givens, the strategy solver's trace, the solved grid.
+    """Sudoku (docs/papers/backtrack.md): the givens, the strategy solver's trace, the solved grid.
 
     Example = `START original : n` + one `(r, c) = v n` line per given + `solving n` (the prompt), the trace
     lines, `SOL_S n` + 81 `(r, c) = v n` lines + `SOL_E END`; the loss covers everything after the prompt.
@@ -605,7 +609,7 @@ class Sudoku(TokenData):
     """
 
     kind: Literal["sudoku"] = Field(
-        "sudoku", description="Sudoku with strategy-solver traces (PAPERS.md §6)."
+        "sudoku", description="Sudoku with strategy-solver traces (docs/papers/backtrack.md)."
     )
     clues: IntRange = Field(
         (22, 36),
@@ -722,7 +726,9 @@ class Countdown(TokenData):
     tokens); the prompt is START plus the trace's first line `Current State: T:[inputs], Operations: []`.
     """
 
-    kind: Literal["countdown"] = Field("countdown", description="CountDown search traces (PAPERS.md §6).")
+    kind: Literal["countdown"] = Field(
+        "countdown", description="CountDown search traces (docs/papers/backtrack.md)."
+    )
     trace: Literal["optimal", "dfs"] = Field(
         "optimal",
         description="optimal = the direct path to a solution; dfs = the heuristic DFS with backtracking.",
@@ -915,7 +921,7 @@ _LENGTH_QUANTILES: dict[str, dict[int, tuple[int, ...]]] = {
 
 
 class PhoneBook(TokenData):
-    """A fixed phone book of `entries` unique name -> number pairs (memorisation, PAPERS.md §5).
+    """A fixed phone book of `entries` unique name -> number pairs (docs/papers/mixture_of_parrots.md).
 
     Entry i's name (first, last) and number are computed from i by keyed bijections, so a book of millions
     holds nothing per entry. train = documents of `lines_per_doc` lines `first last : d1..dD ;` (loss on every
@@ -925,7 +931,7 @@ class PhoneBook(TokenData):
 
     kind: Literal["phonebook"] = Field(
         "phonebook",
-        description="Phone-book memorisation: names to numbers (Mixture of Parrots, PAPERS.md §5).",
+        description="Phone-book memorisation: names to numbers (docs/papers/mixture_of_parrots.md).",
     )
     entries: int = Field(100_000, ge=1, description="Entries N in the book (the paper: 1e5 to 2e6).")
     book_seed: int = Field(
@@ -1069,7 +1075,7 @@ def _graph_stats(
 
 
 class ShortestPath(TokenData):
-    """Shortest paths in random connected graphs: `BOS u v u v ... | s t ? s ... t EOS` (PAPERS.md §5).
+    """Shortest paths in random graphs: `BOS u v ... | s t ? s ... t EOS` (docs/papers/mixture_of_parrots.md).
 
     A graph of n ~ U[nodes] nodes has a random spanning tree plus uniform extra edges, max(n-1,
     round(mean_degree*n/2)) edges in all, labelled by n distinct tokens of `labels`; the query (s, t) is uniform
@@ -1078,7 +1084,7 @@ class ShortestPath(TokenData):
     """
 
     kind: Literal["shortest_path"] = Field(
-        "shortest_path", description="Shortest path in a random graph (Mixture of Parrots, PAPERS.md §5)."
+        "shortest_path", description="Shortest path in a random graph (docs/papers/mixture_of_parrots.md)."
     )
     nodes: IntRange = Field((10, 20), description="Nodes per graph, inclusive [low, high], uniform.")
     labels: int = Field(64, ge=2, description="Node-label tokens; a graph's nodes get distinct labels.")
@@ -1193,7 +1199,7 @@ class ShortestPath(TokenData):
 
 
 class KgExperts(TokenData):
-    """Knowledge-graph experts (PAPERS.md §2): pretraining text from corrupted experts, cloze queries.
+    """Knowledge-graph experts (docs/papers/transcendence.md): text from corrupted experts, cloze queries.
 
     A world (from `world_seed`) holds `entities` fictional one-token names in `clusters`, and `relations`
     functional typed relations, each with 2 sentence templates. Each expert sees a corrupted copy of the graph
@@ -1204,7 +1210,7 @@ class KgExperts(TokenData):
 
     kind: Literal["kg_experts"] = Field(
         "kg_experts",
-        description="Knowledge-graph experts and cloze queries (Taxonomy of Transcendence, PAPERS.md §2).",
+        description="Knowledge-graph experts and cloze queries (docs/papers/transcendence.md).",
     )
     mode: Literal["denoising", "selection", "generalization"] = Field(
         "denoising",
@@ -1438,7 +1444,8 @@ class SyntheticVideo(Strict):
     """
 
     kind: Literal["synthetic_video"] = Field(
-        "synthetic_video", description="Synthetic moving-shapes clips for SSL and probes (PAPERS.md §1)."
+        "synthetic_video",
+        description="Synthetic moving-shapes clips for SSL and probes (docs/papers/salt.md).",
     )
     frames: int = Field(16, ge=2, le=256, description="Frames per clip (T).")
     resolution: int = Field(64, ge=16, le=1024, description="Frame height and width in pixels (square).")

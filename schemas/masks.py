@@ -1,4 +1,4 @@
-"""Mask configs for masked video modelling: V-JEPA's 3D multi-block masks (PAPERS.md §1 "Masking").
+"""Mask configs for masked video modelling: V-JEPA's 3D multi-block masks (docs/papers/salt.md).
 
 A `MultiBlock` holds several `MaskGenerator`s; each clip gets one (context, target) pair per generator, and
 the encoder and predictor run once per generator. The default is V-JEPA 2's: short-range (8 blocks at spatial
@@ -71,7 +71,7 @@ class MultiBlock(Strict):
     """V-JEPA multi-block masking: one (context, target) pair per mask config for every clip."""
 
     kind: Literal["multi_block"] = Field(
-        "multi_block", description="3D multi-block masks (V-JEPA; PAPERS.md §1 Masking)."
+        "multi_block", description="3D multi-block masks (V-JEPA; docs/papers/salt.md)."
     )
     masks: list[MaskGenerator] = Field(
         default_factory=_vjepa2_masks,

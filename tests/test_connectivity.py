@@ -1,4 +1,4 @@
-"""Property tests of the Bridge(d) connectivity generator (Let Me Think, PAPERS.md §3).
+"""Property tests of the Bridge(d) connectivity generator (Let Me Think, docs/papers/let_me_think.md).
 
 Hypothesis draws the depth, the strategy, the walk budget, the number of examples and the seed. The graph is
 read back from the prompt tokens alone, so every invariant (two Bridge copies, one target reachable, valid

@@ -1,8 +1,9 @@
-"""Property tests of the copy and reverse generators with coupled positions (PAPERS.md §4).
+"""Property tests of copy and reverse with coupled positions (docs/papers/length_generalisation.md).
 
 Hypothesis draws the kind (copy | reverse), the alphabet, the train/eval length ranges, P_max, the number of
 examples and the seed. The task's invariants: the answer is the input (reversed), each answer token depends on
-the one input position `sources` names and no other, the coupled ids follow the formulas of PAPERS.md §4
+the one input position `sources` names and no other, the coupled ids follow the formulas of
+docs/papers/length_generalisation.md
 (offset o random in training, 0 at evaluation), and the length ranges of the splits stay apart.
 """
 
@@ -61,7 +62,7 @@ def identical(a: Examples, b: Examples) -> bool:
 
 
 def expected_ids(n: int, o: int, reverse: bool) -> list[int]:
-    """The coupled ids of PAPERS.md §4, written out token by token: BOS, x, SEP, y, EOS."""
+    """The coupled ids (docs/papers/length_generalisation.md) token by token: BOS, x, SEP, y, EOS."""
     xs = [o + i for i in range(1, n + 1)]
     ys = [o + n + 1 - j for j in range(1, n + 1)] if reverse else [o + j for j in range(1, n + 1)]
     sep, eos = (o + n + 1, o) if reverse else (o, o + n + 1)

@@ -1,4 +1,4 @@
-"""Property tests of the CountDown generator (To Backtrack or Not, PAPERS.md §6).
+"""Property tests of the CountDown generator (To Backtrack or Not, docs/papers/backtrack.md).
 
 Every trace is checked token for token against a plain re-implementation of the paper's generator in this
 file (exhaustive search for the solution, the optimal path, the pruned DFS with its two heuristics), written

@@ -1,4 +1,4 @@
-"""Property tests of the knowledge-graph experts generator (Taxonomy of Transcendence, PAPERS.md §2).
+"""Property tests of the knowledge-graph experts generator (docs/papers/transcendence.md).
 
 Hypothesis draws small worlds over every parameter (mode, sizes, confidences, expertise, held-out fraction,
 chain of thought, block length, world seed). The training text is parsed back into facts by a parser that

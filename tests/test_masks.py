@@ -1,4 +1,4 @@
-"""Tests of V-JEPA 3D multi-block masking (PAPERS.md §1 "Masking"): configs, index invariants, block geometry.
+"""Tests of V-JEPA 3D multi-block masking (docs/papers/salt.md): configs, index invariants, block geometry.
 
 Hypothesis draws mask configs, token grids, batch sizes and seeds; each property holds for every draw.
 The last test measures the masking ratios of the default (V-JEPA 2) configs at 224 px, 16 frames (grid
@@ -297,7 +297,7 @@ def test_default_masking_ratio(record_property: Callable[[str, object], None]) -
     Rigorous band, per config with k blocks of area A (tokens per frame) out of 196: at least one block
     (A_min/196), at most 1 - (1 - A_max/196)^k, since the union's mean coverage is a mean over tokens of
     1 - (1 - p_x)^k, concave in p_x whose mean is the block area / 196 (Jensen). Also within 0.05 of the
-    per-clip fractions PAPERS.md calls implied (0.63 short, 0.82 long).
+    per-clip fractions docs/papers/salt.md gives as implied (0.63 short, 0.82 long).
     """
     cfg = MultiBlock()
     report = {

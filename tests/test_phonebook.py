@@ -1,4 +1,4 @@
-"""Property tests of the phone-book generator (Mixture of Parrots, PAPERS.md §5).
+"""Property tests of the phone-book generator (Mixture of Parrots, docs/papers/mixture_of_parrots.md).
 
 Hypothesis draws the book (entries, seed, name pool, digits, lines per document, eval subset); every test
 checks an invariant that a wrong generator would break: unique names and numbers, one number per entry in every

@@ -1,4 +1,5 @@
-"""SALT (PAPERS.md §1) end to end on tiny ViTs: frozen teacher, the three masked-video objectives learning,
+"""SALT (docs/papers/salt.md) end to end on tiny ViTs: frozen teacher, the three masked-video objectives
+learning,
 the EMA target, resume mid-student bit for bit, the whole salt_tiny pipeline, and the paper-scale plan."""
 
 from __future__ import annotations
@@ -359,7 +360,8 @@ def test_plan_reproduces_salt_l_compute():
     stages = json.loads(r.stdout)["stages"]
     teacher, student = stages["teacher"]["flops"], stages["student"]["flops"]
     assert teacher["frozen_2nd_total"] == 0
-    # PAPERS.md §1 App. E / F: teacher 0.241e21; student 0.951e21 (encoder 2.77e20 + predictor 2.03e20 by
+    # SALT App. E / F (docs/papers/salt.md): teacher 0.241e21; student 0.951e21 (encoder 2.77e20 +
+    # predictor 2.03e20 by
     # 6ND, teacher forward 4.67e20 by 2ND); 1.192e21 in all.
     assert teacher["six_nd_total"] == pytest.approx(0.241e21, rel=0.03)
     assert student["six_nd_total"] == pytest.approx(2.77e20 + 2.03e20, rel=0.03)

@@ -1,4 +1,4 @@
-"""Property tests of the shortest-path generator (Mixture of Parrots, PAPERS.md §5).
+"""Property tests of the shortest-path generator (Mixture of Parrots, docs/papers/mixture_of_parrots.md).
 
 Hypothesis draws the graph family (node range, labels, mean degree, min_distance, eval share, tie break); every
 test checks an invariant that a wrong generator would break: the format and mask, connected graphs with the

@@ -1,4 +1,4 @@
-"""Property tests of the RL-Wall solution-tree generator (PAPERS.md §7).
+"""Property tests of the RL-Wall solution-tree generator (docs/papers/rl_wall.md).
 
 Hypothesis draws the world (table sizes, actions per problem, irrelevant values, alpha, beta, world seed, pool
 sizes), the sampling seed and the split; every test checks an invariant that a wrong generator would break.

@@ -1,4 +1,5 @@
-"""Property tests of the k-sparse parity generator (PAPERS.md §4) and of the counter-based data stream.
+"""Property tests of the k-sparse parity generator (docs/papers/length_generalisation.md) and of the
+counter-based data stream.
 
 Hypothesis draws the generator's config (k fixed or a range, train/eval length ranges, window or none), the
 number of examples and the seed; every test checks an invariant that a wrong generator would break.

@@ -1,4 +1,4 @@
-"""Property tests of the sudoku generator (To Backtrack or Not, PAPERS.md §6).
+"""Property tests of the sudoku generator (To Backtrack or Not, docs/papers/backtrack.md).
 
 Hypothesis draws the config (clue range, trace kind, token limit), the number of examples and the seed;
 the tests check the token format, the lengths and their bounds, the answer mask, unique solutions, traces

@@ -1,4 +1,5 @@
-"""Property tests of the variable-assignment (pointer-chasing) generator with coupled positions (PAPERS.md §4).
+"""Property tests of the variable-assignment (pointer-chasing) generator with coupled positions
+(docs/papers/length_generalisation.md).
 
 Hypothesis draws the name count, the statement-count ranges, the chain length (`hops`: null, fixed or a
 range), P_max, the number of examples and the seed. The task's invariants: the statements form disjoint

@@ -6,7 +6,7 @@ For each token spec in specs/ (or the ones given), the first stage's generator a
              global batch in one process with the machine's threads, fed a batch drawn beforehand;
   ratio      generated / consumed: how many times over one core feeds the whole training step.
 The two alternate over `--rounds` rounds so that machine noise hits both; the table shows medians. Target
-(issue 4): ratio >= 10 for every generator. Rows whose generator has a reference rate in DESIGN.md
+(issue 4): ratio >= 10 for every generator. Rows whose generator has a reference rate in docs/design.md
 ("Performance bar") also print generated / reference (aim: 20x).
 
     python tools/bench_generators.py [SPEC ...] [--rounds 3] [--seconds 1.0] [--steps 5]
@@ -33,7 +33,7 @@ from engine.runtime.signals import Preemption  # noqa: E402
 from engine.runtime.trainer import StageRunner  # noqa: E402
 from schemas import load_spec  # noqa: E402
 
-# examples/s of the papers' own generators on one core (DESIGN.md, Performance bar), by data kind.
+# examples/s of the papers' own generators on one core (docs/design.md, Performance bar), by data kind.
 REFERENCE = {"connectivity": 2.6e3, "countdown": 210.0, "sudoku": 92.0, "solution_tree": 5.4e3}
 
 

@@ -14,9 +14,9 @@ measures, side by side and interleaved (the machine is shared and noisy: compare
   attention scores), and the achieved FLOP/s of the step and of each piece as a fraction of the matmul rate.
 
 Rows: `S` is a ViT-S student (384 wide, 12 deep, 6 heads, MLP 1536) with a ViT-S teacher and a predictor of
-half width and depth; `vjepa` is DESIGN.md's comparison shape, a 192-wide, 6-deep ViT on 64-token clips at
+half width and depth; `vjepa` is docs/design.md's reference shape, a 192-wide, 6-deep ViT on 64-token clips at
 batch 32 (its predictor, 96 wide and 6 deep, is our choice); `L` (ViT-L, bf16) is meant for a GPU.
-No assertions: the ratio to read is `of matmul` (DESIGN.md: V-JEPA 2's code reaches about 0.6 on CPU; the
+No assertions: the ratio to read is `of matmul` (docs/design.md: V-JEPA 2's code reaches about 0.6 on CPU; the
 target is above 0.6, ideally 0.7). `--profile` adds torch.profiler's top ops.
 """
 

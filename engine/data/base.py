@@ -131,7 +131,7 @@ def _cat_meta(arrays: list[np.ndarray]) -> np.ndarray:
 
 
 class Generator(Protocol):
-    """What every data generator provides (DESIGN.md, Contracts)."""
+    """What every data generator provides (docs/design.md, Contracts)."""
 
     vocab: Vocab
     # Optional: `chunk` (examples per counter key, default engine.data.stream.CHUNK; 1 for generators whose cost

@@ -1,4 +1,4 @@
-"""Graph connectivity on two Bridge(d) copies with a search trace (Let Me Think, PAPERS.md §3).
+"""Graph connectivity on two Bridge(d) copies with a search trace (Let Me Think, docs/papers/let_me_think.md).
 
 Bridge(d) chains d petals (short arc 0-1-2-10, long arc 0-6-5-4-3-10, dead end 0-9-8-7; petal i's node 10 is
 petal i+1's node 0). An example holds two disjoint copies: s is node 0 of copy 1, the target t its node 10d,

@@ -1,11 +1,12 @@
-"""Copy and reverse with coupled position ids (PAPERS.md §4, the sparse planted-correlation family).
+"""Copy and reverse with coupled position ids: planted correlations (docs/papers/length_generalisation.md).
 
 Format: `BOS x1 ... xn SEP y1 ... yn EOS` over `symbols` i.i.d. symbols (duplicates allowed); y_j = x_j
 (copy) or x_{n+1-j} (reverse). Loss on y1..yn and EOS. Rendered (copy, n=3, o=5):
 
     BOS 3 1 3 SEP -> 3 1 3 EOS   (copy, n=3, o=5; ids 0 6 7 8 5 | 6 7 8 9)
 
-Coupled position ids (`positions`, PAPERS.md §4): BOS -> 0; x_i -> o+i; SEP -> o (copy) or o+n+1 (reverse);
+Coupled position ids (`positions`, docs/papers/length_generalisation.md): BOS -> 0; x_i -> o+i;
+SEP -> o (copy) or o+n+1 (reverse);
 y_j -> o+j (copy) or o+n+1-j (reverse), i.e. the id of the x it copies; EOS continues the answer's ids:
 o+n+1 (copy) or o (reverse). o ~ U{0..P_max-n-1} per example in the train split, 0 in the eval split, so
 every id lies in [0, P_max] (a learned table needs P_max + 1 rows). PAD gets id 0.

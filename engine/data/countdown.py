@@ -1,4 +1,4 @@
-"""CountDown (To Backtrack or Not, PAPERS.md §6): search traces that combine numbers into a target.
+"""CountDown (docs/papers/backtrack.md): search traces that combine numbers into a target.
 
 A problem is a target T (10..100 by default; a seeded 10% of the targets is held out) and `count` inputs
 (4) drawn from 1..99 and redrawn until some sequence of `+`, `*`, larger`-`smaller and exact larger`/`smaller

@@ -1,4 +1,4 @@
-"""Knowledge-graph experts (Taxonomy of Transcendence, PAPERS.md §2): noisy pretraining text, cloze queries.
+"""Knowledge-graph experts (docs/papers/transcendence.md): noisy pretraining text, cloze queries.
 
 A world, fixed by `world_seed`, holds `entities` fictional names (one token each, e.g. `Kavoru`), grouped into
 `clusters`, and `relations` functional typed relations: every entity has exactly one object per relation,
@@ -155,7 +155,7 @@ class KgExperts:
         return conf
 
     def _corrupt(self, g: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-        """[X, N*R] heads and tails of each expert's graph, by the corruption rule of PAPERS.md §2."""
+        """[X, N*R] heads and tails of each expert's graph (corruption rule: docs/papers/transcendence.md)."""
         cfg = self.cfg
         n, r = cfg.entities, cfg.relations
         h = np.repeat(np.arange(n), r)  # [E] true edges in order entity*R + relation

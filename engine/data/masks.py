@@ -1,4 +1,4 @@
-"""V-JEPA 3D multi-block masks (PAPERS.md §1 "Masking"): per clip, token indices of context and target.
+"""V-JEPA 3D multi-block masks (docs/papers/salt.md): per clip, token indices of context and target.
 
 Tokens are numbered in (t, h, w) order over a grid of `T x H x W` tubelets: `index = t*H*W + row*W + col`.
 For each mask config, and for a whole batch at once:

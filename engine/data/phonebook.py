@@ -1,4 +1,4 @@
-"""Phone book (Mixture of Parrots, PAPERS.md §5): memorise a fixed book of N name -> number entries.
+"""Phone book (docs/papers/mixture_of_parrots.md): memorise a fixed book of N name -> number entries.
 
 Entry i (0 <= i < N) has the name (first, last) = divmod(P_name(i), name_pool) and the number P_num(i), written
 with `digits` digits (leading zeros kept), where P_name and P_num are keyed permutations (Feistel networks with

@@ -1,4 +1,4 @@
-"""Shortest paths in random graphs (Mixture of Parrots, PAPERS.md §5): the reasoning task.
+"""Shortest paths in random graphs (docs/papers/mixture_of_parrots.md): the reasoning task.
 
 A graph has n ~ U[nodes] nodes with distinct labels (tokens of `labels`) and is connected: a random recursive
 spanning tree (node k joins a uniform earlier node) plus uniform extra edges, max(n-1, round(mean_degree*n/2))

@@ -1,4 +1,5 @@
-"""RL-Wall solution trees (PAPERS.md §7; authors' code cfpark00/RL-Wall, synthetic/make_data_synthetic_v5.ipynb).
+"""RL-Wall solution trees (docs/papers/rl_wall.md; authors' code cfpark00/RL-Wall,
+synthetic/make_data_synthetic_v5.ipynb).
 
 A hidden world of four tables, drawn once from `world_seed`:
 - T[s, a] (execution): the state that action a leads to from state s, uniform over the S states;

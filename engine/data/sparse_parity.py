@@ -1,4 +1,5 @@
-"""k-sparse parity (PAPERS.md §4): `BOS x1..xL = y EOS`, planted bits written `0*`/`1*`, y = XOR of them."""
+"""k-sparse parity (docs/papers/length_generalisation.md): `BOS x1..xL = y EOS`, planted bits written
+`0*`/`1*`, y = XOR of them."""
 
 from __future__ import annotations
 

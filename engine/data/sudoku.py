@@ -1,4 +1,4 @@
-"""Sudoku with solver traces (To Backtrack or Not, PAPERS.md §6): prompt = the givens, answer = trace + grid.
+"""Sudoku with solver traces (docs/papers/backtrack.md): prompt = the givens, answer = trace + grid.
 
 Our own generator (the paper's rated dataset cannot be downloaded):
 

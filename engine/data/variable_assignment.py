@@ -1,4 +1,4 @@
-"""Variable assignment (pointer chasing; PAPERS.md §4 `pointer_chase`, the PPC task) with coupled position ids.
+"""Variable assignment (pointer chasing, the PPC task; docs/papers/length_generalisation.md), coupled ids.
 
 Format: `BOS` m shuffled statements `a = b ;` or `a = 7 ;`, the query `? v =`, then the answer `v u ... 7 EOS`
 that follows the chain from v to its digit value. Every statement defines a distinct variable (so the chain
@@ -11,7 +11,8 @@ queried one). Loss on the answer (v ... 7 EOS). Rendered (m=4, c=2):
 Vocabulary: PAD BOS EOS = ; ?, digits 0..9, then `names` variable names a..z, aa, ab, ... (one token each).
 
 Coupled position ids (`positions`): BOS -> 0, every other prompt token -> o + its column. Each answer token
-carries the id of its defining occurrence in the statements (PAPERS.md §4: y_j is coupled to the left-hand
+carries the id of its defining occurrence in the statements
+(docs/papers/length_generalisation.md: y_j is coupled to the left-hand
 side of the statement defining y_j): a variable the id of that statement's left-hand side, the value the id
 of the right-hand side where it is written, EOS the id of that statement's `;` (our choice for the last
 two). o ~ U{0..P_max-4m-3} per example in the train split, 0 in the eval split: ids lie in [0, P_max].

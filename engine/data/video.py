@@ -1,4 +1,4 @@
-"""Video batches (`Clips`) and the synthetic moving-shapes generator (PAPERS.md §1, probes), numpy only.
+"""Video batches (`Clips`) and the synthetic moving-shapes generator (docs/papers/salt.md), numpy only.
 
 A clip shows 1..k textured shapes over a static noisy background. The largest object is the *target*; the
 labels describe it. Motion labels (direction, speed, rotation sense) are invisible in any single frame: the

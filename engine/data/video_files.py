@@ -1,4 +1,4 @@
-"""Labelled video files from a V-JEPA manifest, decoded with PyAV (PAPERS.md §1 Input, Probe); no torch.
+"""Labelled video files from a V-JEPA manifest, decoded with PyAV (docs/papers/salt.md); no torch.
 
 The manifest (any fsspec URL) has one `path label` per line, space-separated as in V-JEPA's CSV files. A path
 is a URL (`scheme://...`), an absolute path on the manifest's filesystem, or a path relative to the manifest's

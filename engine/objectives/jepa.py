@@ -1,5 +1,5 @@
 """Masked video objectives: SALT's pixel reconstruction (stage 1) and frozen-teacher latent prediction
-(stage 2), and the V-JEPA baseline with an EMA target encoder (PAPERS.md §1).
+(stage 2), and the V-JEPA baseline with an EMA target encoder (docs/papers/salt.md).
 
 Every objective runs the encoder on the context tokens of each mask generator and the predictor from those
 to the target tokens, one loss per generator, averaged. Masks are drawn for the step's global batch from a
