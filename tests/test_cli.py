@@ -334,3 +334,118 @@ def test_engine_without_arguments_prints_usage_to_stderr_and_exits_2() -> None:
 def test_engine_help_exits_0(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--help"]) == 0
     assert "usage: engine " in capsys.readouterr().out
+
+
+# ----------------------------------------------------------------------------- docs/ci.md
+
+
+def yaml_blocks(path: Path) -> list[object]:
+    """The ```yaml blocks of a Markdown page, parsed."""
+    text = path.read_text(encoding="utf-8")
+    return [yaml.safe_load(block) for block in re.findall(r"```yaml\n(.*?)```", text, flags=re.S)]
+
+
+def ci_steps() -> dict[str, str]:
+    """name -> script of the steps of the GitHub Actions workflow in docs/ci.md that run the engine."""
+    workflow = yaml_blocks(REPO / "docs" / "ci.md")[0]
+    assert workflow.get("on", workflow.get(True)) == ["push", "pull_request"]  # YAML 1.1 reads `on` as true
+    steps = workflow["jobs"]["specs"]["steps"]
+    install = next(s["run"] for s in steps if "Install" in s.get("name", ""))
+    torch_line = "pip install torch --index-url https://download.pytorch.org/whl/cpu"
+    assert install.index(torch_line) < install.index('pip install "$ENGINE"')  # CPU torch first
+    return {
+        s["name"]: s["run"] for s in steps if "run" in s and "engine " in s["run"] and "pip" not in s["run"]
+    }
+
+
+def run_step(script: str, cwd: Path, bin_dir: Path) -> subprocess.CompletedProcess[str]:
+    """A workflow step as GitHub runs it (bash -eo pipefail), with `engine` this checkout's `python -m engine`."""
+    e = {**env(), "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
+    return subprocess.run(
+        ["bash", "--noprofile", "--norc", "-eo", "pipefail", "-c", script],
+        cwd=cwd,
+        env=e,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def test_ci_workflow_in_docs_validates_and_plans_a_research_repository(tmp_path: Path) -> None:
+    steps = ci_steps()
+    validate = next(v for k, v in steps.items() if k.startswith("Validate"))
+    plan = next(v for k, v in steps.items() if k.startswith("Plan"))
+    assert "--format github" in validate and "plan --strict" in plan
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "engine").write_text(f'#!/bin/sh\nexec "{sys.executable}" -m engine "$@"\n', encoding="utf-8")
+    (bin_dir / "engine").chmod(0o755)
+    repo = tmp_path / "research"
+    (repo / "specs" / "ablations").mkdir(parents=True)
+    for name in ("sparse_parity.yaml", "sparse_parity_moe.yaml"):
+        (repo / "specs" / name).write_text((REPO / "specs" / name).read_text(), encoding="utf-8")
+    (repo / "specs" / "ablations" / "_optim.yaml").write_text(  # a partial parent: skipped on its own
+        "stages:\n  train:\n    optim: {lr: 0.001}\n", encoding="utf-8"
+    )
+    (repo / "specs" / "ablations" / "lr.yaml").write_text(
+        "extends: [../sparse_parity.yaml, _optim.yaml]\nrun: {name: lr, output: runs/lr}\n", encoding="utf-8"
+    )
+    for script in (validate, plan):
+        r = run_step(script, repo, bin_dir)
+        assert r.returncode == 0, r.stdout + r.stderr
+    assert (
+        run_step(validate, repo, bin_dir).stdout.strip()
+        == "engine validate: 3 of 3 spec(s) valid, 0 problem(s)"
+    )
+
+    (repo / "specs" / "ablations" / "big.yaml").write_text(  # valid, but cannot fit 1 MiB per rank
+        "extends: ../sparse_parity.yaml\nresources: {device_memory: 0.001}\n", encoding="utf-8"
+    )
+    assert run_step(validate, repo, bin_dir).returncode == 0
+    r = run_step(plan, repo, bin_dir)
+    assert r.returncode == 1 and "warning: specs/ablations/big.yaml: stage train: " in r.stderr, r.stderr
+
+    (repo / "specs" / "ablations" / "bad.yaml").write_text(
+        "extends: ../sparse_parity.yaml\nstages:\n  train:\n    optim: {momentum: 0.9}\n",
+        encoding="utf-8",
+    )
+    r = run_step(validate, repo, bin_dir)
+    assert r.returncode != 0
+    assert (
+        "::error file=specs/ablations/bad.yaml,line=4,col=13,title=engine validate%3A stages.train.optim.momentum::"
+        in r.stdout
+    )
+
+
+def test_pre_commit_entries_in_docs_match_the_hook() -> None:
+    configs = [b for b in yaml_blocks(REPO / "docs" / "ci.md") if isinstance(b, dict) and "repos" in b]
+    remote, local = configs
+    assert remote["repos"][0]["hooks"] == [{"id": "engine-validate"}]
+    [entry] = local["repos"][0]["hooks"]
+    h = hook()
+    assert entry["language"] == "system"
+    assert {k: entry[k] for k in ("id", "entry", "files", "exclude", "types")} == {
+        k: h[k] for k in ("id", "entry", "files", "exclude", "types")
+    }
+
+
+def test_run_warns_at_start_when_the_plan_exceeds_its_device(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path, one_thread: None
+) -> None:
+    from helpers import SPEC, TINY
+
+    import engine.runtime.distributed as distributed
+
+    measured: list[object] = []
+
+    def tiny_device(d: object) -> int:
+        measured.append(d)
+        return 1024  # 1 KiB: no stage fits
+
+    monkeypatch.setattr(distributed, "device_memory_bytes", tiny_device)
+    steps = ["stages.train.schedule.steps=2", "stages.train.schedule.warmup=1", f"run.output={tmp_path}"]
+    assert main([SPEC, *TINY, *steps]) == 0
+    out = capsys.readouterr().out
+    assert len(measured) == 1
+    assert "warning: stage train: ~" in out and "exceeds this device's 1.00 KiB" in out
+    assert out.index("warning: stage train") < out.index("train: starting")
