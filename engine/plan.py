@@ -633,9 +633,11 @@ def _three_digits(x: float) -> str:
 
 
 def fmt_count(n: float) -> str:
-    """A count with three significant digits and a K/M/B/T suffix: 950, 12.3M, 1.01B."""
+    """A count with three significant digits and a K/M/B/T suffix: 950, 12.3M, 1.01B; 3.07e21 past 999T."""
     if abs(n) < 1000:
         return f"{n:.0f}" if float(n).is_integer() else f"{n:.3g}"
+    if abs(n) >= 999.5e12:
+        return fmt_flops(n)
     for unit, scale in (("T", 1e12), ("B", 1e9), ("M", 1e6), ("K", 1e3)):
         if abs(n) >= scale * 0.9995:
             return _three_digits(n / scale) + unit

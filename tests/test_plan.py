@@ -345,6 +345,7 @@ def test_number_formats() -> None:
         "1.00M",
         "4.10K",
     ]
+    assert [fmt_count(x) for x in (999e12, 3.072e21)] == ["999T", "3.07e21"]  # not "3072000000T"
     assert fmt_flops(1.234e15) == "1.23e15" and fmt_flops(5e-3) == "5.00e-3"
     assert [fmt_bytes(x) for x in (512, 3 * 2**20 + 2**18, 12.1 * 2**30)] == ["512 B", "3.25 MiB", "12.1 GiB"]
 
