@@ -3,16 +3,22 @@
 from __future__ import annotations
 
 import argparse
+import ast
 import json
 import logging
 import os
 import sys
 from collections.abc import Sequence
 
-from schemas import Spec, SpecError, load_spec
+from schemas import Issue, Spec, SpecError, load_spec
 
 COMMANDS = ("run", "validate", "plan", "schema", "sample")
 USER_ERROR = 2
+PLAN_WARNED = 1  # `engine plan --strict` on a plan with warnings
+USAGE = (
+    "usage: engine [run] SPEC [key=value ...] [--stage NAME] | validate SPEC... [--format text|json|github] | "
+    "plan SPEC [--json] [--strict] | schema [-o FILE] | sample SPEC [--stage S] [--split eval] [-n 4]"
+)
 
 
 def _fail(message: str) -> int:
@@ -37,35 +43,126 @@ def _load(path: str, overrides: Sequence[str], report: bool = True) -> Spec | No
         return None
 
 
+def _print(text: str = "") -> None:
+    """print() to stdout that survives a reader that has left (`engine plan ... | head`): the rest is dropped."""
+    try:
+        print(text, flush=True)
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
 # ----------------------------------------------------------------------------- validate / schema / plan
+
+FORMATS = ("text", "json", "github")
 
 
 def cmd_validate(argv: Sequence[str]) -> int:
-    """Validate spec files; print one line per problem; exit 0 when all are valid, 2 otherwise."""
+    """Validate spec files and report every problem; exit 0 when all are valid, 2 otherwise.
+
+    `--format text` prints one line per problem (and one per valid file), `json` one document with every
+    file and its problems, `github` GitHub Actions error annotations.
+    """
     p = argparse.ArgumentParser(prog="engine validate", description="Check spec files without running them.")
     p.add_argument("specs", nargs="+", help="spec files, then optional key.path=value overrides")
     p.add_argument(
         "--explain", action="store_true", help="print each resolved spec with every field's description"
     )
     p.add_argument("-q", "--quiet", action="store_true", help="print problems only")
+    p.add_argument(
+        "--format",
+        choices=FORMATS,
+        default="text",
+        help="text (one line per problem), json (one document) or github (Actions annotations)",
+    )
     a = p.parse_intermixed_args(argv)
+    if a.explain and a.format != "text":
+        return _fail("--explain prints text; leave out --format or use --format text")
     files, overrides = _split(a.specs)
-    bad = 0
+    if not files:
+        return _fail("no spec file given (only key.path=value overrides)")
+    results: list[tuple[str, Spec | None, list[Issue]]] = []
     for f in files:
         try:
-            spec = load_spec(f, overrides)
+            results.append((f, load_spec(f, overrides), []))
         except SpecError as e:
-            bad += 1
-            for issue in e.issues:
-                print(issue)
-            continue
-        if a.explain:
-            print(explain(spec))
-        elif not a.quiet:
-            print(
-                f"{f}: ok ({len(spec.stages)} stage{'s' * (len(spec.stages) != 1)}: {', '.join(spec.stages)})"
-            )
+            results.append((f, None, e.issues))
+    bad = sum(spec is None for _, spec, _ in results)
+    if a.format == "json":
+        _print(json.dumps(validation_report(results, overrides), indent=2))
+    elif a.format == "github":
+        for f, _, issues in results:
+            for issue in issues:
+                _print(github_annotation(issue, f))
+        problems = sum(len(issues) for _, _, issues in results)
+        _print(f"engine validate: {len(files) - bad} of {len(files)} spec(s) valid, {problems} problem(s)")
+    else:
+        for f, spec, issues in results:
+            if spec is None:
+                for issue in issues:
+                    _print(str(issue))
+            elif a.explain:
+                _print(explain(spec))
+            elif not a.quiet:
+                stages = spec.stages
+                _print(f"{f}: ok ({len(stages)} stage{'s' * (len(stages) != 1)}: {', '.join(stages)})")
     return USER_ERROR if bad else 0
+
+
+def _origin(issue: Issue, spec_file: str) -> tuple[str, str | None]:
+    """(the file a problem lies in, the override it comes from): override problems lie in the spec file."""
+    source = issue.where.source
+    if source.startswith("override "):
+        try:
+            return spec_file, str(ast.literal_eval(source.removeprefix("override ")))
+        except (ValueError, SyntaxError):
+            return spec_file, source
+    return source, None
+
+
+def validation_report(
+    results: Sequence[tuple[str, Spec | None, Sequence[Issue]]], overrides: Sequence[str] = ()
+) -> dict[str, object]:
+    """What `engine validate --format json` prints: every file, whether it is valid, and its problems."""
+    files = []
+    for f, spec, issues in results:
+        problems = []
+        for issue in issues:
+            where, override = _origin(issue, f)
+            problems.append(
+                {
+                    "file": where,
+                    "line": issue.where.line or None,
+                    "column": issue.where.col or None,
+                    "path": issue.path,
+                    "message": issue.message,
+                    "override": override,
+                }
+            )
+        entry: dict[str, object] = {"file": f, "ok": spec is not None, "problems": problems}
+        if spec is not None:
+            entry["stages"] = list(spec.stages)
+        files.append(entry)
+    return {"ok": all(e["ok"] for e in files), "overrides": list(overrides), "files": files}
+
+
+def _escape_data(text: str) -> str:
+    return text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+
+
+def _escape_property(text: str) -> str:
+    return _escape_data(text).replace(":", "%3A").replace(",", "%2C")
+
+
+def github_annotation(issue: Issue, spec_file: str) -> str:
+    """One problem as a GitHub Actions workflow command: `::error file=F,line=L,col=C,title=T::MESSAGE`."""
+    where, override = _origin(issue, spec_file)
+    props = [f"file={_escape_property(where)}"]
+    if issue.where.line:
+        props += [f"line={issue.where.line}", f"col={issue.where.col}"]
+    title = f"engine validate: {issue.path}" if issue.path else "engine validate"
+    props.append(f"title={_escape_property(title)}")
+    message = f"override {override!r}: {issue.message}" if override is not None else issue.message
+    return f"::error {','.join(props)}::{_escape_data(message)}"
 
 
 def explain(spec: Spec) -> str:
@@ -114,7 +211,7 @@ def cmd_schema(argv: Sequence[str]) -> int:
         with open(a.output, "w", encoding="utf-8") as f:
             f.write(text)
     else:
-        sys.stdout.write(text)
+        _print(text.removesuffix("\n"))
     return 0
 
 
@@ -127,11 +224,15 @@ def json_schema() -> str:
 
 
 def cmd_plan(argv: Sequence[str]) -> int:
-    """Print the plan of a spec: parameters, FLOPs, memory per rank and launch commands."""
+    """Print the plan of a spec: parameters, FLOPs, memory per rank and launch commands, then any warnings.
+
+    Exit 0, or 1 with `--strict` when the plan warns (a stage that cannot fit its device), 2 on a bad spec.
+    """
     p = argparse.ArgumentParser(prog="engine plan", description="What a spec will cost, without running it.")
     p.add_argument("spec", help="spec file")
     p.add_argument("overrides", nargs="*", help="key.path=value overrides")
-    p.add_argument("--json", action="store_true", help="print the plan as JSON")
+    p.add_argument("--json", action="store_true", help="print the plan as JSON (with its warnings)")
+    p.add_argument("--strict", action="store_true", help="exit 1 when the plan warns (for CI)")
     a = p.parse_intermixed_args(argv)
     spec = _load(a.spec, a.overrides)
     if spec is None:
@@ -139,8 +240,11 @@ def cmd_plan(argv: Sequence[str]) -> int:
     from engine.plan import make_plan
 
     plan = make_plan(spec, a.spec, a.overrides)
-    print(json.dumps(plan.to_dict(), indent=2) if a.json else plan.render())
-    return 0
+    warnings = plan.warnings()
+    _print(json.dumps({**plan.to_dict(), "warnings": warnings}, indent=2) if a.json else plan.render())
+    for w in warnings:
+        print(f"warning: {a.spec}: {w}", file=sys.stderr)
+    return PLAN_WARNED if a.strict and warnings else 0
 
 
 def cmd_sample(argv: Sequence[str]) -> int:
@@ -229,6 +333,8 @@ def cmd_run(argv: Sequence[str]) -> int:
         identities = prepare(spec, dist, a.accept_changes, ["engine", *argv])
         if dist.main:
             write_json(f"{spec.run.output.rstrip('/')}/plan.json", plan.to_dict())
+            for warning in plan.warnings(distributed.device_memory_bytes(dist)):
+                log.warning("warning: %s", warning)
             if dist.world != spec.resources.world:
                 log.info(
                     "note: running on %d rank(s); resources asks for %d", dist.world, spec.resources.world
@@ -282,12 +388,13 @@ def probe_table(spec: Spec, results: dict[str, dict[str, float]]) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of `python -m engine`, `torchrun -m engine` and the `engine` script."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] in ("-h", "--help"):
+    if not argv:  # a mistake: say how to use it, on stderr, and fail (scripts must not read it as success)
+        print(USAGE, file=sys.stderr)
+        print("error: no command or spec given; `engine --help` explains the commands", file=sys.stderr)
+        return USER_ERROR
+    if argv[0] in ("-h", "--help"):
         print(__doc__)
-        print(
-            "usage: engine [run] SPEC [key=value ...] [--stage NAME] | validate SPEC... | plan SPEC [--json] | "
-            "schema [-o FILE] | sample SPEC [--stage S] [--split eval] [-n 4]"
-        )
+        print(USAGE)
         return 0
     command = argv[0] if argv[0] in COMMANDS else "run"
     rest = argv[1:] if argv[0] in COMMANDS else argv

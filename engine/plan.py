@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from schemas.models import MoEFFN, Transformer, ViT, ffn_hidden
-from schemas.spec import ProbeStage, Resources, Spec, TrainStage
+from schemas.spec import ACCELERATOR_MEMORY_GIB, ProbeStage, Resources, Spec, TrainStage
 
 from .plan_vit import block_params as vit_block_params
 from .plan_vit import predictor_params, probe_classes, probe_params, vit_params
@@ -342,6 +342,38 @@ class Plan:
     device: str
     stages: dict[str, StagePlan]
     launch: Launch
+    device_memory: int | None = None  # bytes one rank may use, from resources.device_memory
+    device_memory_of: str | None = (
+        None  # where that figure comes from: an accelerator's name or the GiB given
+    )
+
+    def warnings(self, device_memory_bytes: int | None = None) -> list[str]:
+        """What in the plan cannot work as written: a stage whose memory per rank exceeds the device's.
+
+        The device's memory is `device_memory_bytes` when given (what the run measured on its device), else
+        the spec's `resources.device_memory`; on CUDA without either, the largest known accelerator's.
+        """
+        if device_memory_bytes is not None:
+            limit = device_memory_bytes
+            of = f"this device's {fmt_bytes(limit)}"
+        elif self.device_memory is not None:
+            limit = self.device_memory
+            of = f"{self.device_memory_of} ({fmt_bytes(limit)})"
+        elif self.device == "cuda":
+            name = max(ACCELERATOR_MEMORY_GIB, key=ACCELERATOR_MEMORY_GIB.__getitem__)
+            limit = int(ACCELERATOR_MEMORY_GIB[name] * 2**30)
+            of = f"the {fmt_bytes(limit)} of the largest known accelerator ({name})"
+        else:
+            return []  # CPU memory is the node's: unknown until resources.device_memory or the run says it
+        out = []
+        for name, s in self.stages.items():
+            m = s.memory_per_rank
+            if s.unplanned or m.total <= limit:
+                continue
+            out.append(
+                f"stage {name}: ~{fmt_bytes(m.total)} per rank (estimate) exceeds {of}; {_memory_hint(m)}"
+            )
+        return out
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-serialisable dict with stable snake_case keys (what plan.json holds)."""
@@ -389,6 +421,25 @@ class Plan:
                 *(f"  {line}".rstrip() for line in self.launch.sbatch.rstrip("\n").split("\n")),
             ]
         return "\n".join(out)
+
+
+def _memory_hint(m: Memory) -> str:
+    """What would shrink the largest part of a stage's memory per rank."""
+    state = m.params + m.grads + m.optimizer
+    if m.activations >= max(state, m.gathered):
+        fixes = "lower batch.micro (gradients accumulate)"
+        if not m.activation_checkpointing:
+            fixes += " or set distributed.activation_checkpointing: true"
+        return f"activations are the largest part ({fmt_bytes(m.activations)}): {fixes}"
+    if state >= m.gathered:
+        return (
+            f"parameters, gradients and optimizer state are the largest part ({fmt_bytes(state)}, sharded "
+            f"over {m.shards}): shard them over more ranks (resources), or train a smaller model"
+        )
+    return (
+        f"gathered parameters are the largest part ({fmt_bytes(m.gathered)}): keep "
+        "distributed.reshard_after_forward: true, or train a smaller model"
+    )
 
 
 def plan_stage(stage: TrainStage, resources: Resources) -> StagePlan:
@@ -563,6 +614,14 @@ def make_plan(spec: Spec, spec_path: str = "SPEC.yaml", overrides: Sequence[str]
             torchrun=torchrun_command(res, spec_path, overrides),
             sbatch=sbatch_script(spec, spec_path, overrides),
         ),
+        device_memory=res.device_memory_bytes,
+        device_memory_of=(
+            None
+            if res.device_memory is None
+            else f"the memory of one {res.device_memory}"
+            if isinstance(res.device_memory, str)
+            else "resources.device_memory"
+        ),
     )
 
 
@@ -574,9 +633,11 @@ def _three_digits(x: float) -> str:
 
 
 def fmt_count(n: float) -> str:
-    """A count with three significant digits and a K/M/B/T suffix: 950, 12.3M, 1.01B."""
+    """A count with three significant digits and a K/M/B/T suffix: 950, 12.3M, 1.01B; 3.07e21 past 999T."""
     if abs(n) < 1000:
         return f"{n:.0f}" if float(n).is_integer() else f"{n:.3g}"
+    if abs(n) >= 999.5e12:
+        return fmt_flops(n)
     for unit, scale in (("T", 1e12), ("B", 1e9), ("M", 1e6), ("K", 1e3)):
         if abs(n) >= scale * 0.9995:
             return _three_digits(n / scale) + unit

@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from .base import Problems, Strict, kinded, spec_error
+from .base import Depth, Experts, Heads, Hidden, Problems, Strict, Tokens, Width, kinded, spec_error
 
 # ----------------------------------------------------------------------------- position encodings
 
@@ -15,7 +15,7 @@ class LearnedPosition(Strict):
     """A learned absolute position table, indexed 0..L-1."""
 
     kind: Literal["learned"] = Field("learned", description="Learned absolute position embeddings.")
-    max_len: int = Field(
+    max_len: Tokens = Field(
         1024, gt=0, description="Rows of the position table: the longest sequence the model can read."
     )
 
@@ -40,7 +40,7 @@ class CoupledPosition(Strict):
         "coupled", description="Position ids taken from the batch (position coupling)."
     )
     encoding: Literal["rope", "learned"] = Field("rope", description="How the coupled ids are encoded.")
-    max_position: int = Field(
+    max_position: Tokens = Field(
         1024,
         gt=0,
         description="How many position ids the model takes, 0..max_position-1 (rows of a learned table); at "
@@ -65,7 +65,7 @@ class DenseFFN(Strict):
     """A dense MLP: GELU (Linear-GELU-Linear) or SwiGLU (gated, three matrices)."""
 
     kind: Literal["dense"] = Field("dense", description="Dense feed-forward block.")
-    hidden: int | None = Field(
+    hidden: Hidden | None = Field(
         None, gt=0, description="Hidden width; default 4*dim (GELU) or 8/3*dim rounded to 64 (SwiGLU)."
     )
     activation: Literal["gelu", "swiglu"] = Field("gelu", description="GELU MLP or SwiGLU gated MLP.")
@@ -75,9 +75,9 @@ class MoEFFN(Strict):
     """A mixture of experts: softmax router, top-k, dropless sorted dispatch, Switch balancing and z-loss."""
 
     kind: Literal["moe"] = Field("moe", description="Mixture-of-experts feed-forward block.")
-    experts: int = Field(8, ge=1, description="Number of experts per layer.")
+    experts: Experts = Field(8, ge=1, description="Number of experts per layer.")
     top_k: int = Field(2, ge=1, description="Experts each token is routed to (must not exceed `experts`).")
-    hidden: int | None = Field(None, gt=0, description="Hidden width of each expert; default as DenseFFN.")
+    hidden: Hidden | None = Field(None, gt=0, description="Hidden width of each expert; default as DenseFFN.")
     activation: Literal["gelu", "swiglu"] = Field("gelu", description="Expert MLP kind.")
     capacity_factor: float | None = Field(
         None,
@@ -118,10 +118,10 @@ class Transformer(Strict):
     """Pre-norm decoder-only transformer with SDPA attention (causal), optional grouped KV heads."""
 
     kind: Literal["transformer"] = Field("transformer", description="Decoder-only transformer.")
-    dim: int = Field(256, gt=0, description="Model width (residual stream).")
-    depth: int = Field(4, gt=0, description="Number of blocks.")
-    heads: int = Field(4, gt=0, description="Attention heads; must divide dim.")
-    kv_heads: int | None = Field(
+    dim: Width = Field(256, gt=0, description="Model width (residual stream).")
+    depth: Depth = Field(4, gt=0, description="Number of blocks.")
+    heads: Heads = Field(4, gt=0, description="Attention heads; must divide dim.")
+    kv_heads: Heads | None = Field(
         None, gt=0, description="Key/value heads (grouped-query attention); default = heads."
     )
     norm: Literal["rmsnorm", "layernorm"] = Field("rmsnorm", description="Normalisation layer kind.")
@@ -129,7 +129,7 @@ class Transformer(Strict):
     bias: bool = Field(False, description="Biases in the linear layers.")
     position: Position = Field(default_factory=RopePosition)
     ffn: FFN = Field(default_factory=DenseFFN)
-    vocab_size: int | None = Field(
+    vocab_size: Tokens | None = Field(
         None, gt=0, description="Vocabulary size; default: the data generator's vocabulary."
     )
     tie_embeddings: bool = Field(False, description="Share the input embedding and the output head.")
@@ -220,10 +220,10 @@ class ViT(Strict):
         description="Paper preset (B 768/12/12/3072 ... G 1664/48/16/8192) filling dim, depth, heads and "
         "mlp; those fields given next to it override the preset.",
     )
-    dim: int = Field(192, gt=0, description="Width (residual stream); default 192, or the size preset's.")
-    depth: int = Field(6, gt=0, description="Number of blocks; default 6, or the size preset's.")
-    heads: int = Field(3, gt=0, description="Attention heads, must divide dim; default 3, or the preset's.")
-    mlp: int = Field(768, gt=0, description="Hidden width of the GELU MLP; default 768, or the preset's.")
+    dim: Width = Field(192, gt=0, description="Width (residual stream); default 192, or the size preset's.")
+    depth: Depth = Field(6, gt=0, description="Number of blocks; default 6, or the size preset's.")
+    heads: Heads = Field(3, gt=0, description="Attention heads, must divide dim; default 3, or the preset's.")
+    mlp: Hidden = Field(768, gt=0, description="Hidden width of the GELU MLP; default 768, or the preset's.")
     patch: int = Field(16, gt=0, description="Spatial patch size in pixels (height = width).")
     tubelet: int = Field(2, gt=0, description="Frames per token (temporal patch size).")
     channels: int = Field(3, gt=0, description="Input channels per pixel.")
@@ -320,10 +320,10 @@ class Predictor(Strict):
     """JEPA predictor: narrow pre-LN transformer over context tokens plus learned mask tokens, 3D RoPE."""
 
     kind: Literal["predictor"] = Field("predictor", description="Masked-latent predictor (V-JEPA / SALT).")
-    dim: int = Field(384, gt=0, description="Predictor width.")
-    depth: int = Field(12, gt=0, description="Number of blocks.")
-    heads: int = Field(16, gt=0, description="Attention heads; must divide dim.")
-    mlp: int = Field(1536, gt=0, description="Hidden width of the GELU MLP.")
+    dim: Width = Field(384, gt=0, description="Predictor width.")
+    depth: Depth = Field(12, gt=0, description="Number of blocks.")
+    heads: Heads = Field(16, gt=0, description="Attention heads; must divide dim.")
+    mlp: Hidden = Field(1536, gt=0, description="Hidden width of the GELU MLP.")
     mask_tokens: int = Field(
         2, gt=0, description="Learned, zero-initialised mask tokens: one per mask generator."
     )
@@ -361,8 +361,8 @@ class AttentiveProbe(Strict):
     kind: Literal["attentive_probe"] = Field(
         "attentive_probe", description="Attentive classifier on frozen encoder tokens."
     )
-    depth: int = Field(3, ge=0, description="Self-attention blocks before the cross-attention block.")
-    heads: int = Field(16, gt=0, description="Attention heads; must divide the encoder's width.")
+    depth: Depth = Field(3, ge=0, description="Self-attention blocks before the cross-attention block.")
+    heads: Heads = Field(16, gt=0, description="Attention heads; must divide the encoder's width.")
     mlp_ratio: float = Field(4.0, gt=0, description="MLP hidden width as a multiple of the encoder width.")
     classes: int | None = Field(
         None, ge=2, description="Number of classes (width of the linear head); default: the data's classes."

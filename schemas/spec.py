@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import difflib
 import re
-from typing import ClassVar, Literal
+from typing import Annotated, ClassVar, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
-from .base import Problems, Strict, kinded
+from .base import Nodes, Problems, ProcsPerNode, Strict, kinded, spec_error
 from .data import Data
 from .evals import Eval, Top1
 from .models import AttentiveProbe, Model, Predictor
@@ -44,18 +45,70 @@ class Slurm(Strict):
     cpus_per_task: int = Field(16, gt=0, description="CPU cores per node's task.")
 
 
+# Memory of one device of known accelerators: the nominal capacity, read as GiB (a program can allocate a
+# little less).
+# `resources.device_memory` takes one of these names or a number of GiB.
+ACCELERATOR_MEMORY_GIB: dict[str, float] = {
+    "t4": 16,
+    "v100-16gb": 16,
+    "v100-32gb": 32,
+    "a10g": 24,
+    "l4": 24,
+    "rtx-4090": 24,
+    "l40s": 48,
+    "a100-40gb": 40,
+    "a100-80gb": 80,
+    "h100-80gb": 80,
+    "h100-94gb": 94,
+    "h200": 141,
+    "mi300x": 192,
+}
+Accelerator = Literal[tuple(ACCELERATOR_MEMORY_GIB)]  # type: ignore[valid-type]
+
+
 class Resources(Strict):
     """Where the job runs: the world size is nodes * procs_per_node."""
 
-    nodes: int = Field(1, gt=0, description="Number of nodes.")
-    procs_per_node: int = Field(1, gt=0, description="Processes (ranks) per node, one per GPU on CUDA.")
+    nodes: Nodes = Field(1, gt=0, description="Number of nodes.")
+    procs_per_node: ProcsPerNode = Field(
+        1, gt=0, description="Processes (ranks) per node, one per GPU on CUDA."
+    )
     device: Literal["cpu", "cuda"] = Field("cpu", description="cpu (gloo) or cuda (nccl).")
+    device_memory: Annotated[float, Field(gt=0, le=65536)] | Accelerator | None = Field(
+        None,
+        description="Memory one rank may use: GiB, or a known accelerator (h100-80gb, a100-40gb, ...); "
+        "`engine plan` warns when a stage's estimate per rank exceeds it.",
+    )
     slurm: Slurm = Field(default_factory=Slurm, description="sbatch settings for `engine plan`.")
+
+    @field_validator("device_memory", mode="before")
+    @classmethod
+    def _known_device(cls, value: object) -> object:
+        if isinstance(value, str) and value not in ACCELERATOR_MEMORY_GIB:
+            names = list(ACCELERATOR_MEMORY_GIB)
+            close = [n for n in names if n.startswith(value.lower())] or difflib.get_close_matches(
+                value.lower(), names, n=2
+            )
+            hint = f"did you mean {' or '.join(close)}? " if close else ""
+            raise spec_error(
+                "", f"unknown accelerator {value!r}; {hint}known: {', '.join(names)}; or give GiB as a number"
+            )
+        if isinstance(value, int | float) and not isinstance(value, bool) and not 0 < value <= 65536:
+            raise spec_error("", f"{value} GiB per rank cannot be meant; give a number in (0, 65536]")
+        return value
 
     @property
     def world(self) -> int:
         """Total number of ranks."""
         return self.nodes * self.procs_per_node
+
+    @property
+    def device_memory_bytes(self) -> int | None:
+        """Bytes one rank may use, from `device_memory` (a number of GiB or an accelerator's name)."""
+        gib = self.device_memory
+        if isinstance(gib, str):
+            gib = ACCELERATOR_MEMORY_GIB[gib]
+        return None if gib is None else int(gib * 2**30)
 
 
 class TrainStage(Strict):

@@ -6,7 +6,7 @@ from typing import Annotated, ClassVar, Literal
 
 from pydantic import Field, model_validator
 
-from .base import Strict, kinded, spec_error
+from .base import Examples, Steps, Strict, kinded, spec_error
 
 
 class AdamW(Strict):
@@ -53,8 +53,8 @@ class Schedule(Strict):
 
     ON_RESUME: ClassVar[frozenset[str]] = frozenset({"steps"})  # may change on resume (--accept-changes)
 
-    steps: int = Field(gt=0, description="Optimizer steps in the stage.")
-    warmup: int = Field(0, ge=0, description="Linear warmup steps from warmup_start * lr to lr.")
+    steps: Steps = Field(gt=0, description="Optimizer steps in the stage.")
+    warmup: Steps = Field(0, ge=0, description="Linear warmup steps from warmup_start * lr to lr.")
     warmup_start: float = Field(
         0.0, ge=0, le=1, description="Learning rate at step 0, as a fraction of the peak."
     )
@@ -73,10 +73,10 @@ class Batch(Strict):
 
     OPERATIONAL: ClassVar[frozenset[str]] = frozenset({"micro"})  # accumulation does not change the result
 
-    global_: int = Field(
+    global_: Examples = Field(
         alias="global", gt=0, description="Examples per optimizer step, summed over all ranks."
     )
-    micro: int | None = Field(
+    micro: Examples | None = Field(
         None,
         gt=0,
         description="Examples per forward pass on one rank; default global/world (no accumulation).",
@@ -105,7 +105,9 @@ class Distributed(Strict):
 class Checkpointing(Strict):
     """Periodic distributed checkpoints for resumption."""
 
-    every: int = Field(500, gt=0, description="Save a checkpoint every this many steps (and at preemption).")
+    every: Steps = Field(
+        500, gt=0, description="Save a checkpoint every this many steps (and at preemption)."
+    )
     keep_last: int = Field(2, gt=0, description="Complete checkpoints to keep; older ones are deleted.")
     url: str | None = Field(
         None, description="Where checkpoints go (any fsspec URL); default {output}/{stage}/checkpoints."
@@ -115,10 +117,10 @@ class Checkpointing(Strict):
 class Logging(Strict):
     """Metrics: console progress, metrics.jsonl and TensorBoard, on rank 0."""
 
-    every: int = Field(10, gt=0, description="Log metrics every this many steps.")
+    every: Steps = Field(10, gt=0, description="Log metrics every this many steps.")
     tensorboard: bool = Field(True, description="Write TensorBoard event files to {output}/{stage}/tb.")
     console: bool = Field(True, description="Print a progress line at every log step.")
-    images_every: int | None = Field(
+    images_every: Steps | None = Field(
         1000,
         gt=0,
         description="Write the objective's images (e.g. stage-1 reconstructions) to TensorBoard this often.",

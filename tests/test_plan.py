@@ -345,6 +345,7 @@ def test_number_formats() -> None:
         "1.00M",
         "4.10K",
     ]
+    assert [fmt_count(x) for x in (999e12, 3.072e21)] == ["999T", "3.07e21"]  # not "3072000000T"
     assert fmt_flops(1.234e15) == "1.23e15" and fmt_flops(5e-3) == "5.00e-3"
     assert [fmt_bytes(x) for x in (512, 3 * 2**20 + 2**18, 12.1 * 2**30)] == ["512 B", "3.25 MiB", "12.1 GiB"]
 
@@ -367,3 +368,58 @@ def test_probe_of_a_bare_checkpoint_is_marked_unplanned_not_zero() -> None:
     section = text.split("stage probe_ssv2 ")[1].split("\n\n")[0]
     assert "not planned" in section and "FLOPs/step" not in section and "memory/rank" not in section
     assert json.loads(json.dumps(plan.to_dict()))["stages"]["probe_ssv2"]["unplanned"] == probe.unplanned
+
+
+# ----------------------------------------------------------------------------- warnings
+
+
+def big(**resources: Any) -> Spec:
+    """A one-stage spec of ~1.1B parameters on one rank (~17 GiB of fp32 state), with these resources."""
+    d = spec_dict(BILLION)
+    d["resources"].update(resources)
+    return Spec.model_validate(d)
+
+
+def test_no_warning_without_a_known_device_memory_on_cpu() -> None:
+    assert make_plan(big()).warnings() == []
+
+
+def test_warns_when_memory_per_rank_exceeds_the_given_device_memory() -> None:
+    plan = make_plan(big(device_memory=16))
+    total = plan.stages["train"].memory_per_rank.total
+    assert 16 * 2**30 < total < 24 * 2**30
+    [w] = plan.warnings()
+    assert w.startswith(
+        f"stage train: ~{fmt_bytes(total)} per rank (estimate) exceeds resources.device_memory"
+    )
+    assert "(16.0 GiB)" in w and "parameters, gradients and optimizer state are the largest part" in w
+    assert make_plan(big(device_memory=24)).warnings() == []
+    assert plan.device_memory == 16 * 2**30 and plan.to_dict()["device_memory"] == 16 * 2**30
+
+
+def test_known_accelerator_names_give_their_memory() -> None:
+    assert make_plan(big(device_memory="t4")).warnings()[0].count("the memory of one t4 (16.0 GiB)") == 1
+    assert make_plan(big(device_memory="a100-80gb")).warnings() == []
+
+
+def test_the_run_passes_its_measured_device_memory() -> None:
+    plan = make_plan(big(device_memory="a100-80gb"))
+    [w] = plan.warnings(device_memory_bytes=8 * 2**30)  # what the run found, over what the spec says
+    assert "exceeds this device's 8.00 GiB" in w
+    assert make_plan(big()).warnings(device_memory_bytes=64 * 2**30) == []
+
+
+def test_cuda_without_device_memory_is_checked_against_the_largest_known_accelerator() -> None:
+    assert make_plan(big(device="cuda")).warnings() == []
+    huge = spec_dict({"dim": 16384, "depth": 64, "heads": 16, "vocab_size": 32000})
+    huge["resources"]["device"] = "cuda"
+    [w] = make_plan(Spec.model_validate(huge)).warnings()
+    assert "largest known accelerator (mi300x)" in w and "TiB per rank" in w
+
+
+def test_activation_heavy_stage_is_told_to_lower_micro_or_checkpoint() -> None:
+    wide = spec_dict(GELU_64, batch={"global": 4096})
+    wide["resources"]["device_memory"] = 1
+    [w] = make_plan(Spec.model_validate(wide)).warnings()
+    assert "activations are the largest part" in w and "batch.micro" in w
+    assert "activation_checkpointing" in w

@@ -80,3 +80,11 @@ def init(device: str) -> Dist:
         cpu_group = None  # the default group is already gloo
     mesh = init_device_mesh(dev.type, (world,), mesh_dim_names=("dp",))
     return Dist(rank, world, local_rank, dev, mesh, cpu_group)
+
+
+def device_memory_bytes(d: Dist) -> int:
+    """Memory this rank may use: its GPU's on CUDA; on CPU the machine's RAM shared by the ranks on this node."""
+    if d.device.type == "cuda":
+        return torch.cuda.get_device_properties(d.device).total_memory
+    ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    return ram // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
