@@ -162,3 +162,19 @@ def test_directory_without_fingerprints_is_checked_against_its_spec_yaml(tmp_pat
     with pytest.raises(RunDirConflict, match="optim.lr: 0.003 -> 0.001"):
         run(tmp_path, "stages.train.optim.lr=0.001")
     run(tmp_path)  # unchanged: skipped as before
+
+
+@pytest.mark.parametrize(
+    ("output", "message"),
+    [
+        ("memory://run", "is lost when the run exits"),
+        ("{file}/run", "is not writable (Not a directory)"),
+    ],
+)
+def test_output_the_run_cannot_keep_is_refused_before_any_compute(tmp_path, output, message):
+    (tmp_path / "file").write_text("a file, not a directory")
+    output = output.format(file=tmp_path / "file")
+    r = engine(SPEC, f"run.output={output}", *RUN)
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert message in r.stderr and "Traceback" not in r.stderr
+    assert "starting" not in r.stdout, "nothing may run"
