@@ -256,6 +256,20 @@ def test_final_lists_its_weights_and_a_damaged_one_is_set_aside(tmp_path, caplog
     assert not fs.exists(f"{path}/final") and fs.exists(f"{path}/{aside}/model.pt")
 
 
+def test_final_written_before_checksums_is_trusted_with_a_note(tmp_path, caplog):
+    model, _ = model_and_optim(0)
+    final = tmp_path / "final"
+    save_final(str(final), {"model": model}, {"step": 5}, Dist())
+    done = json.loads((final / "done.json").read_text())
+    (final / "done.json").write_text(
+        json.dumps({k: v for k, v in done.items() if k not in ("files", "self_crc32")})
+    )
+    with caplog.at_level(logging.INFO, logger="engine"):
+        assert final_intact(str(final), Dist(), "train")
+    assert "train: final/ was written without checksums" in caplog.text and "not verified" in caplog.text
+    assert all(torch.equal(v, load_final(str(final))[k]) for k, v in model.state_dict().items())
+
+
 # ----------------------------------------------------------------------------- whole runs, in process
 
 
