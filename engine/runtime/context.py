@@ -10,7 +10,7 @@ from torch import nn
 from schemas.spec import Spec, TrainStage
 from schemas.training import CheckpointRef, StageRef
 
-from .checkpoint import load_final, read_json
+from .checkpoint import DONE, CheckpointError, Damaged, exists, load_final, read_done
 from .distributed import Dist
 from .parallel import parallelize
 
@@ -37,10 +37,41 @@ class BuildContext:
         """URL of the final/ directory a weights reference points to."""
         return f"{self.output}/{ref.stage}/final" if isinstance(ref, StageRef) else ref.checkpoint.rstrip("/")
 
+    def _error(self, ref: StageRef | CheckpointRef, e: Damaged) -> CheckpointError:
+        """A user-facing error for referenced weights that are missing or damaged, with how to fix it."""
+        url = self.final_url(ref)
+        file, _, what = str(e).partition(": ")
+        if isinstance(ref, StageRef):
+            if not exists(f"{url}/{DONE}"):
+                return CheckpointError(
+                    f"stage {self.name}: stage {ref.stage} has not finished ({url}/{DONE} does not exist); "
+                    f"run stage {ref.stage} first"
+                )
+            return CheckpointError(
+                f"stage {self.name}: the weights of stage {ref.stage} are damaged ({url}/{file}: {what}); "
+                f"rerun stage {ref.stage} (the whole spec, or --stage {ref.stage}): it sets the damaged "
+                "final/ aside and re-runs from its newest intact checkpoint"
+            )
+        if not exists(f"{url}/{DONE}"):
+            return CheckpointError(
+                f"stage {self.name}: {url} is not a complete final/ directory ({DONE} does not exist); point "
+                "the checkpoint reference at a final/ directory written by the engine"
+            )
+        return CheckpointError(
+            f"stage {self.name}: the checkpoint {url} is damaged ({url}/{file}: {what}); it was left in "
+            "place; point the checkpoint reference at an intact final/ directory"
+        )
+
     def done(self, ref: StageRef | CheckpointRef) -> dict[str, Any]:
-        """The done.json of a referenced final/ directory (its model config, step and metrics)."""
-        return read_json(f"{self.final_url(ref)}/done.json")
+        """The verified done.json of a referenced final/ directory (its model config, step and metrics)."""
+        try:
+            return read_done(self.final_url(ref))
+        except Damaged as e:
+            raise self._error(ref, e) from None
 
     def weights(self, ref: StageRef | CheckpointRef, name: str = "model") -> dict[str, Any]:
-        """Consolidated weights `name` of a referenced final/ directory (weights_only loading)."""
-        return load_final(self.final_url(ref), name)
+        """Consolidated weights `name` of a referenced final/ directory, verified (weights_only loading)."""
+        try:
+            return load_final(self.final_url(ref), name)
+        except Damaged as e:
+            raise self._error(ref, e) from None

@@ -21,7 +21,7 @@ from schemas.spec import ProbeStage, Spec, TrainStage
 from schemas.training import AdamW, Schedule
 
 from . import rundir
-from .checkpoint import Checkpointer, exists, read_json, save_final, write_json
+from .checkpoint import Checkpointer, final_intact, read_json, save_final, write_json
 from .context import BuildContext
 from .distributed import Dist, LaunchError
 from .metrics import Metrics
@@ -168,8 +168,9 @@ class StageRunner:
             )
 
     def done(self) -> bool:
-        """Whether the stage already finished (its final/done.json exists)."""
-        return exists(f"{self.url}/final/done.json")
+        """Whether the stage already finished: final/done.json exists and final/ is intact (verified; a
+        damaged final/ is reported and set aside, and the stage re-runs from its newest intact checkpoint)."""
+        return final_intact(f"{self.url}/final", self.dist, self.name)
 
     def build(self) -> None:
         """Generator, model (seeded init or `init` weights), sharding, objective, optimizer, evals."""
@@ -208,7 +209,7 @@ class StageRunner:
             augment=self.objective.augment,
         )
         ckpt_url = st.checkpoint.url or f"{self.url}/checkpoints"
-        self.ckpt = Checkpointer(ckpt_url, st.checkpoint.keep_last, dist)
+        self.ckpt = Checkpointer(ckpt_url, st.checkpoint.keep_last, dist, name=self.name)
 
     def train_state(self, step: int, c: Counters, elapsed: float) -> dict[str, Any]:
         """What train_state.json records besides the step."""
