@@ -175,6 +175,8 @@ class StageRunner:
         st, dist = self.stage, self.dist
         ctx = BuildContext(self.spec, self.name, st, dist)
         self.gen = registry.build_data(st.data)
+        if hasattr(self.gen, "report_to"):  # generators that skip bad inputs list them in the stage directory
+            self.gen.report_to(self.url, dist.rank)
         torch.manual_seed(stage_seed(self.spec.run.seed, self.name))
         self.sharded = dist.distributed and st.distributed.fsdp
         if isinstance(st, TrainStage):
