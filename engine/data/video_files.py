@@ -15,11 +15,12 @@ duration times the frame rate (an estimate). A video whose decodable frames matc
 fewer than the clip's span (frames - 1) * frame_step + 1 is genuinely short: its clip is padded by repeating
 its last frame, as V-JEPA's loader does, so every clip has exactly `frames` frames. A video that holds fewer
 frames than its header says, by more than 1 frame (exact count) or max(2 frames, 5%) (estimate), is
-truncated, and bad: every clip of it is refused, also one whose own frames all decode, since after decoding
-the clip the reader seeks to the last key frame and reads the stream's remaining packets (decoding none) to
-find where it ends. Two cases cannot be checked: a container whose duration is estimated from the bytes
-present (MPEG-TS), and one whose only duration is the container's while it holds other streams (audio may
-outlast the video); there the video's packets give the length, and a clip is padded as for a short video.
+truncated, and bad: every clip of it is refused, also one whose own frames all decode. Unless decoding the
+clip reached the end of the stream, the reader then seeks to the key frame before the header's last frame
+and reads the packets from there (decoding none) to find where the stream ends. Two cases cannot be checked:
+MPEG-TS, whose duration is estimated from the bytes present, and a file whose only duration is the
+container's while it holds other streams (audio may outlast the video), whose length is measured from the
+video's packets instead; their clips are padded as for a short video.
 
 A bad file (unreadable, undecodable or truncated) is replaced by another random entry; after `max_retries`
 consecutive failures for one clip the job stops with an error that names the manifest. Failed reads are
