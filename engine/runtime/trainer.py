@@ -221,7 +221,13 @@ class StageRunner:
             counters = Counters(**{k: float(state[k]) for k in Counters.__dataclass_fields__ if k in state})
             log.info("%s: resumed from step %d", self.name, start)
         metrics = Metrics(
-            self.url, dist.main, st.logging.tensorboard, st.logging.console, self.name, st.schedule.steps
+            self.url,
+            dist.main,
+            st.logging.tensorboard,
+            st.logging.console,
+            self.name,
+            st.schedule.steps,
+            start=start,  # rows logged after the checkpoint resumed from are dropped
         )
         if start == 0:
             metrics.text("example", self.gen.render(self.stream.batch(0)[0]), 0)
