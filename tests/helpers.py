@@ -53,12 +53,10 @@ def torchrun(*args: str, nproc: int = 2, timeout: float = 300) -> subprocess.Com
 
 def train_in_process(spec) -> tuple[dict[str, dict[str, float]], list[dict]]:
     """Run a loaded spec's stages in this process; (each stage's final metrics, the first stage's logged rows)."""
-    import json
-
     from engine.runtime.distributed import Dist
+    from engine.runtime.metrics import read_metrics
     from engine.runtime.trainer import run_spec
 
     results = run_spec(spec, Dist())
     stage = next(iter(spec.stages))
-    path = Path(spec.run.output) / stage / "metrics.jsonl"
-    return results, [json.loads(line) for line in path.read_text().splitlines()]
+    return results, read_metrics(f"{spec.run.output.rstrip('/')}/{stage}")

@@ -12,6 +12,7 @@ from helpers import REPO, SPEC, TINY, engine, env, torchrun
 
 from engine.models.transformer import build
 from engine.plan import count_params, make_plan
+from engine.runtime.metrics import read_metrics
 from schemas import load_spec
 
 
@@ -30,7 +31,7 @@ def test_torchrun_two_ranks_runs_the_spec(tmp_path):
     stage = tmp_path / "train"
     done = json.loads((stage / "final" / "done.json").read_text())
     assert done["step"] == 30 and set(done["metrics"]) >= {"acc/train", "acc/eval"}
-    rows = [json.loads(line) for line in (stage / "metrics.jsonl").read_text().splitlines()]
+    rows = read_metrics(str(stage))
     logged = [r for r in rows if "loss" in r]
     assert [r["step"] for r in logged] == [10, 20, 30]
     for key in ("loss", "lr", "grad_norm", "tokens", "flops", "examples_per_s", "tokens_per_s", "ce"):
@@ -126,7 +127,7 @@ def test_moe_spec_runs_and_logs_expert_load(tmp_path):
     moe = SPEC.replace("sparse_parity.yaml", "sparse_parity_moe.yaml")
     spec = load_spec(moe, [f"run.output={tmp_path}", *TINY, "stages.train.schedule.steps=10"])
     run_spec(spec, Dist())
-    row = json.loads((tmp_path / "train" / "metrics.jsonl").read_text().splitlines()[0])
+    row = read_metrics(str(tmp_path / "train"))[0]
     loads = [row[f"moe/load/{i}"] for i in range(8)]
     assert sum(loads) == pytest.approx(1.0, abs=1e-4)
     assert row["moe/load/max_over_mean"] >= 1.0

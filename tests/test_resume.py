@@ -13,6 +13,8 @@ import pytest
 import torch
 from helpers import REPO, SPEC, TINY, engine, env
 
+from engine.runtime.metrics import read_metrics
+
 pytestmark = pytest.mark.slow
 
 STEPS = 400
@@ -83,7 +85,7 @@ def test_kill9_then_resume_matches_uninterrupted(tmp_path, baseline):
     assert r.returncode == 0, r.stdout + r.stderr
     assert f"resumed from step {killed_at}" in r.stdout
     assert_same(final_weights(tmp_path), baseline)
-    rows = [json.loads(line) for line in (tmp_path / "train" / "metrics.jsonl").read_text().splitlines()]
+    rows = read_metrics(str(tmp_path / "train"))
     assert max(r["step"] for r in rows) == STEPS
 
 

@@ -13,6 +13,7 @@ from helpers import SPEC, TINY
 from engine.objectives.next_token import NextToken
 from engine.runtime.checkpoint import Checkpointer, load_final
 from engine.runtime.distributed import Dist
+from engine.runtime.metrics import read_metrics
 from engine.runtime.trainer import NonFiniteLoss, lr_factor, run_spec
 from schemas import load_spec
 from schemas.training import Schedule
@@ -86,7 +87,7 @@ def test_run_on_memory_filesystem_and_init_from_earlier_stage(tmp_path):
     run_spec(spec, Dist())
     fs = fsspec.filesystem("memory")
     assert fs.exists("/runs/two-stage/train/final/done.json")
-    assert fs.exists("/runs/two-stage/tune/metrics.jsonl")
+    assert read_metrics("memory://runs/two-stage/tune")[-1]["step"] == 5
     first = load_final("memory://runs/two-stage/train/final")
     second = load_final("memory://runs/two-stage/tune/final")
     # lr 1e-9: the second stage starts from the first stage's weights and barely moves.
@@ -126,7 +127,7 @@ def test_tiny_sparse_parity_learns(tmp_path):
         ],
     )
     results = run_spec(spec, Dist())
-    rows = [json.loads(line) for line in (tmp_path / "train" / "metrics.jsonl").read_text().splitlines()]
+    rows = read_metrics(str(tmp_path / "train"))
     losses = [r["loss"] for r in rows if "loss" in r]
     assert losses[0] > 0.6, "starts at chance (ln 2 ~ 0.69)"
     assert losses[-1] < 0.2, losses

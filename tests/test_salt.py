@@ -20,6 +20,7 @@ from helpers import REPO, engine, env
 from engine.objectives.jepa import gather
 from engine.runtime.checkpoint import load_final
 from engine.runtime.distributed import Dist
+from engine.runtime.metrics import read_metrics
 from engine.runtime.signals import Preemption
 from engine.runtime.trainer import StageRunner, run_spec
 from schemas import load_spec
@@ -54,7 +55,7 @@ def probe(stage: str, steps: int = 3, batch: int = 4, examples: int = 16) -> lis
 
 def losses(out: Path, stage: str) -> list[float]:
     """The logged (window-mean) training losses of a stage, in step order."""
-    rows = [json.loads(line) for line in (out / stage / "metrics.jsonl").read_text().splitlines()]
+    rows = read_metrics(str(out / stage))
     return [r["loss"] for r in sorted(rows, key=lambda r: r["step"]) if "loss" in r]
 
 
@@ -161,7 +162,7 @@ def test_mean_baseline_is_the_loss_of_predicting_the_batch_mean(trained, one_thr
     torch.testing.assert_close(metrics["loss/mean_baseline"], loss)
     torch.testing.assert_close(trained_metrics["loss/mean_baseline"], loss)  # it does not depend on the model
     assert 0 < float(loss) and float(trained_loss) != float(loss)
-    rows = [json.loads(line) for line in (trained / "student" / "metrics.jsonl").read_text().splitlines()]
+    rows = read_metrics(str(trained / "student"))
     assert all(r["loss/mean_baseline"] > 0 for r in rows if "loss" in r), "the baseline is not logged"
 
 
@@ -323,7 +324,7 @@ def test_kill9_mid_student_then_resume_matches_uninterrupted(tmp_path, trained):
     a, b = student_final(out), student_final(base)
     for name in a:
         same(a[name], b[name])
-    rows = [json.loads(line) for line in (out / "student" / "metrics.jsonl").read_text().splitlines()]
+    rows = read_metrics(str(out / "student"))
     assert max(row["step"] for row in rows) == RESUME_STEPS
 
 

@@ -9,7 +9,9 @@ corrupt and a missing entry; frame step, padding, seeking, crops, flips and fail
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -248,6 +250,7 @@ def test_colour_label_is_the_targets_colour() -> None:
 # ---- video files --------------------------------------------------------------------------------------------
 
 FRAMES, HEIGHT, WIDTH = 40, 48, 64
+SHORT = 10  # frames of short.mp4: a genuinely short video
 
 
 def brightness(i: int) -> int:
@@ -257,14 +260,15 @@ def brightness(i: int) -> int:
 
 @pytest.fixture(scope="module")
 def videos(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    """A directory with a ramp video, a patterned video, a corrupt file and a manifest with a missing path."""
+    """A directory with ramp, patterned and short videos, two truncated copies of the ramp (an mp4 whose header
+    counts the frames, a Matroska file whose header gives a duration), a corrupt file, and manifests."""
     import av
 
     codec = "libx264" if "libx264" in av.codecs_available else "mpeg4"
     root = tmp_path_factory.mktemp("videos")
 
-    def encode(name: str, frames: np.ndarray) -> None:
-        with av.open(str(root / name), "w") as container:
+    def encode(name: str, frames: np.ndarray, options: dict[str, str] | None = None) -> None:
+        with av.open(str(root / name), "w", options=options or {}) as container:
             stream = container.add_stream(codec, rate=25)
             stream.width, stream.height, stream.pix_fmt = WIDTH, HEIGHT, "yuv420p"
             stream.gop_size = 8  # key frames every 8 frames, so that seeking skips frames
@@ -293,6 +297,21 @@ def videos(tmp_path_factory: pytest.TempPathFactory) -> dict:
         f"ramp.mp4 0\n# a comment\n\nmoving.mp4 1\n{root / 'sub/ramp2.mp4'} 2\ncorrupt.mp4 3\nmissing.mp4 4\n"
     )
     (root / "bad_only.txt").write_text("corrupt.mp4 3\nmissing.mp4 4\n")
+
+    def cut(name: str, keep: int) -> None:
+        """Cut the file's bytes where the packet of frame `keep` starts: a download that stopped there."""
+        with av.open(str(root / name)) as container:
+            pos = [p.pos for p in container.demux(container.streams.video[0]) if p.size][keep]
+        (root / f"cut_{name}").write_bytes((root / name).read_bytes()[:pos])
+
+    encode("full.mp4", ramp, {"movflags": "faststart"})  # the index first, so that the cut file still opens
+    cut("full.mp4", 4)
+    encode("full.mkv", ramp)
+    cut("full.mkv", 4)
+    encode("short.mp4", ramp[:SHORT])
+    (root / "truncated.txt").write_text(
+        "ramp.mp4 0\ncut_full.mp4 1\ncut_full.mkv 2\nshort.mp4 3\ncorrupt.mp4 4\nmoving.mp4 1\nsub/ramp2.mp4 2\n"
+    )
     return {"root": root, "codec": codec}
 
 
@@ -316,7 +335,8 @@ def test_files_shapes_labels_and_failures(videos: dict, caplog: pytest.LogCaptur
     bad = {3, 4}
     assert loader.failures > 0 and loader.failures == clips.meta["retries"].sum()
     logged = [r for r in caplog.records if r.name == "engine" and "cannot read" in r.getMessage()]
-    assert len(logged) == loader.failures
+    assert len(logged) == len(loader.bad) == 2 < loader.failures  # once per file, not once per read
+    assert sum(b.count for b in loader.bad.values()) == loader.failures
     assert {"corrupt.mp4" in r.getMessage() for r in logged} == {True, False}  # both kinds were hit
     assert all(loader.entries["train"][e].label not in bad for e in clips.meta["entry"])
     # the same rng gives the same clips, whatever the thread scheduling and the failures
@@ -330,6 +350,112 @@ def test_files_too_many_failures_name_the_manifest(videos: dict) -> None:
     with pytest.raises(RuntimeError, match="bad_only.txt"):
         loader.sample(counter_rng(0), 2)
     assert loader.failures == 4
+
+
+def test_truncated_files_are_bad_even_where_the_clip_decodes(videos: dict) -> None:
+    """A file cut after 4 of its 40 frames is refused whether the clip runs past the cut (decoding runs out)
+    or lies before it (the stream's end is read); the uncut files read as before, padded past their end."""
+    from engine.data.video_files import DecodeError, read_clip
+
+    root = videos["root"]
+    for name in ("full.mp4", "full.mkv"):
+        for frames, step in ((8, 4), (2, 1)):
+            with pytest.raises(DecodeError, match=f"truncated: its header says {FRAMES} frames but only 4 "):
+                read_clip(str(root / f"cut_{name}"), frames, step, lambda total: 0)
+        for frames, step, start in ((2, 1, 0), (16, 4, 0), (4, 3, 27)):
+            clip, _ = read_clip(str(root / name), frames, step, lambda total, s=start: s)
+            levels = clip.astype(float).mean(axis=(1, 2, 3))
+            expected = brightness(np.minimum(start + step * np.arange(frames), FRAMES - 1))
+            assert np.abs(levels - expected).max() < 6
+
+
+def test_truncated_files_never_make_clips_and_warn_once(
+    videos: dict, caplog: pytest.LogCaptureFixture
+) -> None:
+    loader = files(videos, "truncated.txt")
+    with caplog.at_level(logging.WARNING, logger="engine"):
+        batches = [loader.sample(counter_rng(seed), 16) for seed in range(3)]
+    used = np.concatenate([b.meta["entry"] for b in batches])
+    assert set(used.tolist()) == {0, 3, 5, 6}  # never a cut or a corrupt file
+    names = {url.rsplit("/", 1)[1]: bad for url, bad in loader.bad.items()}
+    assert set(names) == {"cut_full.mp4", "cut_full.mkv", "corrupt.mp4"}
+    assert all("truncated" in names[n].reason for n in ("cut_full.mp4", "cut_full.mkv"))
+    logged = [r.getMessage() for r in caplog.records if "cannot read" in r.getMessage()]
+    assert len(logged) == 3 < loader.failures == sum(b.count for b in loader.bad.values())
+    for url, bad in loader.bad.items():  # one warning per file, with its path and the reason
+        assert sum(url in m and bad.reason in m for m in logged) == 1
+    # a batch is a pure function of its rng and the files, whatever the threads and the failures before it
+    assert same(files(videos, "truncated.txt", workers=1).sample(counter_rng(2), 16), batches[2])
+
+
+def test_genuinely_short_video_is_padded_not_bad(videos: dict) -> None:
+    """short.mp4 has 10 frames and says so: a clip spanning 29 frames repeats its last frame."""
+    loader = files(videos, "truncated.txt", flip=False)
+    clips = loader.load(np.full(4, 3), np.arange(4), "train")
+    assert (clips.meta["start"] == 0).all() and (clips.meta["retries"] == 0).all()
+    assert not loader.bad and loader.failures == 0
+    levels = clips.video.astype(float).mean(axis=(1, 3, 4))  # [n, T]
+    expected = brightness(np.minimum(4 * np.arange(8), SHORT - 1))
+    assert np.abs(levels - expected).max() < 6 and (levels[:, 3:] == levels[:, 3:4]).all()
+
+
+def test_bad_files_are_listed_in_the_stage_directory(videos: dict, tmp_path) -> None:
+    from engine.data.video_files import read_bad_clips
+
+    def listed(name: str) -> dict[str, dict]:
+        lines = (tmp_path / name).read_text().splitlines()
+        return {row["path"]: row for row in map(json.loads, lines)}
+
+    rank0 = files(videos, "truncated.txt")
+    rank0.report_to(str(tmp_path), 0)
+    rank0.load(np.zeros(2, int), np.arange(2), "train")
+    assert not list(tmp_path.iterdir()), "nothing is written while no file is bad"
+    rank0.sample(counter_rng(0), 16)
+    rows = listed("bad_clips.jsonl")
+    assert list(rows) == sorted(rank0.bad) and len(rows) == 3
+    assert {p: r["count"] for p, r in rows.items()} == {p: b.count for p, b in rank0.bad.items()}
+    assert all(r["reason"] == rank0.bad[p].reason for p, r in rows.items())
+    rank1 = files(videos, "truncated.txt")
+    rank1.report_to(str(tmp_path), 1)
+    rank1.sample(counter_rng(1), 16)
+    assert set(listed("bad_clips.rank1.jsonl")) == set(rank1.bad)
+    merged = {r["path"]: r["count"] for r in read_bad_clips(str(tmp_path))}
+    assert merged == {p: rank0.bad[p].count + rank1.bad[p].count for p in rank0.bad}
+    # a resumed attempt keeps the list the earlier one left and adds its own reads to the counts
+    resumed = files(videos, "truncated.txt")
+    resumed.report_to(str(tmp_path), 0)
+    resumed.sample(counter_rng(2), 16)
+    counts = {p: r["count"] for p, r in listed("bad_clips.jsonl").items()}
+    assert counts == {p: rank0.bad[p].count + resumed.bad[p].count for p in rank0.bad}
+
+
+TINY_VIT = {"dim": 32, "depth": 1, "heads": 2, "mlp": 64}
+
+
+def test_training_stage_lists_bad_clips(videos: dict, tmp_path) -> None:
+    """The trainer hands the generator its stage directory: a stage over a manifest with bad files lists them."""
+    from engine.runtime.distributed import Dist
+    from engine.runtime.trainer import run_spec
+    from schemas import load_spec
+
+    manifest = videos["root"] / "truncated.txt"
+    data = f"{{kind: video_files, manifest: {manifest}, classes: 5, frames: 8, resolution: 32, workers: 1}}"
+    spec = load_spec(
+        str(Path(__file__).parent.parent / "specs" / "salt_tiny.yaml"),
+        [
+            f"run.output={tmp_path}",
+            f"stages.teacher.data={data}",
+            "stages.teacher.schedule.steps=2",
+            "stages.teacher.schedule.warmup=1",
+            "stages.teacher.batch.global=8",
+            *(f"stages.teacher.{m}.{k}={v}" for m in ("model", "predictor") for k, v in TINY_VIT.items()),
+            "stages.teacher.logging.every=1",
+        ],
+    )
+    run_spec(spec, Dist(), only="teacher")
+    rows = [json.loads(line) for line in (tmp_path / "teacher" / "bad_clips.jsonl").read_text().splitlines()]
+    assert {r["path"].rsplit("/", 1)[1] for r in rows} <= {"cut_full.mp4", "cut_full.mkv", "corrupt.mp4"}
+    assert rows and all(r["count"] >= 1 and r["reason"] for r in rows)
 
 
 def test_files_frame_step_start_and_padding(videos: dict) -> None:

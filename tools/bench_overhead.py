@@ -30,6 +30,7 @@ from engine import registry  # noqa: E402
 from engine.data.stream import Stream  # noqa: E402
 from engine.plan import stage_vocab_size  # noqa: E402
 from engine.runtime.distributed import Dist  # noqa: E402
+from engine.runtime.metrics import read_metrics  # noqa: E402
 from engine.runtime.trainer import build_optimizer, lr_factor, run_spec, stage_seed  # noqa: E402
 from schemas import load_spec  # noqa: E402
 
@@ -39,7 +40,7 @@ def engine_step_times(spec_path: str, overrides: list[str], steps: int, window: 
     with tempfile.TemporaryDirectory() as out:
         spec = load_spec(spec_path, [*overrides, f"run.output={out}", f"stages.train.schedule.steps={steps}"])
         run_spec(spec, Dist())
-        rows = [json.loads(line) for line in Path(out, "train", "metrics.jsonl").read_text().splitlines()]
+        rows = read_metrics(f"{out}/train")
     return [r["step_time_s"] for r in rows if "step_time_s" in r][1:]
 
 

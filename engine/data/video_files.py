@@ -5,27 +5,44 @@ is a URL (`scheme://...`), an absolute path on the manifest's filesystem, or a p
 directory. Lines that are empty or start with `#` are skipped.
 
 A clip is `frames` frames taken every `frame_step` decoded frames, starting at a random frame in train and
-at the centred start in eval. A video shorter than (frames - 1) * frame_step + 1 frames is padded by
-repeating its last frame (as V-JEPA's loader does), so every clip has exactly `frames` frames. Train clips
-get a random resized crop (torchvision's sampler: area `crop_scale`, aspect `crop_aspect`) and a horizontal
-flip with probability 1/2; eval clips a centred square crop of `eval_crop` times the short side. The crop is
-resized with numpy: a box filter by the integer part of the downscale factor, then bilinear.
+at the centred start in eval. Train clips get a random resized crop (torchvision's sampler: area
+`crop_scale`, aspect `crop_aspect`) and a horizontal flip with probability 1/2; eval clips a centred square
+crop of `eval_crop` times the short side. The crop is resized with numpy: a box filter by the integer part of
+the downscale factor, then bilinear.
 
-A file that cannot be read or decoded is counted (`failures`), logged on logger "engine" and replaced by
-another random entry; after `max_retries` consecutive failures for one clip the job stops with an error that
-names the manifest. Each clip draws from its own counter-keyed generator, so a batch is a pure function of
-the rng it is given (and of the files), whatever the thread scheduling or the failures.
+Short and truncated videos. The header gives a file's length: the container's frame count (exact), else its
+duration times the frame rate (an estimate). A video whose decodable frames match its header but number
+fewer than the clip's span (frames - 1) * frame_step + 1 is genuinely short: its clip is padded by repeating
+its last frame, as V-JEPA's loader does, so every clip has exactly `frames` frames. A video that holds fewer
+frames than its header says, by more than 1 frame (exact count) or max(2 frames, 5%) (estimate), is
+truncated, and bad: every clip of it is refused, also one whose own frames all decode. Unless decoding the
+clip reached the end of the stream, the reader then seeks to the key frame before the header's last frame
+and reads the packets from there (decoding none) to find where the stream ends. Two cases cannot be checked:
+MPEG-TS, whose duration is estimated from the bytes present, and a file whose only duration is the
+container's while it holds other streams (audio may outlast the video), whose length is measured from the
+video's packets instead; their clips are padded as for a short video.
+
+A bad file (unreadable, undecodable or truncated) is replaced by another random entry; after `max_retries`
+consecutive failures for one clip the job stops with an error that names the manifest. Failed reads are
+counted (`failures`, and per file in `bad`); a file's first failure is logged on logger "engine" with its
+path and reason, later ones are not. With `report_to(stage_url, rank)` (the trainer calls it) the list of
+bad files (path, reason, count) is kept in the stage directory, `bad_clips.jsonl` (one file per rank;
+`read_bad_clips` merges them). Each clip draws from its own counter-keyed generator and a file's verdict
+depends on its bytes only (never on what was read before), so a batch is a pure function of the rng it is
+given and of the files, whatever the thread scheduling or the failures.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
+import os
 import posixpath
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from fractions import Fraction
 from typing import Any
 
@@ -57,6 +74,40 @@ class Entry:
 
     url: str
     label: int
+
+
+@dataclass
+class BadFile:
+    """A file that could not be used: its URL, why (the first failure), and how many reads failed."""
+
+    path: str
+    reason: str
+    count: int = 0
+
+
+def read_bad_clips(stage_url: str) -> list[dict[str, Any]]:
+    """The bad files all ranks of a stage reported (`bad_clips*.jsonl`), by path, counts summed."""
+    fs, root = fsspec.core.url_to_fs(stage_url)
+    merged: dict[str, dict[str, Any]] = {}
+    for name in sorted(fs.glob(f"{root.rstrip('/')}/bad_clips*.jsonl")):
+        for line in fs.cat_file(name).decode().splitlines():
+            row = json.loads(line)
+            if row["path"] in merged:
+                merged[row["path"]]["count"] += row["count"]
+            else:
+                merged[row["path"]] = row
+    return [merged[k] for k in sorted(merged)]
+
+
+def _write(url: str, data: bytes) -> None:
+    """Replace a file whole: local files through a temporary file and a rename, others in one write."""
+    fs, path = fsspec.core.url_to_fs(url)
+    fs.makedirs(posixpath.dirname(path), exist_ok=True)
+    target = f"{path}.tmp" if "file" in fs.protocol else path
+    with fs.open(target, "wb") as f:
+        f.write(data)
+    if target != path:
+        os.replace(target, path)
 
 
 def _protocol(url: str) -> str:
@@ -196,16 +247,24 @@ def clip_indices(total: int, frames: int, step: int, start: int) -> np.ndarray:
 
 
 def read_clip(url: str, frames: int, step: int, choose_start: Callable[[int], int]) -> tuple[np.ndarray, int]:
-    """uint8 [frames, H, W, 3] of one file and its start frame; `choose_start(total)` picks the start."""
+    """uint8 [frames, H, W, 3] of one file and its start frame; `choose_start(total)` picks the start.
+
+    Raises DecodeError for a truncated file: one whose video stream holds fewer frames than its header says,
+    beyond the slack of `_frame_count` (checked even when the clip's own frames all decode).
+    """
     with _open(url) as container:
         if not container.streams.video:
             raise DecodeError("no video stream")
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
-        total = _frame_count(container, stream)
+        total, slack = _frame_count(container, stream)
         start = choose_start(total)
         wanted = clip_indices(total, frames, step, start)
-        picked = _decode_indices(container, stream, sorted(set(wanted.tolist())))
+        picked, ended = _decode_indices(container, stream, sorted(set(wanted.tolist())))
+        if slack is not None:
+            present = ended if ended is not None else _stream_end(container, stream, total)
+            if present is not None and present < total - slack:
+                raise DecodeError(f"truncated: its header says {total} frames but only {present} can be read")
         return np.stack([picked[i] for i in wanted.tolist()]), start
 
 
@@ -215,59 +274,97 @@ def _rate(stream: Any) -> Fraction | None:
     return Fraction(rate) if rate else None
 
 
-def _frame_count(container: Any, stream: Any) -> int:
-    """Frames in the stream: the container's count, else its duration times the frame rate (an estimate)."""
+def _frame_count(container: Any, stream: Any) -> tuple[int, int | None]:
+    """Frames in the stream by its header, and how many fewer may decode before the file counts as truncated.
+
+    The container's frame count is exact (slack 1 frame). Else the duration times the frame rate estimates it
+    (slack max(2, 5%)): the stream's own duration, or the container's when the video is its only stream. With
+    other streams the container's duration may be theirs (audio outlasting the video): the video's packets
+    are measured instead, which leaves nothing to check them against (slack None).
+    """
     if stream.frames:
-        return int(stream.frames)
+        return int(stream.frames), 1
     rate = _rate(stream)
     if rate and stream.duration and stream.time_base:
-        return max(1, int(round(stream.duration * stream.time_base * rate)))
+        total = max(1, int(round(stream.duration * stream.time_base * rate)))
+        return total, max(2, total // 20)
     if rate and container.duration:
-        return max(1, int(round(Fraction(container.duration, 1_000_000) * rate)))
+        total = max(1, int(round(Fraction(container.duration, 1_000_000) * rate)))
+        if len(container.streams) == 1:
+            return total, max(2, total // 20)
+        measured = _stream_end(container, stream, total)
+        container.seek(0, stream=stream, backward=True)
+        return max(1, measured or total), None
     raise DecodeError("the number of frames is unknown")
 
 
-def _decode_indices(container: Any, stream: Any, targets: list[int]) -> dict[int, np.ndarray]:
-    """RGB arrays of the frames at the sorted indices `targets`; past the end, the last frame decoded."""
-    frames = None
+def _decode_indices(
+    container: Any, stream: Any, targets: list[int]
+) -> tuple[dict[int, np.ndarray], int | None]:
+    """RGB arrays of the frames at the sorted indices `targets`, and the stream's length if it ended first.
+
+    Targets past the end of the stream get its last frame; the length is then 1 + the index of that frame.
+    """
     if targets[0] >= SEEK_MIN_FRAMES and _rate(stream) and stream.time_base:
         try:
-            frames = _decode(_after_seek(container, stream, targets[0]), targets)
+            found = _decode(_after_seek(container, stream, targets[0]), targets)
         except _Unseekable:
-            frames = None
-        if frames is None:  # no timestamps, or the seek landed past the first target: decode from the start
-            container.seek(0, stream=stream, backward=True)
-    if frames is None:
-        frames = _decode(enumerate(container.decode(stream)), targets)
-    if frames is None:
+            found = None
+        if found is not None:
+            return found
+        container.seek(0, stream=stream, backward=True)  # no timestamps, or it landed past the first target
+    found = _decode(enumerate(_frames(container, stream)), targets)
+    if found is None:
         raise DecodeError("no frames decoded")
-    return frames
+    return found
+
+
+def _frames(container: Any, stream: Any) -> Iterator[Any]:
+    """The decoded frames of the stream from the demuxer's position, packet by packet."""
+    for packet in container.demux(stream):
+        yield from packet.decode()
 
 
 class _Unseekable(Exception):
     """Decoded frames without timestamps: their indices after a seek are unknown."""
 
 
+def _index(stream: Any) -> Callable[[int], Fraction]:
+    """Timestamp -> (fractional) frame index of a stream with a frame rate and a time base."""
+    rate, base, origin = _rate(stream), stream.time_base, stream.start_time or 0
+    return lambda pts: (pts - origin) * base * rate
+
+
+def _timestamp(stream: Any, index: int) -> int:
+    """The timestamp of frame `index` of a stream with a frame rate and a time base."""
+    return (stream.start_time or 0) + int(index / (_rate(stream) * stream.time_base))
+
+
 def _after_seek(container: Any, stream: Any, first: int) -> Iterator[tuple[int, Any]]:
     """(index, frame) pairs from the key frame at or before frame `first`, indices from timestamps."""
-    rate, base, origin = _rate(stream), stream.time_base, stream.start_time or 0
-    container.seek(origin + int(first / (rate * base)), stream=stream, backward=True)
-    for frame in container.decode(stream):
+    container.seek(_timestamp(stream, first), stream=stream, backward=True)
+    index = _index(stream)
+    for frame in _frames(container, stream):
         if frame.pts is None:
             raise _Unseekable
-        yield int(round((frame.pts - origin) * base * rate)), frame
+        yield int(round(index(frame.pts))), frame
 
 
-def _decode(pairs: Iterator[tuple[int, Any]], targets: list[int]) -> dict[int, np.ndarray] | None:
-    """Assign each target index the first decoded frame at or after it; None if the first frame is too late."""
+def _decode(
+    pairs: Iterator[tuple[int, Any]], targets: list[int]
+) -> tuple[dict[int, np.ndarray], int | None] | None:
+    """Assign each target index the first decoded frame at or after it; None if the first frame is too late.
+
+    With the frames, the stream's length (1 + the index of its last frame) when it ended before a target.
+    """
     out: dict[int, np.ndarray] = {}
     pending = list(reversed(targets))
     shape: dict[str, int] = {}
-    last = None
+    last, last_idx = None, -1
     for idx, frame in pairs:
         if last is None and idx > targets[0]:
             return None
-        last = frame
+        last, last_idx = frame, idx
         if idx < pending[-1]:
             continue
         if not shape:
@@ -276,20 +373,49 @@ def _decode(pairs: Iterator[tuple[int, Any]], targets: list[int]) -> dict[int, n
         while pending and idx >= pending[-1]:
             out[pending.pop()] = array
         if not pending:
-            return out
+            return out, None
     if last is None:
         return None
     array = last.to_ndarray(format="rgb24", **(shape or {"width": last.width, "height": last.height}))
     for i in pending:  # the video ended before these frames: repeat its last frame
         out[i] = array
-    return out
+    return out, last_idx + 1
+
+
+def _stream_end(container: Any, stream: Any, total: int) -> int | None:
+    """How many frames the stream's intact packets cover (None: no timestamps to tell), decoding nothing.
+
+    Seeks to the key frame before the header's last frame and reads the packets from there to the end of the
+    file; when there are none (the file ends before that key frame), reads all the packets from the start.
+    """
+    if not (_rate(stream) and stream.time_base):
+        return None
+    index, per_tick = _index(stream), stream.time_base * _rate(stream)
+    for target in (_timestamp(stream, total - 1), None):
+        try:
+            if target is None:
+                container.seek(0, stream=stream, backward=True)
+            else:
+                container.seek(target, stream=stream, backward=True)
+        except av.error.FFmpegError:  # a file that cannot seek: only a clip reaching its end tells
+            return None
+        end = None
+        for packet in container.demux(stream):
+            stamp = packet.pts if packet.pts is not None else packet.dts
+            if packet.size == 0 or packet.is_corrupt or stamp is None:
+                continue
+            covered = index(stamp) + (packet.duration * per_tick if packet.duration else 1)
+            end = covered if end is None else max(end, covered)
+        if end is not None:
+            return int(round(end))
+    return 0
 
 
 # ----------------------------------------------------------------------------- the generator
 
 
 class VideoFiles:
-    """Clips of the videos of a manifest: `sample(rng, n, split) -> Clips` with `failures` counted."""
+    """Clips of the videos of a manifest: `sample(rng, n, split) -> Clips`, with unreadable files recorded."""
 
     chunk = 1  # a clip costs its own decode: key each clip, so that no rank decodes clips it does not use
 
@@ -299,13 +425,31 @@ class VideoFiles:
         self.entries["eval"] = (
             read_manifest(cfg.eval_manifest, cfg.classes) if cfg.eval_manifest else self.entries["train"]
         )
-        self.failures = 0  # entries that could not be read, since construction
+        self.failures = 0  # reads that failed, since construction
+        self.bad: dict[str, BadFile] = {}  # the files that failed, by URL
+        self.report_url: str | None = None  # where `report_to` asked for the list of bad files
+        self._earlier: dict[str, dict[str, Any]] = {}  # the list found there (an earlier attempt's)
+        self._reported = (0, 0)  # (files, failures) in the last report written
         self._lock = threading.Lock()
         self._pool: ThreadPoolExecutor | None = None
 
     def manifest(self, split: str) -> str:
         """The manifest URL of a split."""
         return (self.cfg.eval_manifest or self.cfg.manifest) if split == "eval" else self.cfg.manifest
+
+    def report_to(self, stage_url: str, rank: int = 0) -> None:
+        """List the bad files in the stage directory: bad_clips.jsonl (rank r > 0: bad_clips.rank{r}.jsonl).
+
+        One JSON object per file (path, reason, count of failed reads), sorted by path, rewritten whole after
+        a batch that met a new bad file or doubled the failures since the last write. The list an earlier
+        attempt of the stage left there (a resumed run) is kept, its counts added to.
+        """
+        name = "bad_clips.jsonl" if rank == 0 else f"bad_clips.rank{rank}.jsonl"
+        self.report_url = f"{stage_url.rstrip('/')}/{name}"
+        fs, path = fsspec.core.url_to_fs(self.report_url)
+        lines = fs.cat_file(path).decode().splitlines() if fs.exists(path) else []
+        self._earlier = {row["path"]: row for row in map(json.loads, lines)}
+        self._reported = (0, 0)
 
     def sample(self, rng: np.random.Generator, n: int, split: str = "train") -> Clips:
         """n clips of random manifest entries; train clips are augmented, eval clips centre-cropped."""
@@ -324,12 +468,15 @@ class VideoFiles:
     def load(self, entries: np.ndarray, keys: np.ndarray, split: str = "eval") -> Clips:
         """The clips of the given manifest entries, clip i drawing from counter_rng(keys[i], attempt)."""
         jobs = [(int(e), int(k), split) for e, k in zip(entries, keys, strict=True)]
-        if self.cfg.workers > 1 and len(jobs) > 1:
-            if self._pool is None:
-                self._pool = ThreadPoolExecutor(self.cfg.workers, thread_name_prefix="video")
-            results = list(self._pool.map(self._clip, jobs))
-        else:
-            results = [self._clip(job) for job in jobs]
+        try:
+            if self.cfg.workers > 1 and len(jobs) > 1:
+                if self._pool is None:
+                    self._pool = ThreadPoolExecutor(self.cfg.workers, thread_name_prefix="video")
+                results = list(self._pool.map(self._clip, jobs))
+            else:
+                results = [self._clip(job) for job in jobs]
+        finally:
+            self._report()
         video = np.stack([r[0] for r in results])  # [n, 3, T, H, W]
         meta = {k: np.array([r[1][k] for r in results]) for k in results[0][1]} if results else {}
         labels = meta.get("label", np.zeros(0, np.int64)).astype(np.int64)
@@ -348,20 +495,44 @@ class VideoFiles:
                 return self._read(entries[entry], rng, split, entry, attempt)
             except (av.error.FFmpegError, OSError, DecodeError, EOFError) as e:
                 error = e
-                with self._lock:
-                    self.failures += 1
-                    failures = self.failures
-                log.warning(
-                    "video_files: cannot read %s (%s: %s); using another entry (%d failures so far)",
-                    entries[entry].url,
-                    type(e).__name__,
-                    e,
-                    failures,
-                )
+                self._failed(entries[entry].url, e)
         raise RuntimeError(
             f"video_files: {cfg.max_retries + 1} entries in a row of manifest {self.manifest(split)} could not be"
             f" read (last: {entries[entry].url}: {error}); check the manifest and its files"
         ) from error
+
+    def _failed(self, url: str, error: Exception) -> None:
+        """Count a failed read; a file's first failure is logged with its reason, later ones are not."""
+        with self._lock:
+            self.failures += 1
+            record = self.bad.get(url)
+            first = record is None
+            if first:
+                record = self.bad[url] = BadFile(url, f"{type(error).__name__}: {error}")
+            record.count += 1
+        if first:
+            log.warning(
+                "video_files: cannot read %s (%s); other entries stand in for it (logged once per file)",
+                url,
+                record.reason,
+            )
+
+    def _report(self) -> None:
+        """Rewrite the list of bad files if a file was added or the failures doubled since the last write."""
+        if self.report_url is None:
+            return
+        with self._lock:
+            files, failures = len(self.bad), self.failures
+            if files == self._reported[0] and failures < 2 * max(1, self._reported[1]):
+                return
+            rows = {path: dict(row) for path, row in self._earlier.items()}
+            for b in self.bad.values():
+                if b.path in rows:
+                    rows[b.path]["count"] += b.count
+                else:
+                    rows[b.path] = asdict(b)
+            self._reported = (files, failures)
+        _write(self.report_url, "".join(json.dumps(rows[k]) + "\n" for k in sorted(rows)).encode())
 
     def _read(
         self, item: Entry, rng: np.random.Generator, split: str, entry: int, attempt: int

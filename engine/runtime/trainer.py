@@ -177,6 +177,8 @@ class StageRunner:
         st, dist = self.stage, self.dist
         ctx = BuildContext(self.spec, self.name, st, dist)
         self.gen = registry.build_data(st.data)
+        if hasattr(self.gen, "report_to"):  # generators that skip bad inputs list them in the stage directory
+            self.gen.report_to(self.url, dist.rank)
         torch.manual_seed(stage_seed(self.spec.run.seed, self.name))
         self.sharded = dist.distributed and st.distributed.fsdp
         if isinstance(st, TrainStage):
@@ -227,7 +229,13 @@ class StageRunner:
             counters = Counters(**{k: float(state[k]) for k in Counters.__dataclass_fields__ if k in state})
             log.info("%s: resumed from step %d", self.name, start)
         metrics = Metrics(
-            self.url, dist.main, st.logging.tensorboard, st.logging.console, self.name, st.schedule.steps
+            self.url,
+            dist.main,
+            st.logging.tensorboard,
+            st.logging.console,
+            self.name,
+            st.schedule.steps,
+            start=start,  # rows logged after the checkpoint resumed from are dropped
         )
         if start == 0:
             metrics.text("example", self.gen.render(self.stream.batch(0)[0]), 0)
