@@ -28,7 +28,8 @@ def comparable(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def run(out: str) -> list[dict[str, Any]]:
-    """20 steps of the tiny spec, checkpoints every 5 (the last 2 kept), a row every 5, an evaluation every 10."""
+    """20 steps of the tiny spec, checkpoints every 5 (the last 3 kept: 10, 15, 20), a row every 5, an evaluation
+    every 10."""
     spec = load_spec(
         SPEC,
         [
@@ -36,6 +37,7 @@ def run(out: str) -> list[dict[str, Any]]:
             *TINY,
             "stages.train.schedule.steps=20",
             "stages.train.checkpoint.every=5",
+            "stages.train.checkpoint.keep_last=3",
             "stages.train.logging.every=5",
             "stages.train.evals.0.every=10",
         ],
@@ -58,7 +60,7 @@ def events(path: Path) -> list[Any]:
 
 @pytest.mark.slow
 def test_resume_from_an_older_checkpoint_keeps_one_timeline(tmp_path, monkeypatch, caplog):
-    """Run 20 steps, delete final/ and the step-15 checkpoint, rerun: it resumes from 10 and the rows (train
+    """Run 20 steps, delete final/ and the step-15 and step-20 checkpoints, rerun: it resumes from 10 and the rows (train
     and evaluation) are those of the uninterrupted run, once each, in both layouts."""
     monkeypatch.setattr(metrics_module, "SEGMENT_ROWS", 2)  # several parts: the cut falls inside one
     layouts = {}
@@ -67,6 +69,7 @@ def test_resume_from_an_older_checkpoint_keeps_one_timeline(tmp_path, monkeypatc
         fs, root = fsspec.core.url_to_fs(out)
         fs.rm(f"{root}/train/final", recursive=True)
         fs.rm(f"{root}/train/checkpoints/step-00000015", recursive=True)
+        fs.rm(f"{root}/train/checkpoints/step-00000020", recursive=True)
         caplog.clear()
         with caplog.at_level("INFO", logger="engine"):
             again = run(out)

@@ -202,7 +202,12 @@ class Metrics:
 
                 # An earlier attempt's events past `start` belong to the abandoned timeline: hide them.
                 purge = start + 1 if fs.exists(f"{path}/tb") else None
-                self.tb = SummaryWriter(logdir=f"{path}/tb", flush_secs=30, purge_step=purge)
+                # Event file names hold the time in whole seconds: a suffix keeps a quick rerun from
+                # truncating the previous attempt's file of the same second.
+                suffix = f".{os.getpid()}.{start}"
+                self.tb = SummaryWriter(
+                    logdir=f"{path}/tb", flush_secs=30, purge_step=purge, filename_suffix=suffix
+                )
             elif tensorboard:
                 log.info(
                     "TensorBoard event files are written for local outputs only; %s is remote", stage_url
