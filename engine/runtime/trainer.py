@@ -25,7 +25,7 @@ from .context import BuildContext
 from .distributed import Dist, LaunchError
 from .metrics import Metrics
 from .parallel import autocast, parallelize
-from .signals import Preemption
+from .signals import Aborted, Preemption
 
 log = logging.getLogger("engine")
 
@@ -37,9 +37,10 @@ class NonFiniteLoss(RuntimeError):
 class Preempted(RuntimeError):
     """A preemption signal was honoured: a checkpoint was written and the job exits."""
 
-    def __init__(self, signum: int, step: int):
+    def __init__(self, signum: int, step: int, cause: str = ""):
         super().__init__(
-            f"signal {signum} received: checkpoint written at step {step}; rerun the same command to resume"
+            f"{cause or f'signal {signum} received'}: checkpoint written at step {step}; "
+            "rerun the same command to resume"
         )
         self.signum, self.step = signum, step
 
@@ -109,6 +110,7 @@ class StepStats:
     tokens: float
     flops: float  # all of them, attention included
     attention: float
+    abort: bool = False  # stop without writing (rank 0 lost the run directory's lease)
 
 
 @dataclass
@@ -239,6 +241,9 @@ class StageRunner:
                     g["weight_decay"] = wd
             stats, mets, gnorm = self._step(step, preemption)
             done = step + 1
+            if stats.abort:  # another job owns the run directory now: write nothing more
+                metrics.close()
+                raise Aborted(preemption.abort or "rank 0 lost the run directory's lease")
             self.objective.after_step(done)
             counters.tokens += stats.tokens
             counters.examples += stats.examples
@@ -263,7 +268,7 @@ class StageRunner:
             if stats.stop:
                 self.ckpt.save(done, self.models, self.optim, self.train_state(done, counters, elapsed))
                 metrics.close()
-                raise Preempted(preemption.requested or signal.SIGTERM, done)
+                raise Preempted(preemption.requested or signal.SIGTERM, done, preemption.cause)
             if done % st.checkpoint.every == 0 and done < st.schedule.steps:
                 self.ckpt.save(done, self.models, self.optim, self.train_state(done, counters, elapsed))
             if logged:  # the next window starts now: eval and checkpoint time is not training throughput
@@ -319,7 +324,7 @@ class StageRunner:
             for k, v in micro_mets.items():
                 mets[k] = mets.get(k, 0) + v.detach().float() / accum
         c = self.objective.count(examples)
-        # One collective per step: loss, the stop flag, examples, tokens and FLOPs, summed over ranks.
+        # One collective per step: loss, the stop flags, examples, tokens and FLOPs, summed over ranks.
         local = [
             loss_sum.item() / accum,
             float(preemption.requested != 0),
@@ -327,9 +332,10 @@ class StageRunner:
             c.tokens,
             c.flops,
             c.attention_flops,
+            float(bool(preemption.abort)),
         ]
         total = dist.all_reduce(torch.tensor(local, dtype=torch.float64)).tolist()
-        stats = StepStats(total[0] / dist.world, total[1] > 0, *total[2:])
+        stats = StepStats(total[0] / dist.world, total[1] > 0, *total[2:6], abort=total[6] > 0)
         if not math.isfinite(stats.loss):
             raise NonFiniteLoss(self._nonfinite("loss", stats.loss, step))
         clip = st.optim.grad_clip if st.optim.grad_clip is not None else float("inf")
