@@ -3,7 +3,7 @@
 Plain torchrun reports a signal it received as a 25-line SignalException traceback and exit status 1, and a
 worker that failed with a user error (2) or a non-finite loss (3) as a ChildFailedError block and status 1.
 This command parses the same options with torchrun's own parser, runs the same launcher (torch.distributed
-.run.run -> elastic_launch), hides its warnings (set LOGLEVEL to see them) and turns its outcomes into the
+.run.run -> elastic_launch), hides its log lines (set LOGLEVEL to see them) and turns its outcomes into the
 engine's statuses: a signal -> 128 + signal, with the workers' one-line message; a worker's user error or
 non-finite loss -> that status, with the worker's own message only; anything else -> torchrun's report, 1.
 """
@@ -53,9 +53,10 @@ def _signalled(signum: int, statuses: dict[int, int], local: int, timeout: int) 
     clean = len(statuses) >= local and all(c == 0 or c in PREEMPTED for c in statuses.values())
     if not clean:
         print(
-            f"signal {signum} received: the workers stopped without confirming a checkpoint (they get "
-            f"{timeout} s between torchrun's signal and its SIGKILL; raise --shutdown-timeout if they need "
-            "more); rerun the same command to resume from the newest complete checkpoint",
+            f"signal {signum} received: the workers stopped without confirming a checkpoint (a worker "
+            f"checkpoints at its next step boundary and is killed {timeout} s after the signal; "
+            "--shutdown-timeout gives it more); rerun the same command to resume from the newest complete "
+            "checkpoint",
             file=sys.stderr,
         )
     return 128 + signum
