@@ -1,4 +1,4 @@
-"""Command line: `engine [run] SPEC [overrides]`, `validate`, `plan`, `schema`, `sample`."""
+"""Command line: `engine [run] SPEC [overrides]`, `launch`, `validate`, `plan`, `schema`, `sample`."""
 
 from __future__ import annotations
 
@@ -12,11 +12,12 @@ from collections.abc import Sequence
 
 from schemas import Issue, Spec, SpecError, load_spec
 
-COMMANDS = ("run", "validate", "plan", "schema", "sample")
+COMMANDS = ("run", "launch", "validate", "plan", "schema", "sample")
 USER_ERROR = 2
 PLAN_WARNED = 1  # `engine plan --strict` on a plan with warnings
 USAGE = (
-    "usage: engine [run] SPEC [key=value ...] [--stage NAME] | validate SPEC... [--format text|json|github] | "
+    "usage: engine [run] SPEC [key=value ...] [--stage NAME] [--accept-changes] | "
+    "launch [torchrun options] SPEC [key=value ...] | validate SPEC... [--format text|json|github] | "
     "plan SPEC [--json] [--strict] | schema [-o FILE] | sample SPEC [--stage S] [--split eval] [-n 4]"
 )
 
@@ -318,18 +319,24 @@ def cmd_run(argv: Sequence[str]) -> int:
     from engine.plan import make_plan
     from engine.runtime import distributed
     from engine.runtime.checkpoint import write_json
+    from engine.runtime.lease import LeaseError, take
     from engine.runtime.rundir import RunDirConflict, check_output
+    from engine.runtime.signals import Aborted
     from engine.runtime.trainer import LaunchError, NonFiniteLoss, Preempted, prepare, run_spec
+    from engine.runtime.watchdog import watch_launcher
 
     log = logging.getLogger("engine")
+    watch_launcher()  # under torchrun: stop (checkpoint, exit) when the launcher dies
     try:
         dist = distributed.init(spec.resources.device)
     except LaunchError as e:
         return _fail(str(e))
     code = 0
+    lease = None
     try:
-        plan = make_plan(spec, a.spec, a.overrides)
         check_output(spec.run.output)
+        lease = take(spec.run.output, dist)  # one writer per run directory; before anything is written
+        plan = make_plan(spec, a.spec, a.overrides)
         identities = prepare(spec, dist, a.accept_changes, ["engine", *argv])
         if dist.main:
             write_json(f"{spec.run.output.rstrip('/')}/plan.json", plan.to_dict())
@@ -340,6 +347,8 @@ def cmd_run(argv: Sequence[str]) -> int:
                     "note: running on %d rank(s); resources asks for %d", dist.world, spec.resources.world
                 )
         results = run_spec(spec, dist, a.stage, identities)
+        if lease is not None:
+            lease.check()  # lost while the last steps or final/ were written
         if dist.main:
             for name, metrics in results.items():
                 if metrics:
@@ -347,10 +356,12 @@ def cmd_run(argv: Sequence[str]) -> int:
             table = probe_table(spec, results)
             if table:
                 log.info("%s", table)
-    except LaunchError as e:
-        code = _fail(str(e))
-    except RunDirConflict as e:
+    except (LaunchError, LeaseError, RunDirConflict) as e:
         code = _fail(str(e)) if dist.main else USER_ERROR
+    except Aborted as e:
+        if dist.main:
+            log.error("error: %s", e)
+        code = USER_ERROR
     except FileNotFoundError as e:
         code = (
             _fail(f"{e}; point the stage's data at your files by override (key.path=value)")
@@ -358,12 +369,16 @@ def cmd_run(argv: Sequence[str]) -> int:
             else 2
         )
     except NonFiniteLoss as e:
-        log.error("error: %s", e)
+        if dist.main:
+            log.error("error: %s", e)
         code = 3
     except Preempted as e:
-        log.warning("%s", e)
+        if dist.main:  # every rank stops; one says so
+            log.warning("%s", e)
         code = 128 + e.signum
     finally:
+        if lease is not None:
+            lease.release()
         dist.close()
     return code
 
@@ -398,6 +413,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     command = argv[0] if argv[0] in COMMANDS else "run"
     rest = argv[1:] if argv[0] in COMMANDS else argv
+    if command == "launch":
+        from engine.launch import cmd_launch
+
+        return cmd_launch(rest)
     return {
         "run": cmd_run,
         "validate": cmd_validate,

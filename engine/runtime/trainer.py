@@ -20,13 +20,13 @@ from engine.data.stream import Stream
 from schemas.spec import ProbeStage, Spec, TrainStage
 from schemas.training import AdamW, Schedule
 
-from . import rundir
+from . import rundir, watchdog
 from .checkpoint import Checkpointer, final_intact, read_json, save_final, write_json
 from .context import BuildContext
 from .distributed import Dist, LaunchError
 from .metrics import Metrics
 from .parallel import autocast, bf16, parallelize
-from .signals import Preemption
+from .signals import Aborted, Preemption
 
 log = logging.getLogger("engine")
 
@@ -38,9 +38,10 @@ class NonFiniteLoss(RuntimeError):
 class Preempted(RuntimeError):
     """A preemption signal was honoured: a checkpoint was written and the job exits."""
 
-    def __init__(self, signum: int, step: int):
+    def __init__(self, signum: int, step: int, cause: str = ""):
         super().__init__(
-            f"signal {signum} received: checkpoint written at step {step}; rerun the same command to resume"
+            f"{cause or f'signal {signum} received'}: checkpoint written at step {step}; "
+            "rerun the same command to resume"
         )
         self.signum, self.step = signum, step
 
@@ -110,6 +111,7 @@ class StepStats:
     tokens: float
     flops: float  # all of them, attention included
     attention: float
+    abort: bool = False  # stop without writing (rank 0 lost the run directory's lease)
 
 
 @dataclass
@@ -255,6 +257,9 @@ class StageRunner:
                     g["weight_decay"] = wd
             stats, mets, gnorm = self._step(step, preemption)
             done = step + 1
+            if stats.abort:  # another job owns the run directory now: write nothing more
+                metrics.close()
+                raise Aborted(preemption.abort or "rank 0 lost the run directory's lease")
             self.objective.after_step(done)
             counters.tokens += stats.tokens
             counters.examples += stats.examples
@@ -277,9 +282,11 @@ class StageRunner:
                     last_eval.update(self._evaluate(ev, done, metrics))
             elapsed = elapsed0 + time.perf_counter() - t_start
             if stats.stop:
+                if not preemption.requested:  # another rank asked: was it for the launcher we share?
+                    watchdog.check_now()
                 self.ckpt.save(done, self.models, self.optim, self.train_state(done, counters, elapsed))
                 metrics.close()
-                raise Preempted(preemption.requested or signal.SIGTERM, done)
+                raise Preempted(preemption.requested or signal.SIGTERM, done, preemption.cause)
             if (
                 done % st.checkpoint.every == 0 or done == st.schedule.steps
             ):  # the last: a run can be extended
@@ -343,7 +350,7 @@ class StageRunner:
             for k, v in micro_mets.items():
                 mets[k] = mets.get(k, 0) + v.detach().float() / accum
         c = self.objective.count(examples)
-        # One collective per step: weighted loss, loss terms, the stop flag, examples, tokens and FLOPs.
+        # One collective per step: weighted loss, loss terms, the stop flags, examples, tokens and FLOPs.
         local = [
             loss_sum.item(),
             sum(weights),
@@ -352,10 +359,11 @@ class StageRunner:
             c.tokens,
             c.flops,
             c.attention_flops,
+            float(bool(preemption.abort)),
         ]
         total = dist.all_reduce(torch.tensor(local, dtype=torch.float64)).tolist()
         terms = max(total[1], 1e-12)
-        stats = StepStats(total[0] / terms, total[2] > 0, *total[3:])
+        stats = StepStats(total[0] / terms, total[2] > 0, *total[3:7], abort=total[7] > 0)
         if not math.isfinite(stats.loss):
             raise NonFiniteLoss(self._nonfinite("loss", stats.loss, step))
         self._normalise_gradients(terms)
