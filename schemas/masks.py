@@ -77,6 +77,13 @@ class MultiBlock(Strict):
         default_factory=_vjepa2_masks,
         description="The mask configs; default V-JEPA 2's short-range (8 x 0.15) and long-range (2 x 0.7).",
     )
+    group: int | None = Field(
+        None,
+        gt=0,
+        description="Clips that share a block shape and are cut to their smallest counts together (V-JEPA "
+        "does this per GPU batch); default: the per-rank micro-batch under the spec's resources. A step's "
+        "masks are drawn per group, so they do not depend on the world size the run is launched with.",
+    )
     truncation: Literal["first", "random"] = Field(
         "first",
         description=(

@@ -360,6 +360,16 @@ class Spec(Strict):
                 elif field == "init.stage":
                     _weights_load(p, f"stages.{name}.{field}", stage, ref, self.stages[ref])
             b = stage.batch
+            masks = getattr(getattr(stage, "objective", None), "masks", None)
+            if masks is not None and b.global_ % world == 0:
+                if masks.group is None:  # V-JEPA's per-GPU draw, fixed by the spec (not the launched world)
+                    masks.group = b.micro or b.global_ // world
+                elif b.micro is not None and masks.group % b.micro:  # unset: the trainer picks a divisor
+                    p.add(
+                        f"stages.{name}.batch.micro",
+                        f"{b.micro} clips per forward pass do not divide objective.masks.group={masks.group} "
+                        "(a micro-batch holds clips of one mask group); pick a divisor of the group",
+                    )
             if b.global_ % world:
                 p.add(
                     f"stages.{name}.batch.global",

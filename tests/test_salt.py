@@ -125,7 +125,7 @@ def test_teacher_gets_no_gradient_and_no_optimizer_state(trained, one_thread):
     saved = load_final(f"{trained}/teacher/final")
     same({k: v.cpu() for k, v in teacher.state_dict().items()}, saved)
 
-    batch = obj.collate(runner.stream.batch(0), torch.device("cpu"))
+    batch = obj.collate(runner.stream.batch(0).slice(0, runner.micro), torch.device("cpu"))  # one mask group
     assert not obj.targets(batch).requires_grad
     student_before = {k: v.clone() for k, v in obj.encoder.state_dict().items()}
     for m in obj.trainable().values():
@@ -148,7 +148,7 @@ def test_mean_baseline_is_the_loss_of_predicting_the_batch_mean(trained, one_thr
     runner = StageRunner(spec, "student", spec.stages["student"], Dist())
     runner.build()
     obj = runner.objective
-    batch = obj.collate(runner.stream.batch(0), torch.device("cpu"))
+    batch = obj.collate(runner.stream.batch(0).slice(0, runner.micro), torch.device("cpu"))  # one mask group
     targets = obj.targets(batch)
 
     def mean_predictor(z, context, target, mask_id):

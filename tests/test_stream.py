@@ -3,6 +3,8 @@ step's examples by (seed, stage, step, chunk), and each rank takes its rows."""
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 from test_video_data import files, videos  # noqa: F401  (the module fixture of small video files)
@@ -69,23 +71,36 @@ def test_every_world_size_sees_the_same_global_batch(name: str) -> None:
 
 
 def test_video_clips_and_masks_are_the_same_on_every_world_size(tmp_path) -> None:
-    """salt_tiny's teacher: synthetic clips (chunk 8) and the objective's masks, drawn over the global batch."""
-    spec = load_spec("specs/salt_tiny.yaml", [f"run.output={tmp_path}"])
+    """salt_tiny's teacher: synthetic clips (chunk 8) and the objective's masks, drawn per group of 8 clips
+    (trimmed together, as V-JEPA trims one GPU's batch) by the group's index, whatever the world size."""
+    from engine.objectives.jepa import _unpad
+
+    spec = load_spec(
+        "specs/salt_tiny.yaml", [f"run.output={tmp_path}", "stages.teacher.objective.masks.group=8"]
+    )
     name = next(iter(spec.stages))
     runner = StageRunner(spec, name, spec.stages[name], Dist())
     runner.build()
-    augment = runner.objective.augment
+    assert runner.micro == 8, "one process, 32 clips: micro-batches of one mask group each"
+    augment, group = runner.objective.augment, runner.objective.batch_group
 
     def stream_of(rank: int, world: int) -> Stream:
-        return Stream(runner.gen, 3, name, rank, GLOBAL // world, world, augment=augment)
+        return Stream(runner.gen, 3, name, rank, GLOBAL // world, world, augment=augment, group=group)
 
     whole = stream_of(0, 1).batch(4)
-    assert {"context_0", "target_0"} <= set(whole.meta)
+    counts = (whole.meta["context_0"] >= 0).sum(1).reshape(GLOBAL // 8, 8)
+    assert (counts == counts[:, :1]).all(), "a group is trimmed to one count"
+    assert len(set(counts[:, 0].tolist())) > 1, "groups are trimmed apart (not over the whole batch)"
     for world in (2, 3, 4, 6):
         joined = split_over(stream_of, world, 4)
         assert_same_rows(joined, whole)
-        for k in whole.meta:  # mask index arrays stack: every rank was trimmed to the same counts
-            assert joined.meta[k].shape == whole.meta[k].shape
+        per_rank = GLOBAL // world
+        micro = math.gcd(per_rank, 8)
+        for rank in range(world):  # every micro-batch the trainer would cut stacks without padding
+            batch = stream_of(rank, world).batch(4)
+            for j in range(0, per_rank, micro):
+                part = batch.slice(j, j + micro)
+                assert (_unpad(part.meta["target_1"]) >= 0).all()
 
 
 def test_video_files_decode_several_chunks_in_one_pass(videos: dict) -> None:  # noqa: F811

@@ -111,6 +111,7 @@ def overrides(s: Shape, out: str, precision: str, device: str, compile: bool) ->
             f"{p}.data.frames={s.frames}",
             f"{p}.data.resolution={s.resolution}",
             f"{p}.batch.global={s.batch}",
+            f"{p}.objective.masks.group={s.batch}",  # one process, one mask group: the whole batch per pass
             f"{p}.schedule.steps={1 if stage == 'teacher' else 1000}",
             f"{p}.schedule.warmup=1",
             f"{p}.distributed.precision={precision}",

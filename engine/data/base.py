@@ -109,7 +109,7 @@ class Examples:
             return np.concatenate(padded)
 
         positions = None if parts[0].positions is None else cat([p.positions for p in parts], 0)
-        meta = {k: _cat_meta([p.meta[k] for p in parts]) for k in parts[0].meta}
+        meta = {k: cat_meta([p.meta[k] for p in parts]) for k in parts[0].meta}
         return cls(
             cat([p.tokens for p in parts], pad),
             cat([p.loss_mask for p in parts], False),
@@ -119,7 +119,7 @@ class Examples:
         )
 
 
-def _cat_meta(arrays: list[np.ndarray]) -> np.ndarray:
+def cat_meta(arrays: list[np.ndarray]) -> np.ndarray:
     """Per-example metadata of several parts, stacked; per-token arrays ([n, L, ...]) of different widths L
     are right-padded with -1 (integers) or False, as `sources` and `target_positions` are."""
     if arrays[0].ndim < 2 or len({a.shape[1] for a in arrays}) == 1:

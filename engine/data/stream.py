@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from .base import Examples, Generator
+from .base import Examples, Generator, cat_meta
 
 TRAIN, EVAL, AUGMENT = 0, 1, 2
 CHUNK = 16  # examples per counter key, unless the generator says otherwise (`Generator.chunk`)
@@ -52,9 +52,10 @@ class Stream:
     """Training batches: `batch(step)` is this rank's rows [rank * per_rank, (rank + 1) * per_rank) of the step's
     global batch.
 
-    `augment(rng, n)` (e.g. an objective's mask sampler) draws the step's extra randomness for all n examples of
-    the global batch from its own counter-keyed generator (seed, stage, step); this rank keeps its rows of each
-    array it returns, which are added to the batch's `meta`.
+    `augment(rng, n)` (e.g. an objective's mask sampler) draws the step's extra randomness for a group of n
+    consecutive examples of the global batch (`group` of them; the whole global batch when None) from a
+    counter-keyed generator (seed, stage, step, group index); this rank keeps its rows of each array it returns,
+    which are added to the batch's `meta` (per-token arrays of groups of different widths padded with -1).
     """
 
     def __init__(
@@ -66,11 +67,12 @@ class Stream:
         per_rank: int,
         world: int = 1,
         augment: Callable[[np.random.Generator, int], dict[str, np.ndarray]] | None = None,
+        group: int | None = None,
     ):
         self.gen, self.seed, self.stage = gen, seed, stage_key(stage)
         self.rank, self.per_rank, self.world = rank, per_rank, world
         self.chunk = chunk_size(gen)
-        self.augment = augment
+        self.augment, self.group = augment, group
 
     def batch(self, step: int) -> Any:
         """The examples of `step` on this rank; the same whenever, however often and on whatever world size."""
@@ -82,11 +84,20 @@ class Stream:
         if offset != lo or len(examples) != hi - lo:
             examples = examples.slice(lo - offset, hi - offset)
         if self.augment is not None:
-            extra = self.augment(
-                counter_rng(self.seed, self.stage, AUGMENT, step), self.per_rank * self.world
-            )
-            examples.meta.update({k: v[lo:hi] for k, v in extra.items()})
+            examples.meta.update(self._extras(step, lo, hi))
         return examples
+
+    def _extras(self, step: int, lo: int, hi: int) -> dict[str, np.ndarray]:
+        """Rows lo..hi-1 of the step's `augment` arrays, drawn group by group."""
+        total = self.per_rank * self.world
+        size = self.group or total
+        parts: list[dict[str, np.ndarray]] = []
+        for g in range(lo // size, (hi - 1) // size + 1):
+            start, n = g * size, min(size, total - g * size)
+            extra = self.augment(counter_rng(self.seed, self.stage, AUGMENT, step, g), n)
+            a, b = max(lo, start) - start, min(hi, start + n) - start
+            parts.append({k: v[a:b] for k, v in extra.items()})
+        return {k: cat_meta([p[k] for p in parts]) for k in parts[0]}
 
 
 EVAL_CHUNK = 64  # evaluation examples drawn per counter key

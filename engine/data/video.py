@@ -26,6 +26,7 @@ import numpy as np
 
 from schemas.data import SyntheticVideo as SyntheticVideoConfig
 
+from .base import cat_meta
 from .stream import counter_rng
 
 ANGLES = 48  # sprite orientations per turn (7.5 degrees apart)
@@ -81,8 +82,8 @@ class Clips:
 
     @staticmethod
     def concat(parts: list[Clips]) -> Clips:
-        """The clips of `parts` in order (all of one clip shape)."""
-        meta = {k: np.concatenate([p.meta[k] for p in parts]) for k in parts[0].meta}
+        """The clips of `parts` in order (all of one clip shape; per-token meta of different widths padded)."""
+        meta = {k: cat_meta([p.meta[k] for p in parts]) for k in parts[0].meta}
         return Clips(
             np.concatenate([p.video for p in parts]), np.concatenate([p.labels for p in parts]), meta
         )

@@ -31,6 +31,9 @@ class Objective:
     """
 
     models: dict[str, nn.Module]
+    # Examples drawn and trimmed together by `augment` (None: the whole global batch); a micro-batch never holds
+    # examples of two groups, so the trainer picks micro-batches that divide it.
+    batch_group: int | None = None
 
     def trainable(self) -> dict[str, nn.Module]:
         """The modules the optimizer updates (default: all of `models`)."""

@@ -68,6 +68,18 @@ def gather(x: Tensor, idx: Tensor) -> Tensor:
     return torch.gather(x, 1, idx.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
 
 
+def _unpad(idx: np.ndarray) -> np.ndarray:
+    """Index rows of one mask group: the columns padded with -1 (to another group's width) dropped."""
+    keep = (idx >= 0).all(axis=0)
+    if not keep.all():
+        if not np.array_equal((idx >= 0), np.broadcast_to(keep, idx.shape)):
+            raise ValueError(
+                "a micro-batch holds clips of two mask groups; make batch.micro divide masks.group"
+            )
+        idx = idx[:, keep]
+    return idx
+
+
 def vit_config(spec: Spec, ref: Any, done: dict[str, Any] | None) -> ViT:
     """The ViT config of a referenced model: from the spec for a stage, from done.json for a checkpoint."""
     if isinstance(ref, StageRef):
@@ -91,11 +103,16 @@ class MaskedVideo(Objective):
         self.n_target = 0  # parameters of a frozen forward on the full clip (teacher / EMA target)
         self.target_dim = self.target_depth = 0
 
-    def augment(self, rng: np.random.Generator, n: int) -> dict[str, np.ndarray]:
-        """The step's masks for all n clips of the global batch (per generator: context and target indices).
+    @property
+    def batch_group(self) -> int:
+        """Clips whose masks are drawn and trimmed together; a micro-batch never holds clips of two groups."""
+        return self.cfg.masks.group
 
-        They are drawn and trimmed over the global batch (V-JEPA trims over each rank's batch), so every rank,
-        and every world size, trains on the same masked tokens and every micro-batch stacks.
+    def augment(self, rng: np.random.Generator, n: int) -> dict[str, np.ndarray]:
+        """The masks of one group of n clips (per generator: context and target indices, trimmed together).
+
+        Groups are fixed by the spec (`masks.group`, V-JEPA's per-GPU batch) and drawn by their index in the
+        global batch, so every world size trains on the same masked tokens.
         """
         out = {}
         for i, (context, target) in enumerate(self.masks.sample(rng, n)):
@@ -103,12 +120,16 @@ class MaskedVideo(Objective):
         return out
 
     def collate(self, clips: Clips, device: torch.device) -> dict[str, Any]:
-        """Pixels in [0, 1] and normalised input, mask indices, labels: tensors on `device`."""
+        """Pixels in [0, 1] and normalised input, mask indices, labels: tensors on `device`.
+
+        A rank's batch may hold several mask groups, their index arrays padded with -1 to the widest; a
+        micro-batch lies within one group, so its padding columns are dropped here.
+        """
         pixels, video = to_device(clips, device)
         masks = [
             (
-                torch.from_numpy(clips.meta[f"context_{i}"]).to(device),
-                torch.from_numpy(clips.meta[f"target_{i}"]).to(device),
+                torch.from_numpy(_unpad(clips.meta[f"context_{i}"])).to(device),
+                torch.from_numpy(_unpad(clips.meta[f"target_{i}"])).to(device),
             )
             for i in range(len(self.cfg.masks.masks))
         ]
@@ -119,17 +140,15 @@ class MaskedVideo(Objective):
         n, tokens = len(clips), self.vit.tokens
         enc = pred = attn = 0.0
         for i in range(len(self.cfg.masks.masks)):
-            kc, kt = clips.meta[f"context_{i}"].shape[1], clips.meta[f"target_{i}"].shape[1]
-            enc += 6 * self.n_encoder * n * kc
-            pred += 6 * self.n_predictor * n * (kc + kt)
-            attn += 3 * planlib.bidirectional_attention_flops(self.vit.dim, self.vit.depth, kc) * n
-            attn += (
-                3
-                * planlib.bidirectional_attention_flops(
+            kcs = (clips.meta[f"context_{i}"] >= 0).sum(1).tolist()  # per clip: groups differ in counts
+            kts = (clips.meta[f"target_{i}"] >= 0).sum(1).tolist()
+            for kc, kt in zip(kcs, kts, strict=True):
+                enc += 6 * self.n_encoder * kc
+                pred += 6 * self.n_predictor * (kc + kt)
+                attn += 3 * planlib.bidirectional_attention_flops(self.vit.dim, self.vit.depth, kc)
+                attn += 3 * planlib.bidirectional_attention_flops(
                     self.stage.predictor.dim, self.stage.predictor.depth, kc + kt
                 )
-                * n
-            )
         frozen = 2 * self.n_target * n * tokens
         if self.n_target:
             attn += planlib.bidirectional_attention_flops(self.target_dim, self.target_depth, tokens) * n

@@ -192,6 +192,15 @@ class StageRunner:
             self.objective = registry.build_objective(st.objective, {"model": model}, ctx)
         else:
             self.objective = registry.build_stage_objective(st, ctx)
+        group = self.objective.batch_group
+        if group:  # a micro-batch holds examples of one group (e.g. clips whose masks are trimmed together)
+            if st.batch.micro is None:
+                self.micro = math.gcd(self.per_rank, group)
+            elif group % self.micro:
+                raise LaunchError(
+                    f"stages.{self.name}.batch.micro={self.micro} does not divide the objective's group of "
+                    f"{group} examples; set batch.micro to a divisor of {math.gcd(self.per_rank, group)}"
+                )
         self.models = self.objective.models  # what checkpoints and final/ hold
         self.optim = build_optimizer(st.optim, self.objective.trainable())
         self.params = [
@@ -211,6 +220,7 @@ class StageRunner:
             self.per_rank,
             dist.world,
             augment=self.objective.augment,
+            group=group,
         )
         ckpt_url = st.checkpoint.url or f"{self.url}/checkpoints"
         self.ckpt = Checkpointer(ckpt_url, st.checkpoint.keep_last, dist, name=self.name)
