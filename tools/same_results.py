@@ -32,7 +32,9 @@ NOT_RUN = {"salt_vitg.yaml": "needs video files on disk"}
 def _engine(*args: str) -> subprocess.CompletedProcess:
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONHASHSEED="0")
     env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
-    r = subprocess.run([sys.executable, "-m", "engine", *args], cwd=REPO, env=env, capture_output=True, text=True)
+    r = subprocess.run(
+        [sys.executable, "-m", "engine", *args], cwd=REPO, env=env, capture_output=True, text=True
+    )
     # the checkout's path appears in launch commands; two checkouts of the same code compare equal
     r.stdout, r.stderr = (s.replace(str(REPO), "<repo>") for s in (r.stdout, r.stderr))
     return r
@@ -108,7 +110,9 @@ def main() -> int:
     results = {}
     for path in specs:
         results[path.name] = record_spec(path, plan=not args.no_plan)
-        print(f"{path.name}: {len(results[path.name].get('run', {}).get('stages', {}))} stages run", flush=True)
+        print(
+            f"{path.name}: {len(results[path.name].get('run', {}).get('stages', {}))} stages run", flush=True
+        )
     if args.mode == "record":
         Path(args.file).write_text(json.dumps(results, indent=1, sort_keys=True))
         print(f"recorded {len(results)} specs in {args.file}")
@@ -126,8 +130,10 @@ def main() -> int:
                 continue
             if json.loads(json.dumps(value)) != before.get(key):
                 differ += 1
-                print(f"{name}: {key} differs\n  before: {json.dumps(before.get(key))[:2000]}\n"
-                      f"  now:    {json.dumps(value)[:2000]}")
+                print(
+                    f"{name}: {key} differs\n  before: {json.dumps(before.get(key))[:2000]}\n"
+                    f"  now:    {json.dumps(value)[:2000]}"
+                )
     print(f"{len(results)} specs compared: {'all identical' if not differ else f'{differ} differences'}")
     return 1 if differ else 0
 
