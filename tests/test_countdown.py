@@ -19,7 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from engine.data.base import Examples
+from engine.data.base import Examples, UnknownSplit
 from engine.data.countdown import (
     EVAL_BUCKETS,
     MULT,
@@ -264,7 +264,7 @@ def test_length_is_refused_and_unknown_splits_name_the_known_ones() -> None:
     gen = Countdown(CountdownConfig())
     with pytest.raises(ValueError, match="no length axis"):
         gen.sample(counter_rng(0), 2, "train", length=4)
-    with pytest.raises(AttributeError, match="no split 'test'; countdown has train, eval, held_out"):
+    with pytest.raises(UnknownSplit, match="no split 'test'; countdown has train, eval, held_out"):
         gen.sample(counter_rng(0), 2, "test")
 
 

@@ -9,6 +9,10 @@ from typing import Any, Protocol
 import numpy as np
 
 
+class UnknownSplit(LookupError):
+    """A generator was asked for a split (or pool) it does not have; the message names the ones it has."""
+
+
 @dataclass(frozen=True)
 class Vocab:
     """Token strings by id, with the ids of the special tokens every generator has."""

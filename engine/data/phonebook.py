@@ -26,7 +26,7 @@ import numpy as np
 
 from schemas.data import PhoneBook as PhoneBookConfig
 
-from .base import Example, Examples, Vocab
+from .base import Example, Examples, UnknownSplit, Vocab
 
 COLON, SEMI, DIGIT0 = 3, 4, 5  # ids of ':', ';' and '0' (PhoneBookConfig.SPECIALS)
 FIRST0 = len(PhoneBookConfig.SPECIALS)  # id of the first first-name token; last names follow the first names
@@ -140,7 +140,7 @@ class PhoneBook:
             return self._documents(rng, n)
         if split == "eval":
             return self._queries(rng, n)
-        raise AttributeError(f"no split {split!r}; phonebook has {', '.join(PhoneBookConfig.SPLITS)}")
+        raise UnknownSplit(f"no split {split!r}; phonebook has {', '.join(PhoneBookConfig.SPLITS)}")
 
     def _lines(self, entry: np.ndarray) -> np.ndarray:
         """`first last : d1..dD` token ids of the entries, [*entry.shape, D + 3]."""
