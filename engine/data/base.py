@@ -1,4 +1,5 @@
-"""The generator contract: padded token batches with answer masks, a vocabulary, a verifier, a renderer."""
+"""The generator contract: padded token batches with answer masks, a vocabulary, a verifier, a renderer; and
+what generators share (`UnknownSplit`, the `mix64` hash)."""
 
 from __future__ import annotations
 
@@ -132,6 +133,14 @@ def cat_meta(arrays: list[np.ndarray]) -> np.ndarray:
     fill = False if arrays[0].dtype == bool else -1
     pads = [((0, 0), (0, width - a.shape[1])) + ((0, 0),) * (a.ndim - 2) for a in arrays]
     return np.concatenate([np.pad(a, w, constant_values=fill) for a, w in zip(arrays, pads, strict=True)])
+
+
+def mix64(x: np.ndarray) -> np.ndarray:
+    """splitmix64's finaliser: a bijective, well-mixed hash of uint64 values (wrapping arithmetic)."""
+    z = x + np.uint64(0x9E3779B97F4A7C15)
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return z ^ (z >> np.uint64(31))
 
 
 class Generator(Protocol):

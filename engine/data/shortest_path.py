@@ -28,8 +28,7 @@ import numpy as np
 
 from schemas.data import ShortestPath as ShortestPathConfig
 
-from .base import Example, Examples, UnknownSplit, Vocab
-from .phonebook import mix64
+from .base import Example, Examples, UnknownSplit, Vocab, mix64
 
 BAR, QUERY = 3, 4  # ids of '|' and '?'
 LABEL0 = len(ShortestPathConfig.SPECIALS)  # id of label 0
