@@ -189,7 +189,8 @@ def _partitions(total: int, parts: int) -> list[tuple[int, ...]]:
 
 
 # Tokens per example (START..END, DFS uncut) at the quantiles (k + 0.5) / 32 of 20,000 train examples per count
-# (5,000 for count 5) made by engine/data/countdown.py at the paper's ranges; tests check them against samples.
+# (5,000 for count 5) made by engine/data/countdown.py at the paper's ranges; tests/test_countdown.py checks
+# every quantile against fresh samples (test_length_table_is_what_the_generator_makes).
 # fmt: off
 _LENGTH_QUANTILES: dict[str, dict[int, tuple[int, ...]]] = {
     "optimal": {
