@@ -153,7 +153,8 @@ class Generator(Protocol):
     def sample(
         self, rng: np.random.Generator, n: int, split: str = "train", length: int | None = None
     ) -> Examples:
-        """n examples of `split`; `length` pins the task's size parameter (e.g. input length) when given."""
+        """n examples of `split` (`UnknownSplit` if there is no such split); `length` pins the task's size
+        parameter (e.g. input length) when given."""
         ...
 
     def verify(self, example: Example, completion: Sequence[int]) -> bool:
