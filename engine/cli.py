@@ -267,12 +267,13 @@ def cmd_sample(argv: Sequence[str]) -> int:
     if name not in spec.stages:
         return _fail(f"no stage {name!r}; stages: {', '.join(spec.stages)}")
     from engine import registry
+    from engine.data.base import UnknownSplit
     from engine.data.stream import counter_rng
 
     try:
         gen = registry.build_data(spec.stages[name].data)
         ex = gen.sample(counter_rng(a.seed), a.n, a.split)
-    except AttributeError:
+    except UnknownSplit:
         return _fail(f"split {a.split!r} does not exist for {spec.stages[name].data.kind}")
     except FileNotFoundError as e:
         return _fail(f"stages.{name}.data: {e}; point it at your data by override (key.path=value)")

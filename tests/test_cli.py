@@ -20,6 +20,7 @@ from helpers import REPO, env
 from test_spec import BROKEN, CASES, HEADER, SPECS, rel
 
 from engine.cli import github_annotation, main
+from engine.data.sparse_parity import SparseParity
 from schemas.loader import Issue, Where
 
 # One interpreter runs `main(["validate", "--format", FORMAT, FILE])` for every broken spec and both formats,
@@ -285,6 +286,21 @@ def test_plan_strict_fails_when_the_plan_warns(capsys: pytest.CaptureFixture[str
     assert main(["plan", "--json", spec, small]) == 0
     out = json.loads(capsys.readouterr().out)
     assert len(out["warnings"]) == 1 and out["device_memory"] == int(0.01 * 2**30)
+
+
+def test_sample_reports_an_unknown_split_but_not_a_generator_bug(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spec = str(REPO / "specs" / "sparse_parity.yaml")
+    assert main(["sample", spec, "--split", "test", "-n", "1"]) == 2
+    assert capsys.readouterr().err == "error: split 'test' does not exist for sparse_parity\n"
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise AttributeError("'NoneType' object has no attribute 'shape'")
+
+    monkeypatch.setattr(SparseParity, "sample", broken)
+    with pytest.raises(AttributeError, match="no attribute 'shape'"):  # a bug surfaces, not "no such split"
+        main(["sample", spec, "-n", "1"])
 
 
 def test_plan_into_a_closed_pipe_is_not_an_error() -> None:

@@ -19,7 +19,7 @@ from helpers import train_in_process
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.data.base import Example, Examples
+from engine.data.base import Example, Examples, UnknownSplit
 from engine.data.connectivity import Connectivity
 from engine.data.stream import counter_rng
 from schemas.data import Connectivity as ConnectivityConfig
@@ -203,7 +203,7 @@ def test_splits_draw_different_examples_of_one_distribution() -> None:
     prompts = {tuple(r[: cfg.prompt_len]) for r in train.tokens}
     assert not prompts & {tuple(r[: cfg.prompt_len]) for r in held.tokens}  # N! labellings: no repeats
     assert abs(train.meta["work_length"].mean() - held.meta["work_length"].mean()) < 1.5
-    with pytest.raises(AttributeError, match="no split 'test'; connectivity has train, eval"):
+    with pytest.raises(UnknownSplit, match="no split 'test'; connectivity has train, eval"):
         gen.sample(counter_rng(0), 2, "test")
     with pytest.raises(ValueError, match="no length axis"):
         gen.sample(counter_rng(0), 2, "train", length=5)

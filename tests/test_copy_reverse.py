@@ -19,7 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from engine.data.base import Examples
+from engine.data.base import Examples, UnknownSplit
 from engine.data.copy_reverse import EOS, SEP, SYM0, CopyReverse, answer
 from engine.data.stream import counter_rng, eval_examples
 from schemas.data import Copy, CopyTask, Reverse
@@ -268,8 +268,8 @@ def test_max_position_id_must_be_twice_the_longest_eval_length() -> None:
         Copy(length={"train": (1, 50), "eval": (2, 3)}, max_position_id=50)
 
 
-def test_unknown_split_is_an_attribute_error() -> None:
-    with pytest.raises(AttributeError, match="no split 'test'; reverse has train, eval"):
+def test_unknown_split_names_the_known_ones() -> None:
+    with pytest.raises(UnknownSplit, match="no split 'test'; reverse has train, eval"):
         sample(Reverse(), 0, 2, "test")
 
 

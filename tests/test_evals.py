@@ -7,6 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from engine.data.base import UnknownSplit
 from engine.data.sparse_parity import SparseParity
 from engine.data.stream import eval_examples
 from engine.evals.exact_match import ExactMatch
@@ -59,7 +60,7 @@ def test_eval_sets_are_fixed_prefix_stable_and_independent_across_splits():
 
 
 def test_exact_match_rejects_a_split_the_generator_lacks():
-    with pytest.raises(AttributeError, match="no split 'test'; sparse_parity has train, eval"):
+    with pytest.raises(UnknownSplit, match="no split 'test'; sparse_parity has train, eval"):
         GEN.sample(np.random.default_rng(0), 2, "test")
     cfg = ExactMatchConfig(splits=["test"], examples=8)
     with pytest.raises(ValueError, match=r"no split \['test'\]"):

@@ -17,7 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from engine.data.base import Examples
+from engine.data.base import Examples, UnknownSplit
 from engine.data.kg_experts import KgExperts
 from engine.data.stream import counter_rng, eval_examples
 from schemas.data import KgExperts as KgExpertsConfig
@@ -212,7 +212,7 @@ def test_length_stats_match_sampled_examples(kw: dict) -> None:
 
 def test_unknown_split_and_pinned_length_are_refused() -> None:
     gen = KgExperts(KgExpertsConfig(entities=20, clusters=2))
-    with pytest.raises(AttributeError, match="no split 'held_out'; kg_experts has train, eval, test"):
+    with pytest.raises(UnknownSplit, match="no split 'held_out'; kg_experts has train, eval, test"):
         gen.sample(counter_rng(0), 2, "held_out")
     with pytest.raises(ValueError, match="no input-length axis"):
         gen.sample(counter_rng(0), 2, "eval", length=8)

@@ -17,7 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from engine.data.base import Examples
+from engine.data.base import Examples, UnknownSplit
 from engine.data.phonebook import COLON, DIGIT0, FIRST0, SEMI, Permutation, PhoneBook
 from engine.data.stream import counter_rng, eval_examples
 from schemas import load_spec
@@ -241,8 +241,8 @@ def test_length_stats_are_exact(cfg: PhoneBookConfig, split: str) -> None:
     assert cfg.length_stats(split) == (t.mean(), (t * (t + 1)).mean())
 
 
-def test_unknown_split_is_an_attribute_error() -> None:
-    with pytest.raises(AttributeError, match="no split 'test'; phonebook has train, eval"):
+def test_unknown_split_names_the_known_ones() -> None:
+    with pytest.raises(UnknownSplit, match="no split 'test'; phonebook has train, eval"):
         sample(PhoneBookConfig(entries=10, name_pool=4), 0, 2, "test")
 
 

@@ -17,7 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from engine.data.base import Example, Examples
+from engine.data.base import Example, Examples, UnknownSplit
 from engine.data.shortest_path import BAR, LABEL0, QUERY, ShortestPath
 from engine.data.stream import counter_rng
 from schemas import load_spec
@@ -291,8 +291,8 @@ def test_train_and_eval_graphs_lie_on_both_sides_of_the_hash_rule(cfg: ShortestP
     assert not train_sets & eval_sets
 
 
-def test_unknown_split_is_an_attribute_error() -> None:
-    with pytest.raises(AttributeError, match="no split 'test'; shortest_path has train, eval"):
+def test_unknown_split_names_the_known_ones() -> None:
+    with pytest.raises(UnknownSplit, match="no split 'test'; shortest_path has train, eval"):
         sample(ShortestPathConfig(), 0, 2, "test")
 
 

@@ -14,7 +14,7 @@ from helpers import train_in_process
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from engine.data.base import Example, Examples
+from engine.data.base import Example, Examples, UnknownSplit
 from engine.data.solution_tree import A_, C_, COLON, I_, NUM, P_, S_, SolutionTree, make_world
 from engine.data.stream import Stream, counter_rng, eval_examples
 from schemas import SpecError, load_spec
@@ -203,11 +203,11 @@ def test_length_pins_the_number_of_actions(cfg, seed, split, data) -> None:
         gen.sample(counter_rng(seed), 4, split, length=hi + 1)
 
 
-def test_unknown_split_is_an_attribute_error() -> None:
+def test_unknown_split_names_the_known_ones() -> None:
     gen = SolutionTree(SolutionTreeConfig())
-    with pytest.raises(AttributeError, match="solution_tree has train, rl, test"):
+    with pytest.raises(UnknownSplit, match="solution_tree has train, rl, test"):
         gen.sample(counter_rng(0), 4, "eval")
-    with pytest.raises(AttributeError, match="no pool 'train'"):
+    with pytest.raises(UnknownSplit, match="no pool 'train'"):
         gen.pool("train")
 
 

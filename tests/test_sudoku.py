@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from engine.data import sudoku as S
-from engine.data.base import Example, Examples
+from engine.data.base import Example, Examples, UnknownSplit
 from engine.data.stream import counter_rng
 from schemas.data import Sudoku as SudokuConfig
 
@@ -167,8 +167,8 @@ def test_a_pinned_clue_count(cfg: SudokuConfig, seed: int, n: int, split: str, d
         sample(cfg, seed, 1, split, length=hi + 1)
 
 
-def test_unknown_split_is_an_attribute_error() -> None:
-    with pytest.raises(AttributeError, match="no split 'test'; sudoku has train, eval"):
+def test_unknown_split_names_the_known_ones() -> None:
+    with pytest.raises(UnknownSplit, match="no split 'test'; sudoku has train, eval"):
         sample(SudokuConfig(clues=(30, 36)), 0, 1, "test")
 
 

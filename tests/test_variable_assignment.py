@@ -20,7 +20,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from engine.data.base import Examples
+from engine.data.base import Examples, UnknownSplit
 from engine.data.stream import counter_rng, eval_examples
 from engine.data.variable_assignment import (
     BOS,
@@ -326,8 +326,8 @@ def test_validation_names_the_field_and_limit() -> None:
         VAConfig(hops=(3, 2))
 
 
-def test_unknown_split_is_an_attribute_error() -> None:
-    with pytest.raises(AttributeError, match="no split 'rl'; variable_assignment has train, eval"):
+def test_unknown_split_names_the_known_ones() -> None:
+    with pytest.raises(UnknownSplit, match="no split 'rl'; variable_assignment has train, eval"):
         sample(VAConfig(), 0, 2, "rl")
 
 

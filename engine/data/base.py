@@ -1,4 +1,5 @@
-"""The generator contract: padded token batches with answer masks, a vocabulary, a verifier, a renderer."""
+"""The generator contract: padded token batches with answer masks, a vocabulary, a verifier, a renderer; and
+what generators share (`UnknownSplit`, the `mix64` hash)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,10 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
+
+
+class UnknownSplit(LookupError):
+    """A generator was asked for a split (or pool) it does not have; the message names the ones it has."""
 
 
 @dataclass(frozen=True)
@@ -130,6 +135,14 @@ def cat_meta(arrays: list[np.ndarray]) -> np.ndarray:
     return np.concatenate([np.pad(a, w, constant_values=fill) for a, w in zip(arrays, pads, strict=True)])
 
 
+def mix64(x: np.ndarray) -> np.ndarray:
+    """splitmix64's finaliser: a bijective, well-mixed hash of uint64 values (wrapping arithmetic)."""
+    z = x + np.uint64(0x9E3779B97F4A7C15)
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return z ^ (z >> np.uint64(31))
+
+
 class Generator(Protocol):
     """What every data generator provides (docs/design.md, Contracts)."""
 
@@ -140,7 +153,8 @@ class Generator(Protocol):
     def sample(
         self, rng: np.random.Generator, n: int, split: str = "train", length: int | None = None
     ) -> Examples:
-        """n examples of `split`; `length` pins the task's size parameter (e.g. input length) when given."""
+        """n examples of `split` (`UnknownSplit` if there is no such split); `length` pins the task's size
+        parameter (e.g. input length) when given."""
         ...
 
     def verify(self, example: Example, completion: Sequence[int]) -> bool:

@@ -26,7 +26,7 @@ import numpy as np
 
 from schemas.data import Connectivity as ConnectivityConfig
 
-from .base import Example, Examples, Vocab
+from .base import Example, Examples, UnknownSplit, Vocab
 
 MAX_DEGREE = 5  # a junction: two arcs in, three out
 
@@ -73,7 +73,7 @@ class Connectivity:
     ) -> Examples:
         """n examples of `split` (train | eval: the same distribution, independent draws)."""
         if split not in self.cfg.SPLITS:
-            raise AttributeError(f"no split {split!r}; connectivity has {', '.join(self.cfg.SPLITS)}")
+            raise UnknownSplit(f"no split {split!r}; connectivity has {', '.join(self.cfg.SPLITS)}")
         if length is not None:
             raise ValueError("connectivity has no length axis; its size is the config's depth")
         N, M = 2 * self.size, len(self.edges)

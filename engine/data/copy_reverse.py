@@ -31,7 +31,7 @@ import numpy as np
 
 from schemas.data import CopyTask
 
-from .base import Example, Examples, Vocab
+from .base import Example, Examples, UnknownSplit, Vocab
 
 BOS, EOS, SEP = 1, 2, 3  # symbol s has id SYM0 + s
 SYM0 = 4
@@ -65,7 +65,7 @@ class CopyReverse:
         """n examples of `split` (train | eval), all of input length `length` when it is given."""
         cfg = self.cfg
         if split not in cfg.SPLITS:
-            raise AttributeError(f"no split {split!r}; {cfg.kind} has {', '.join(cfg.SPLITS)}")
+            raise UnknownSplit(f"no split {split!r}; {cfg.kind} has {', '.join(cfg.SPLITS)}")
         if length is not None and not 1 <= length <= cfg.max_position_id - 1:
             raise ValueError(
                 f"length {length} cannot be numbered below max_position_id={cfg.max_position_id}; "

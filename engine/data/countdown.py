@@ -43,7 +43,7 @@ import numpy as np
 
 from schemas.data import Countdown as CountdownConfig
 
-from .base import Example, Examples, Vocab
+from .base import Example, Examples, UnknownSplit, Vocab
 
 VOCAB = Vocab(CountdownConfig.VOCAB)
 ID = {tok: i for i, tok in enumerate(VOCAB.tokens)}
@@ -403,7 +403,7 @@ class Countdown:
         candidates, which is a sequential redraw done in bulk.
         """
         if split not in self.pools:
-            raise AttributeError(f"no split {split!r}; countdown has {', '.join(self.cfg.SPLITS)}")
+            raise UnknownSplit(f"no split {split!r}; countdown has {', '.join(self.cfg.SPLITS)}")
         pool, c = self.pools[split], self.cfg.count
         target = pool[rng.integers(0, len(pool), size=n)]
         nums = np.zeros((n, c), dtype=np.int64)

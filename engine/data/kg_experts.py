@@ -50,7 +50,7 @@ import numpy as np
 
 from schemas.data import KgExperts as KgExpertsConfig
 
-from .base import Example, Examples, Vocab
+from .base import Example, Examples, UnknownSplit, Vocab
 
 CONSONANTS, VOWELS = "bdfghklmnprstvz", "aeiou"
 HOLE, SUBJ, OBJ, MID = -1, -2, -3, -4  # placeholders in the template tables
@@ -253,7 +253,7 @@ class KgExperts:
     ) -> Examples:
         """n training blocks (`train`) or cloze queries (`eval`, `test`)."""
         if split not in self.cfg.SPLITS:
-            raise AttributeError(f"no split {split!r}; kg_experts has {', '.join(self.cfg.SPLITS)}")
+            raise UnknownSplit(f"no split {split!r}; kg_experts has {', '.join(self.cfg.SPLITS)}")
         if length is not None:
             raise ValueError("kg_experts has no input-length axis; evaluate it with exact_match")
         return self._text(rng, n) if split == "train" else self._queries(rng, n, split)

@@ -26,21 +26,12 @@ import numpy as np
 
 from schemas.data import PhoneBook as PhoneBookConfig
 
-from .base import Example, Examples, Vocab
+from .base import Example, Examples, UnknownSplit, Vocab, mix64
 
 COLON, SEMI, DIGIT0 = 3, 4, 5  # ids of ':', ';' and '0' (PhoneBookConfig.SPECIALS)
 FIRST0 = len(PhoneBookConfig.SPECIALS)  # id of the first first-name token; last names follow the first names
 
-M64 = np.uint64(0xFFFFFFFFFFFFFFFF)
 ROUNDS = 4
-
-
-def mix64(x: np.ndarray) -> np.ndarray:
-    """splitmix64's finaliser: a bijective, well-mixed hash of uint64 values (wrapping arithmetic)."""
-    z = x + np.uint64(0x9E3779B97F4A7C15)
-    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-    return z ^ (z >> np.uint64(31))
 
 
 class Permutation:
@@ -140,7 +131,7 @@ class PhoneBook:
             return self._documents(rng, n)
         if split == "eval":
             return self._queries(rng, n)
-        raise AttributeError(f"no split {split!r}; phonebook has {', '.join(PhoneBookConfig.SPLITS)}")
+        raise UnknownSplit(f"no split {split!r}; phonebook has {', '.join(PhoneBookConfig.SPLITS)}")
 
     def _lines(self, entry: np.ndarray) -> np.ndarray:
         """`first last : d1..dD` token ids of the entries, [*entry.shape, D + 3]."""

@@ -28,8 +28,7 @@ import numpy as np
 
 from schemas.data import ShortestPath as ShortestPathConfig
 
-from .base import Example, Examples, Vocab
-from .phonebook import mix64
+from .base import Example, Examples, UnknownSplit, Vocab, mix64
 
 BAR, QUERY = 3, 4  # ids of '|' and '?'
 LABEL0 = len(ShortestPathConfig.SPECIALS)  # id of label 0
@@ -161,7 +160,7 @@ class ShortestPath:
     ) -> Examples:
         """n examples of `split` (train | eval); `length` is not used (graph sizes come from `nodes`)."""
         if split not in ShortestPathConfig.SPLITS:
-            raise AttributeError(
+            raise UnknownSplit(
                 f"no split {split!r}; shortest_path has {', '.join(ShortestPathConfig.SPLITS)}"
             )
         share = self.cfg.eval_fraction if split == "eval" else 1 - self.cfg.eval_fraction

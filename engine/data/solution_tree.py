@@ -38,7 +38,7 @@ import numpy as np
 
 from schemas.data import SolutionTree as SolutionTreeConfig
 
-from .base import Example, Examples, Vocab
+from .base import Example, Examples, UnknownSplit, Vocab
 
 COLON, S_, P_, C_, A_, I_ = range(3, 9)  # marker ids after PAD, BOS, EOS
 NUM = len(SolutionTreeConfig.SPECIAL)  # id of the number token "0"
@@ -134,7 +134,7 @@ class SolutionTree:
     ) -> Examples:
         """n examples of `split` (train | rl | test); `length` pins the number of actions per problem."""
         if split not in self.cfg.SPLITS:
-            raise AttributeError(f"no split {split!r}; solution_tree has {', '.join(self.cfg.SPLITS)}")
+            raise UnknownSplit(f"no split {split!r}; solution_tree has {', '.join(self.cfg.SPLITS)}")
         lo, hi = self.cfg.actions_per_problem
         if length is not None and not lo <= length <= hi:
             raise ValueError(f"length {length} lies outside actions_per_problem [{lo}, {hi}]")
@@ -145,7 +145,7 @@ class SolutionTree:
     def pool(self, split: str) -> Examples:
         """Every example of the fixed pool of `split` (rl | test), in pool order (meta `prompt_id`)."""
         if split not in self._pools:
-            raise AttributeError(f"no pool {split!r}; solution_tree has pools {', '.join(self._pools)}")
+            raise UnknownSplit(f"no pool {split!r}; solution_tree has pools {', '.join(self._pools)}")
         ex = self._pools[split]
         return ex.slice(0, len(ex))
 

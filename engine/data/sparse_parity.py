@@ -9,7 +9,7 @@ import numpy as np
 
 from schemas.data import SparseParity as SparseParityConfig
 
-from .base import Example, Examples, Vocab
+from .base import Example, Examples, UnknownSplit, Vocab
 
 VOCAB = Vocab(SparseParityConfig.VOCAB)
 EQ, ZERO, ONE, ZERO_P, ONE_P = (VOCAB.id(t) for t in ("=", "0", "1", "0*", "1*"))
@@ -28,7 +28,7 @@ class SparseParity:
     ) -> Examples:
         """n examples of `split` (train | eval), all of bit length `length` when it is given."""
         if split not in self.cfg.SPLITS:
-            raise AttributeError(f"no split {split!r}; sparse_parity has {', '.join(self.cfg.SPLITS)}")
+            raise UnknownSplit(f"no split {split!r}; sparse_parity has {', '.join(self.cfg.SPLITS)}")
         lo, hi = (length, length) if length is not None else getattr(self.cfg.length, split)
         k_lo, k_hi = self.cfg.k_range
         if lo < k_hi:  # fewer than k positions: planted bits would land in the padding

@@ -71,7 +71,7 @@ import numpy as np
 
 from schemas.data import Sudoku as SudokuConfig
 
-from .base import Example, Examples, Vocab
+from .base import Example, Examples, UnknownSplit, Vocab
 
 VOCAB = Vocab(SudokuConfig.VOCAB)
 PAD, START, END = VOCAB.pad, VOCAB.bos, VOCAB.eos
@@ -853,7 +853,7 @@ class Sudoku:
     ) -> Examples:
         """n examples of `split` (train | eval); `length` pins the clue count (inside `clues`)."""
         if split not in self.cfg.SPLITS:
-            raise AttributeError(f"no split {split!r}; sudoku has {', '.join(self.cfg.SPLITS)}")
+            raise UnknownSplit(f"no split {split!r}; sudoku has {', '.join(self.cfg.SPLITS)}")
         lo, hi = self.cfg.clues
         if length is not None:
             if not lo <= length <= hi:

@@ -37,7 +37,7 @@ import numpy as np
 
 from schemas.data import VariableAssignment as VariableAssignmentConfig
 
-from .base import Example, Examples, Vocab
+from .base import Example, Examples, UnknownSplit, Vocab
 
 BOS, EOS, EQ, SEMI, QUERY = 1, 2, 3, 4, 5
 DIGIT0 = len(VariableAssignmentConfig.SPECIALS)  # digit d has id DIGIT0 + d
@@ -119,7 +119,7 @@ class VariableAssignment:
         """n examples of `split` (train | eval), all with `length` statements when it is given."""
         cfg = self.cfg
         if split not in cfg.SPLITS:
-            raise AttributeError(f"no split {split!r}; variable_assignment has {', '.join(cfg.SPLITS)}")
+            raise UnknownSplit(f"no split {split!r}; variable_assignment has {', '.join(cfg.SPLITS)}")
         if length is not None:
             low, top = cfg.length_bounds()[0], min(cfg.names, (cfg.max_position_id - 3) // 4)
             if not low <= length <= top:

@@ -26,7 +26,7 @@ import numpy as np
 
 from schemas.data import SyntheticVideo as SyntheticVideoConfig
 
-from .base import cat_meta
+from .base import UnknownSplit, cat_meta
 from .stream import counter_rng
 
 ANGLES = 48  # sprite orientations per turn (7.5 degrees apart)
@@ -398,7 +398,7 @@ class SyntheticVideo:
     def sample(self, rng: np.random.Generator, n: int, split: str = "train") -> Clips:
         """n clips; `split` is train or eval (one distribution: disjoint counter keys make them disjoint)."""
         if split not in ("train", "eval"):
-            raise AttributeError(f"no split {split!r}; synthetic_video has train and eval")
+            raise UnknownSplit(f"no split {split!r}; synthetic_video has train and eval")
         s = self.draw(rng, n)
         rows = np.arange(n)
         t_y, t_x = s.y[rows, s.target], s.x[rows, s.target]

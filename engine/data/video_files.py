@@ -51,6 +51,7 @@ import numpy as np
 
 from schemas.data import VideoFiles as VideoFilesConfig
 
+from .base import UnknownSplit
 from .stream import counter_rng
 from .video import Clip, Clips
 
@@ -458,7 +459,7 @@ class VideoFiles:
     def sample_chunks(self, rngs: list[np.random.Generator], n: int, split: str = "train") -> Clips:
         """n clips per generator in `rngs`, in order, decoded together (one pass through the worker threads)."""
         if split not in self.entries:
-            raise AttributeError(f"no split {split!r}; video_files has train and eval")
+            raise UnknownSplit(f"no split {split!r}; video_files has train and eval")
         draws = [
             (rng.integers(0, len(self.entries[split]), size=n), rng.integers(0, 2**63, size=n))
             for rng in rngs
