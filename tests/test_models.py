@@ -179,7 +179,7 @@ def test_coupled_rope_uses_given_ids() -> None:
 def test_gqa_equals_repeated_kv_heads() -> None:
     """kv_heads=2 attention equals full attention whose k/v heads repeat each kv head heads/kv times."""
     torch.manual_seed(0)
-    gqa, full = Attention(32, heads=4, kv_heads=2), Attention(32, heads=4)
+    gqa, full = Attention(32, heads=4, kv_heads=2, causal=True), Attention(32, heads=4, causal=True)
     hd = 8
     with torch.no_grad():
         full.wq.weight.copy_(gqa.wq.weight)
@@ -189,7 +189,28 @@ def test_gqa_equals_repeated_kv_heads() -> None:
             getattr(full, name).weight.copy_(w)
     x = torch.randn(2, 5, 32)
     cos, sin = rope_cos_sin(torch.arange(5), hd, 10000.0)
-    torch.testing.assert_close(gqa(x, cos, sin), full(x, cos, sin), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(gqa(x, cos=cos, sin=sin), full(x, cos=cos, sin=sin), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("cross", [False, True])
+def test_attention_layouts_compute_the_same(cross: bool) -> None:
+    """The fused 'vjepa' projections (qkv or q + kv) equal the 'llama' ones (wq, wk, wv) holding their slices."""
+    torch.manual_seed(0)
+    fused = Attention(32, heads=4, layout="vjepa", cross=cross, bias=True)
+    split = Attention(32, heads=4, layout="llama", cross=cross, bias=True)
+    with torch.no_grad():
+        if cross:  # q rows, then k and v rows
+            w, b = torch.cat([fused.q.weight, fused.kv.weight]), torch.cat([fused.q.bias, fused.kv.bias])
+        else:
+            w, b = fused.qkv.weight, fused.qkv.bias
+        for lin, wi, bi in zip((split.wq, split.wk, split.wv), w.chunk(3), b.chunk(3), strict=True):
+            lin.weight.copy_(wi)
+            lin.bias.copy_(bi)
+        split.wo.load_state_dict(fused.proj.state_dict())
+    x, ctx = torch.randn(2, 5, 32), torch.randn(2, 7, 32) if cross else None
+    torch.testing.assert_close(split(x, ctx), fused(x, ctx), atol=1e-6, rtol=1e-6)
+    with pytest.raises(ValueError, match="cross-attention takes ctx"):
+        fused(x, None if cross else x)
 
 
 def test_moe_aux_outputs() -> None:

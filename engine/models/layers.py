@@ -1,8 +1,9 @@
-"""Shared building blocks: norms, rotary embeddings (1D and 3D), sin-cos tables, self-attention, MLPs."""
+"""Shared building blocks: norms, rotary embeddings (1D and 3D), sin-cos tables, attention, MLP."""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Literal
 
 import torch
@@ -50,97 +51,6 @@ def apply_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
     x1, x2 = xf.chunk(2, dim=-1)
     rotated = torch.cat([-x2, x1], dim=-1)
     return (xf * cos + rotated * sin).type_as(x)
-
-
-# ----------------------------------------------------------------------------- attention
-
-
-class Attention(nn.Module):
-    """Multi-head self-attention through SDPA, with grouped key/value heads (kv_heads divides heads)."""
-
-    def __init__(
-        self,
-        dim: int,
-        heads: int,
-        kv_heads: int | None = None,
-        bias: bool = False,
-        causal: bool = True,
-        init_std: float = 0.02,
-        out_std: float | None = None,
-    ) -> None:
-        super().__init__()
-        self.heads = heads
-        self.kv_heads = kv_heads or heads
-        self.head_dim = dim // heads
-        self.causal = causal
-        self.init_std = init_std
-        self.out_std = init_std if out_std is None else out_std
-        self.wq = nn.Linear(dim, dim, bias=bias)
-        self.wk = nn.Linear(dim, self.kv_heads * self.head_dim, bias=bias)
-        self.wv = nn.Linear(dim, self.kv_heads * self.head_dim, bias=bias)
-        self.wo = nn.Linear(dim, dim, bias=bias)
-
-    def init_weights(self) -> None:
-        """Normal(0, init_std) projections, normal(0, out_std) output projection, zero biases."""
-        for lin in (self.wq, self.wk, self.wv, self.wo):
-            nn.init.normal_(lin.weight, mean=0.0, std=self.out_std if lin is self.wo else self.init_std)
-            if lin.bias is not None:
-                nn.init.zeros_(lin.bias)
-
-    def forward(self, x: Tensor, cos: Tensor | None = None, sin: Tensor | None = None) -> Tensor:
-        """x [B, L, dim] -> [B, L, dim]; RoPE is applied to q and k when cos/sin are given."""
-        B, L, D = x.shape
-        q = self.wq(x).view(B, L, self.heads, self.head_dim).transpose(1, 2)  # [B, H, L, hd]
-        k = self.wk(x).view(B, L, self.kv_heads, self.head_dim).transpose(1, 2)  # [B, KV, L, hd]
-        v = self.wv(x).view(B, L, self.kv_heads, self.head_dim).transpose(1, 2)  # [B, KV, L, hd]
-        if cos is not None and sin is not None:
-            q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
-        # query head h reads kv head h // (heads // kv_heads)
-        gqa = self.kv_heads != self.heads
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=self.causal, enable_gqa=gqa)  # [B, H, L, hd]
-        y = y.transpose(1, 2).reshape(B, L, D)
-        return self.wo(y)
-
-
-# ----------------------------------------------------------------------------- dense MLP
-
-
-class MLP(nn.Module):
-    """Dense feed-forward: GELU (w2(gelu(w1 x))) or SwiGLU (w2(silu(w1 x) * w3 x))."""
-
-    def __init__(
-        self,
-        dim: int,
-        hidden: int,
-        activation: Literal["gelu", "swiglu"] = "gelu",
-        bias: bool = False,
-        init_std: float = 0.02,
-        out_std: float | None = None,
-    ) -> None:
-        super().__init__()
-        if activation not in ("gelu", "swiglu"):
-            raise ValueError(f"unknown activation {activation!r}; expected 'gelu' or 'swiglu'")
-        self.activation = activation
-        self.init_std = init_std
-        self.out_std = init_std if out_std is None else out_std
-        self.w1 = nn.Linear(dim, hidden, bias=bias)
-        self.w3 = nn.Linear(dim, hidden, bias=bias) if activation == "swiglu" else None
-        self.w2 = nn.Linear(hidden, dim, bias=bias)
-
-    def init_weights(self) -> None:
-        """Normal(0, init_std) input matrices, normal(0, out_std) output matrix, zero biases."""
-        for lin in (self.w1, self.w3, self.w2):
-            if lin is None:
-                continue
-            nn.init.normal_(lin.weight, mean=0.0, std=self.out_std if lin is self.w2 else self.init_std)
-            if lin.bias is not None:
-                nn.init.zeros_(lin.bias)
-
-    def forward(self, x: Tensor) -> Tensor:
-        """x [..., dim] -> [..., dim]."""
-        if self.w3 is not None:
-            return self.w2(F.silu(self.w1(x)) * self.w3(x))
-        return self.w2(F.gelu(self.w1(x)))
 
 
 # ----------------------------------------------------------------------------- 3D positions (video grids)
@@ -201,3 +111,137 @@ def sincos3d_table(dim: int, grid: tuple[int, int, int], base: float = 10000.0) 
         angles = pos.to(torch.float64)[:, None] * omega  # [N, a/2]
         parts += [angles.sin(), angles.cos()]
     return torch.cat(parts, dim=-1)[:, :dim].to(torch.float32)  # [N, dim]
+
+
+# ----------------------------------------------------------------------------- attention
+#
+# Parameter layouts, named as the checkpoints each model loads:
+#   "llama" (token transformer): wq, wk, wv, wo, one projection each
+#   "vjepa" (ViT, predictor, probe): self-attention fused qkv and proj; cross-attention q and fused kv, and
+#           no output projection with out_proj=False (V-JEPA 2's attentive pooler)
+
+
+class Attention(nn.Module):
+    """Multi-head self- or cross-attention through SDPA: causal or not, RoPE on q and k, grouped kv heads.
+
+    `kv_heads` divides `heads` (llama layout only). `bias` is for the q/k/v projections, `out_bias` (default
+    `bias`) for the output one, which `out_proj=False` leaves out. `rope` rotates q and k by the tables given
+    to forward (`apply_rope`, or `apply_rope3d` with `rope3d_cos_sin` tables).
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        heads: int,
+        kv_heads: int | None = None,
+        layout: Literal["llama", "vjepa"] = "llama",
+        cross: bool = False,
+        causal: bool = False,
+        bias: bool = False,
+        out_bias: bool | None = None,
+        out_proj: bool = True,
+        rope: Callable[[Tensor, Tensor, Tensor], Tensor] = apply_rope,
+    ) -> None:
+        super().__init__()
+        self.heads = heads
+        self.kv_heads = kv_heads or heads
+        self.head_dim = dim // heads
+        self.layout = layout
+        self.cross = cross
+        self.causal = causal
+        self.rope = rope
+        self.out_proj = out_proj
+        out_bias = bias if out_bias is None else out_bias
+        if layout == "llama":
+            kv_dim = self.kv_heads * self.head_dim
+            self.wq = nn.Linear(dim, dim, bias=bias)
+            self.wk = nn.Linear(dim, kv_dim, bias=bias)
+            self.wv = nn.Linear(dim, kv_dim, bias=bias)
+            if out_proj:
+                self.wo = nn.Linear(dim, dim, bias=out_bias)
+        elif layout == "vjepa":
+            if self.kv_heads != heads:
+                raise ValueError("grouped kv heads need the 'llama' layout (separate k and v projections)")
+            if cross:
+                self.q = nn.Linear(dim, dim, bias=bias)
+                self.kv = nn.Linear(dim, 2 * dim, bias=bias)
+            else:
+                self.qkv = nn.Linear(dim, 3 * dim, bias=bias)
+            if out_proj:
+                self.proj = nn.Linear(dim, dim, bias=out_bias)
+        else:
+            raise ValueError(f"unknown attention layout {layout!r}; expected 'llama' or 'vjepa'")
+
+    def forward(
+        self, x: Tensor, ctx: Tensor | None = None, cos: Tensor | None = None, sin: Tensor | None = None
+    ) -> Tensor:
+        """x [B, L, dim] attends to itself, or to ctx [B, S, dim] if cross -> [B, L, dim].
+
+        q and k are rotated by `rope` when the tables cos, sin are given (self-attention: one set of positions).
+        """
+        if (ctx is not None) != self.cross:
+            raise ValueError("cross-attention takes ctx, self-attention does not")
+        B, L, D = x.shape
+        src = x if ctx is None else ctx  # keys and values come from here
+        S = src.shape[1]
+        H, KV, hd = self.heads, self.kv_heads, self.head_dim
+        if self.layout == "llama":
+            q = self.wq(x).view(B, L, H, hd).transpose(1, 2)  # [B, H, L, hd]
+            k = self.wk(src).view(B, S, KV, hd).transpose(1, 2)  # [B, KV, S, hd]
+            v = self.wv(src).view(B, S, KV, hd).transpose(1, 2)  # [B, KV, S, hd]
+        elif self.cross:
+            q = self.q(x).view(B, L, H, hd).transpose(1, 2)  # [B, H, L, hd]
+            k, v = self.kv(src).view(B, S, 2, H, hd).permute(2, 0, 3, 1, 4).unbind(0)  # each [B, H, S, hd]
+        else:
+            qkv = self.qkv(x).view(B, L, 3, H, hd).permute(2, 0, 3, 1, 4)  # [3, B, H, L, hd]
+            q, k, v = qkv.unbind(0)  # each [B, H, L, hd]
+        if cos is not None and sin is not None:
+            q, k = self.rope(q, cos, sin), self.rope(k, cos, sin)
+        # y [B, H, L, hd]; with grouped kv heads, query head h reads kv head h // (heads // kv_heads)
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=self.causal, enable_gqa=KV != H)
+        y = y.transpose(1, 2).reshape(B, L, D)  # [B, L, dim]
+        if not self.out_proj:
+            return y
+        return self.wo(y) if self.layout == "llama" else self.proj(y)
+
+
+# ----------------------------------------------------------------------------- MLP
+
+
+class MLP(nn.Module):
+    """Feed-forward: down(gelu(up x)), or gated with SiLU (SwiGLU): down(silu(up x) * gate x).
+
+    Names by layout: "llama" w1 (up), w3 (gate), w2 (down); "vjepa" (timm's Mlp) fc1 (up), fc2 (down), never gated.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        hidden: int,
+        activation: Literal["gelu", "swiglu"] = "gelu",
+        bias: bool = False,
+        layout: Literal["llama", "vjepa"] = "llama",
+    ) -> None:
+        super().__init__()
+        if activation not in ("gelu", "swiglu"):
+            raise ValueError(f"unknown activation {activation!r}; expected 'gelu' or 'swiglu'")
+        self.layout = layout
+        if layout == "llama":
+            self.w1 = nn.Linear(dim, hidden, bias=bias)
+            self.w3 = nn.Linear(dim, hidden, bias=bias) if activation == "swiglu" else None
+            self.w2 = nn.Linear(hidden, dim, bias=bias)
+        elif layout == "vjepa":
+            if activation != "gelu":
+                raise ValueError("the 'vjepa' MLP layout (fc1, fc2) has no gate; use activation 'gelu'")
+            self.fc1 = nn.Linear(dim, hidden, bias=bias)
+            self.fc2 = nn.Linear(hidden, dim, bias=bias)
+        else:
+            raise ValueError(f"unknown MLP layout {layout!r}; expected 'llama' or 'vjepa'")
+
+    def forward(self, x: Tensor) -> Tensor:
+        """x [..., dim] -> [..., dim]."""
+        if self.layout == "vjepa":
+            return self.fc2(F.gelu(self.fc1(x)))
+        if self.w3 is not None:
+            return self.w2(F.silu(self.w1(x)) * self.w3(x))
+        return self.w2(F.gelu(self.w1(x)))

@@ -30,35 +30,15 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from engine.plan_vit import probe_classes
 from schemas.models import AttentiveProbe as ProbeConfig
 
-from .vit import Block, GeluMLP, init_vit_weights, rescale_blocks
+from .layers import MLP, Attention
+from .vit import Block, init_vit_weights, rescale_blocks
 
 __all__ = ["AttentiveProbe", "build"]
-
-
-class CrossAttention(nn.Module):
-    """Multi-head attention from queries to tokens, without an output projection."""
-
-    def __init__(self, dim: int, heads: int) -> None:
-        super().__init__()
-        self.heads = heads
-        self.head_dim = dim // heads
-        self.q = nn.Linear(dim, dim)
-        self.kv = nn.Linear(dim, 2 * dim)
-
-    def forward(self, q: Tensor, x: Tensor) -> Tensor:
-        """Queries q [B, Q, dim] attend to tokens x [B, N, dim] -> [B, Q, dim]."""
-        B, Q, D = q.shape
-        N = x.shape[1]
-        q = self.q(q).view(B, Q, self.heads, self.head_dim).transpose(1, 2)  # [B, H, Q, hd]
-        k, v = self.kv(x).view(B, N, 2, self.heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
-        y = F.scaled_dot_product_attention(q, k, v)  # [B, H, Q, hd]
-        return y.transpose(1, 2).reshape(B, Q, D)
 
 
 class CrossAttentionBlock(nn.Module):
@@ -67,13 +47,13 @@ class CrossAttentionBlock(nn.Module):
     def __init__(self, dim: int, heads: int, mlp: int, eps: float) -> None:
         super().__init__()
         self.norm1 = nn.LayerNorm(dim, eps=eps)
-        self.xattn = CrossAttention(dim, heads)
+        self.xattn = Attention(dim, heads, layout="vjepa", cross=True, bias=True, out_proj=False)
         self.norm2 = nn.LayerNorm(dim, eps=eps)
-        self.mlp = GeluMLP(dim, mlp)
+        self.mlp = MLP(dim, mlp, bias=True, layout="vjepa")
 
     def forward(self, q: Tensor, x: Tensor) -> Tensor:
         """Queries q [B, Q, dim], tokens x [B, N, dim] -> [B, Q, dim]."""
-        q = q + self.xattn(q, self.norm1(x))
+        q = q + self.xattn(q, ctx=self.norm1(x))
         return q + self.mlp(self.norm2(q))
 
 

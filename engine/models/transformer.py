@@ -41,6 +41,14 @@ from .moe import MoE
 __all__ = ["Block", "Transformer", "build"]
 
 
+def init_normal(module: Attention | MLP, std: float, out_std: float) -> None:
+    """Normal(0, std) projections, normal(0, out_std) output projection (wo, w2), zero biases."""
+    for name, lin in module.named_children():
+        nn.init.normal_(lin.weight, mean=0.0, std=out_std if name in ("wo", "w2") else std)
+        if lin.bias is not None:
+            nn.init.zeros_(lin.bias)
+
+
 class Block(nn.Module):
     """One pre-norm block: x + attn(norm1(x)), then + ffn(norm2(x)); returns (x, aux) with MoE stats."""
 
@@ -48,19 +56,18 @@ class Block(nn.Module):
         super().__init__()
         out_std = cfg.init_std / math.sqrt(2 * cfg.depth)
         self.norm1 = make_norm(cfg.norm, cfg.dim, cfg.norm_eps)
-        self.attn = Attention(cfg.dim, cfg.heads, cfg.kv_heads, cfg.bias, True, cfg.init_std, out_std)
+        self.attn = Attention(cfg.dim, cfg.heads, cfg.kv_heads, causal=True, bias=cfg.bias)
         self.norm2 = make_norm(cfg.norm, cfg.dim, cfg.norm_eps)
         if cfg.ffn.kind == "moe":
             self.ffn: nn.Module = MoE(cfg.dim, cfg.ffn, cfg.init_std, out_std)
         else:
-            hidden = ffn_hidden(cfg.dim, cfg.ffn)
-            self.ffn = MLP(cfg.dim, hidden, cfg.ffn.activation, cfg.bias, cfg.init_std, out_std)
+            self.ffn = MLP(cfg.dim, ffn_hidden(cfg.dim, cfg.ffn), cfg.ffn.activation, cfg.bias)
 
     def forward(
         self, x: Tensor, cos: Tensor | None = None, sin: Tensor | None = None
     ) -> tuple[Tensor, dict[str, Tensor]]:
         """x [B, L, dim] -> (x [B, L, dim], aux: {} for dense, {lb_loss, z_loss, load} for MoE)."""
-        x = x + self.attn(self.norm1(x), cos, sin)
+        x = x + self.attn(self.norm1(x), cos=cos, sin=sin)
         if isinstance(self.ffn, MoE):
             h, aux = self.ffn(self.norm2(x))
         else:
@@ -93,6 +100,7 @@ class Transformer(nn.Module):
     def init_weights(self) -> None:
         """(Re)initialise every parameter deterministically from the torch RNG (see module docstring)."""
         std = self.cfg.init_std
+        out_std = std / math.sqrt(2 * self.cfg.depth)
         nn.init.normal_(self.tok_emb.weight, mean=0.0, std=std)
         if self.pos_emb is not None:
             nn.init.normal_(self.pos_emb.weight, mean=0.0, std=std)
@@ -100,7 +108,9 @@ class Transformer(nn.Module):
             nn.init.normal_(self.lm_head.weight, mean=0.0, std=std)
         # walk the tree, so blocks wrapped by checkpointing / compile / FSDP are found too
         for m in self.modules():
-            if isinstance(m, Attention | MLP | MoE):
+            if isinstance(m, Attention | MLP):
+                init_normal(m, std, out_std)
+            elif isinstance(m, MoE):
                 m.init_weights()
             elif isinstance(m, nn.RMSNorm | nn.LayerNorm):
                 m.reset_parameters()

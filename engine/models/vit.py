@@ -28,12 +28,11 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from schemas.models import ViT as ViTConfig
 
-from .layers import apply_rope3d, rope3d_cos_sin, sincos3d_table
+from .layers import MLP, Attention, apply_rope3d, rope3d_cos_sin, sincos3d_table
 
 __all__ = ["Block", "VisionTransformer", "build", "init_vit_weights", "rescale_blocks"]
 
@@ -43,53 +42,19 @@ ROPE_BASE = 10000.0
 # ----------------------------------------------------------------------------- block
 
 
-class SelfAttention(nn.Module):
-    """Bidirectional multi-head self-attention through SDPA with a fused qkv projection and optional 3D RoPE."""
-
-    def __init__(self, dim: int, heads: int, qkv_bias: bool = True) -> None:
-        super().__init__()
-        self.heads = heads
-        self.head_dim = dim // heads
-        self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
-        self.proj = nn.Linear(dim, dim)
-
-    def forward(self, x: Tensor, cos: Tensor | None = None, sin: Tensor | None = None) -> Tensor:
-        """x [B, L, dim] -> [B, L, dim]; q and k are rotated by 3D RoPE tables [B or 1, 1, L, 3c] if given."""
-        B, L, D = x.shape
-        qkv = self.qkv(x).view(B, L, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)  # [3, B, H, L, hd]
-        q, k, v = qkv.unbind(0)  # each [B, H, L, hd]
-        if cos is not None and sin is not None:
-            q, k = apply_rope3d(q, cos, sin), apply_rope3d(k, cos, sin)
-        y = F.scaled_dot_product_attention(q, k, v)  # [B, H, L, hd]
-        return self.proj(y.transpose(1, 2).reshape(B, L, D))
-
-
-class GeluMLP(nn.Module):
-    """fc2(gelu(fc1 x)) with biases (exact GELU, as nn.GELU)."""
-
-    def __init__(self, dim: int, hidden: int) -> None:
-        super().__init__()
-        self.fc1 = nn.Linear(dim, hidden)
-        self.fc2 = nn.Linear(hidden, dim)
-
-    def forward(self, x: Tensor) -> Tensor:
-        """x [..., dim] -> [..., dim]."""
-        return self.fc2(F.gelu(self.fc1(x)))
-
-
 class Block(nn.Module):
     """Pre-LN transformer block: x + attn(norm1(x)), then + mlp(norm2(x))."""
 
     def __init__(self, dim: int, heads: int, mlp: int, eps: float, qkv_bias: bool = True) -> None:
         super().__init__()
         self.norm1 = nn.LayerNorm(dim, eps=eps)
-        self.attn = SelfAttention(dim, heads, qkv_bias)
+        self.attn = Attention(dim, heads, layout="vjepa", bias=qkv_bias, out_bias=True, rope=apply_rope3d)
         self.norm2 = nn.LayerNorm(dim, eps=eps)
-        self.mlp = GeluMLP(dim, mlp)
+        self.mlp = MLP(dim, mlp, bias=True, layout="vjepa")
 
     def forward(self, x: Tensor, cos: Tensor | None = None, sin: Tensor | None = None) -> Tensor:
         """x [B, L, dim] -> [B, L, dim]."""
-        x = x + self.attn(self.norm1(x), cos, sin)
+        x = x + self.attn(self.norm1(x), cos=cos, sin=sin)
         return x + self.mlp(self.norm2(x))
 
 
