@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from engine.plan import count_params, fmt_bytes, fmt_count, fmt_flops, make_plan, train_flops
+from engine.plan import fmt_bytes, fmt_count, fmt_flops, make_plan
 from schemas import Spec
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -142,7 +142,7 @@ def test_params_moe_swiglu_experts_have_no_bias() -> None:
 
 def test_count_params_takes_vocab_from_argument() -> None:
     cfg = build(GELU_64).stages["train"].model
-    assert count_params(cfg, 1000).total - count_params(cfg, 8).total == 2 * (1000 - 8) * 64
+    assert cfg.param_count(1000).total - cfg.param_count(8).total == 2 * (1000 - 8) * 64
 
 
 # ----------------------------------------------------------------------------- FLOPs
@@ -164,16 +164,22 @@ def test_flops_per_step_hand_computed() -> None:
     assert s.flops.attention_total == pytest.approx(100 * attention)
 
 
+def step_flops(stage: Any, lengths: list[int], vocab_size: int = 8) -> tuple[float, float]:
+    """(6·N·D, attention) of the stage's objective config over sequences of these lengths."""
+    f = stage.objective.step_flops(stage.model, vocab_size, sum(lengths), sum(t * (t + 1) for t in lengths))
+    return f.six_nd, f.attention
+
+
 def test_train_flops_on_actual_lengths_uses_active_params() -> None:
     stage = build(GELU_64).stages["train"]
-    dense, attention = train_flops(stage, [12, 20, 5])
+    dense, attention = step_flops(stage, [12, 20, 5])
     assert dense == 6 * 99648 * 37
     assert attention == 6 * 64 * 2 * (12 * 13 + 20 * 21 + 5 * 6)
 
     moe = build({**GELU_64, "ffn": {"kind": "moe", "experts": 8, "top_k": 2, "hidden": 128}}).stages["train"]
-    assert train_flops(moe, [10])[0] == 6 * 100672 * 10
-    # an explicit vocabulary overrides the stage's: 2*(1000-8)*64 more embedding parameters
-    assert train_flops(stage, [10], vocab_size=1000)[0] == 6 * (99648 + 2 * 992 * 64) * 10
+    assert step_flops(moe, [10])[0] == 6 * 100672 * 10
+    # another vocabulary: 2*(1000-8)*64 more embedding parameters
+    assert step_flops(stage, [10], vocab_size=1000)[0] == 6 * (99648 + 2 * 992 * 64) * 10
 
 
 # ----------------------------------------------------------------------------- 1B spec without torch

@@ -33,8 +33,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from engine.plan_vit import probe_classes
 from schemas.models import AttentiveProbe as ProbeConfig
+from schemas.models import probe_classes
 
 from .vit import Block, GeluMLP, init_vit_weights, rescale_blocks
 
