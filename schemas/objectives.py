@@ -53,7 +53,7 @@ class PixelReconstruction(Strict):
         self,
         encoder: ViT,
         predictor: Predictor,
-        pairs: Sequence[tuple[int, int]],
+        pairs: Sequence[tuple[float, float]],
         clips: int,
         teacher: ViT | None = None,
     ) -> StepFlops:
@@ -90,7 +90,7 @@ class LatentPrediction(Strict):
         self,
         encoder: ViT,
         predictor: Predictor,
-        pairs: Sequence[tuple[int, int]],
+        pairs: Sequence[tuple[float, float]],
         clips: int,
         teacher: ViT | None = None,
     ) -> StepFlops:
@@ -127,7 +127,7 @@ class EMALatentPrediction(Strict):
         self,
         encoder: ViT,
         predictor: Predictor,
-        pairs: Sequence[tuple[int, int]],
+        pairs: Sequence[tuple[float, float]],
         clips: int,
         teacher: ViT | None = None,
     ) -> StepFlops:
@@ -140,7 +140,7 @@ def masked_flops(
     predictor: Predictor,
     out_dim: int,
     target: ViT | None,
-    pairs: Sequence[tuple[int, int]],
+    pairs: Sequence[tuple[float, float]],
     clips: int,
 ) -> StepFlops:
     """One masked-video step over `clips` clips, one (Kc, Kt) pair per clip and mask generator: the encoder
