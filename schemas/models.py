@@ -38,11 +38,6 @@ class StepFlops:
         """Everything: 6·N·D + 2·N·D frozen + attention."""
         return self.six_nd + self.frozen_2nd + self.attention
 
-    def __add__(self, other: StepFlops) -> StepFlops:
-        return StepFlops(
-            self.six_nd + other.six_nd, self.frozen_2nd + other.frozen_2nd, self.attention + other.attention
-        )
-
 
 def bidirectional_attention_flops(dim: int, depth: int, length: float) -> float:
     """Forward attention-score FLOPs of one sequence without a causal mask: 2 * 2 * dim * L^2 per layer."""
