@@ -2,11 +2,58 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
 from .base import Depth, Experts, Heads, Hidden, Problems, Strict, Tokens, Width, kinded, spec_error
+
+# ----------------------------------------------------------------------------- costs
+
+
+@dataclass(frozen=True)
+class ParamCount:
+    """Parameter counts of one model: all of them, those a token uses (MoE), embeddings, the largest block."""
+
+    total: int
+    active: int  # MoE: router + top_k experts per layer instead of all experts; equals total for dense
+    embedding: int  # tok_emb + pos_emb + lm_head (0 for lm_head when tied); ViT: the patch embedding
+    largest_block: int  # one entry of `model.blocks` (all blocks are identical)
+    root: int  # parameters outside the blocks: embeddings, position table, final norm, lm_head
+    frozen: int = 0  # parameters only run forward (a frozen teacher or encoder, an EMA target)
+
+
+@dataclass(frozen=True)
+class StepFlops:
+    """FLOPs of one training step: 6·N·D of the trained networks and 2·N·D of frozen forward passes (the
+    papers' convention, embeddings counted, attention scores not), and attention scores (QK^T and AV)."""
+
+    six_nd: float = 0.0
+    frozen_2nd: float = 0.0
+    attention: float = 0.0
+
+    @property
+    def total(self) -> float:
+        """Everything: 6·N·D + 2·N·D frozen + attention."""
+        return self.six_nd + self.frozen_2nd + self.attention
+
+
+def bidirectional_attention_flops(dim: int, depth: int, length: float) -> float:
+    """Forward attention-score FLOPs of one sequence without a causal mask: 2 * 2 * dim * L^2 per layer."""
+    return 4.0 * dim * depth * length * length
+
+
+def vit_block_params(dim: int, mlp: int, qkv_bias: bool = True) -> int:
+    """One pre-LN ViT block: two LayerNorms, qkv (+ bias), proj + bias, GELU MLP fc1 + bias, fc2 + bias."""
+    norms = 2 * 2 * dim
+    attn = dim * 3 * dim + (3 * dim if qkv_bias else 0) + dim * dim + dim
+    return norms + attn + dim * mlp + mlp + mlp * dim + dim
+
+
+def _linear(n_in: int, n_out: int, bias: bool) -> int:
+    return n_in * n_out + (n_out if bias else 0)
+
 
 # ----------------------------------------------------------------------------- position encodings
 
@@ -193,6 +240,51 @@ class Transformer(Strict):
             return self.position.max_len
         return None
 
+    def _norm_params(self) -> int:
+        return self.dim if self.norm == "rmsnorm" else 2 * self.dim
+
+    def block_params(self, active: bool = False) -> int:
+        """Parameters of one block; with `active`, MoE counts top_k experts instead of all."""
+        dim, b = self.dim, self.bias
+        kv_dim = (self.kv_heads or self.heads) * self.head_dim
+        attn = _linear(dim, dim, b) + 2 * _linear(dim, kv_dim, b) + _linear(dim, dim, b)
+        ffn = self.ffn
+        h = ffn_hidden(dim, ffn)
+        matrices = 3 if ffn.activation == "swiglu" else 2
+        if isinstance(ffn, MoEFFN):
+            experts = ffn.top_k if active else ffn.experts
+            mlp = dim * ffn.experts + experts * matrices * dim * h  # router (no bias) + bias-free experts
+        elif ffn.activation == "swiglu":
+            mlp = 2 * _linear(dim, h, b) + _linear(h, dim, b)
+        else:
+            mlp = _linear(dim, h, b) + _linear(h, dim, b)
+        return 2 * self._norm_params() + attn + mlp
+
+    def param_count(self, vocab_size: int) -> ParamCount:
+        """Exact parameter counts of the model built from this config with a vocabulary of `vocab_size`."""
+        pos = self.position
+        table = 0  # rope, nope, coupled rope
+        if pos.kind == "learned":
+            table = pos.max_len * self.dim
+        elif pos.kind == "coupled" and pos.encoding == "learned":
+            table = pos.max_position * self.dim
+        lm_head = 0 if self.tie_embeddings else self.dim * vocab_size
+        embedding = vocab_size * self.dim + table + lm_head
+        root = embedding + self._norm_params()  # + final norm
+        return ParamCount(
+            total=root + self.depth * self.block_params(),
+            active=root + self.depth * self.block_params(active=True),
+            embedding=embedding,
+            largest_block=self.block_params(),
+            root=root,
+        )
+
+    def train_flops(self, vocab_size: int, tokens: float, sum_t_t1: float) -> StepFlops:
+        """Training FLOPs over sequences of `tokens` tokens in all whose T*(T+1) sum to `sum_t_t1`: 6·N_active·D,
+        and causal attention scores, 3x forward (2 FLOPs per MAC * 2 matmuls * dim * T*(T+1)/2 per layer)."""
+        n = self.param_count(vocab_size).active
+        return StepFlops(six_nd=6.0 * n * tokens, attention=3.0 * 2.0 * self.dim * self.depth * sum_t_t1)
+
 
 # ----------------------------------------------------------------------------- video ViT (SALT / V-JEPA 2)
 
@@ -315,6 +407,22 @@ class ViT(Strict):
         """Input values per token: tubelet * patch * patch * channels."""
         return self.tubelet * self.patch * self.patch * self.channels
 
+    def param_count(self) -> ParamCount:
+        """Exact parameter counts of `engine.models.vit`: Conv3d patch embedding, `depth` blocks, final
+        LayerNorm (positions are RoPE or a fixed buffer)."""
+        embedding = self.patch_dim * self.dim + self.dim
+        block = vit_block_params(self.dim, self.mlp, self.qkv_bias)
+        total = embedding + self.depth * block + 2 * self.dim
+        return ParamCount(total, total, embedding, block, total - self.depth * block)
+
+    def params(self) -> int:
+        """All parameters (`param_count().total`)."""
+        return self.param_count().total
+
+    def attention_flops(self, length: float) -> float:
+        """Forward attention-score FLOPs over one clip of `length` tokens."""
+        return bidirectional_attention_flops(self.dim, self.depth, length)
+
 
 class Predictor(Strict):
     """JEPA predictor: narrow pre-LN transformer over context tokens plus learned mask tokens, 3D RoPE."""
@@ -354,6 +462,17 @@ class Predictor(Strict):
         """Width of one attention head."""
         return self.dim // self.heads
 
+    def params(self, in_dim: int, out_dim: int) -> int:
+        """Exact parameters of `engine.models.predictor`: input Linear, mask tokens, `depth` blocks, LayerNorm,
+        output Linear (biases throughout)."""
+        d = self.dim
+        blocks = self.depth * vit_block_params(d, self.mlp)
+        return in_dim * d + d + self.mask_tokens * d + blocks + 2 * d + d * out_dim + out_dim
+
+    def attention_flops(self, length: float) -> float:
+        """Forward attention-score FLOPs over one sequence of `length` (context plus mask) tokens."""
+        return bidirectional_attention_flops(self.dim, self.depth, length)
+
 
 class AttentiveProbe(Strict):
     """V-JEPA 2 attentive probe: self-attention blocks, cross-attention from one learned query, linear."""
@@ -371,6 +490,36 @@ class AttentiveProbe(Strict):
         1e-5, gt=0, description="Epsilon of the LayerNorms (V-JEPA 2's pooler uses torch's default)."
     )
     init_std: float = Field(0.02, gt=0, description="Std of the truncated-normal init (and the query).")
+
+    def params(self, in_dim: int, classes: int | None = None) -> int:
+        """Exact parameters of `engine.models.probe` on `in_dim`-wide tokens: query token, `depth` self-attention
+        blocks, cross-attention block, linear head (classes: `probe_classes`)."""
+        D, h, c = in_dim, int(in_dim * self.mlp_ratio), probe_classes(self, classes)
+        cross = 2 * 2 * D + (D * D + D) + (2 * D * D + 2 * D) + (D * h + h + h * D + D)
+        return D + self.depth * vit_block_params(D, h) + cross + D * c + c
+
+    def train_flops(self, encoder: ViT, clips: int, classes: int | None = None) -> StepFlops:
+        """One step on `clips` whole clips: the frozen encoder forward (2·N·D and its attention), the probe
+        trained on all its tokens (6·N·D and 3x the attention of its self-attention blocks)."""
+        tokens = clips * encoder.tokens
+        return StepFlops(
+            six_nd=6.0 * self.params(encoder.dim, classes) * tokens,
+            frozen_2nd=2.0 * encoder.params() * tokens,
+            attention=clips
+            * (
+                encoder.attention_flops(encoder.tokens)
+                + 3 * bidirectional_attention_flops(encoder.dim, self.depth, encoder.tokens)
+            ),
+        )
+
+
+def probe_classes(cfg: AttentiveProbe, classes: int | None = None) -> int:
+    """The probe's number of classes: cfg.classes if set, else `classes` (the data's); ValueError if neither."""
+    if cfg.classes is not None:
+        return cfg.classes
+    if classes is None:
+        raise ValueError("the probe needs a number of classes: set probe.classes or pass the data's classes")
+    return classes
 
 
 Model = kinded(

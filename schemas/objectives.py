@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Literal
 
 from pydantic import Field
 
 from .base import Strict, kinded
 from .masks import MultiBlock
+from .models import Predictor, StepFlops, Transformer, ViT
 from .training import WeightsRef
 
 
@@ -18,6 +20,10 @@ class NextToken(Strict):
         "next_token", description="Next-token cross-entropy on answer tokens."
     )
     label_smoothing: float = Field(0.0, ge=0, lt=1, description="Label smoothing of the cross-entropy.")
+
+    def step_flops(self, model: Transformer, vocab_size: int, tokens: float, sum_t_t1: float) -> StepFlops:
+        """One step over sequences of `tokens` unpadded tokens in all whose T*(T+1) sum to `sum_t_t1`."""
+        return model.train_flops(vocab_size, tokens, sum_t_t1)
 
 
 class PixelReconstruction(Strict):
@@ -35,6 +41,25 @@ class PixelReconstruction(Strict):
         description="Targets normalised per tubelet patch and channel (mean, unbiased std, eps 1e-6), as VideoMAE.",
     )
 
+    def frozen_target(self, encoder: ViT, teacher: ViT | None = None) -> ViT | None:
+        """No network runs on the full clip: the targets are pixels."""
+        return None
+
+    def out_dim(self, encoder: ViT, teacher: ViT | None = None) -> int:
+        """The predictor regresses a tubelet's pixels."""
+        return encoder.patch_dim
+
+    def step_flops(
+        self,
+        encoder: ViT,
+        predictor: Predictor,
+        pairs: Sequence[tuple[float, float]],
+        clips: int,
+        teacher: ViT | None = None,
+    ) -> StepFlops:
+        """One step; `pairs`: (context, target) tokens of every clip and mask generator (see `masked_flops`)."""
+        return masked_flops(encoder, predictor, self.out_dim(encoder), None, pairs, clips)
+
 
 class LatentPrediction(Strict):
     """SALT stage 2: a frozen teacher's latents on the full clip are regressed at the masked positions."""
@@ -50,6 +75,28 @@ class LatentPrediction(Strict):
     )
     loss: Literal["l1", "l2"] = Field("l1", description="Regression loss on the teacher's latents.")
     target_norm: bool = Field(True, description="Layer-normalise the teacher's outputs without parameters.")
+
+    def frozen_target(self, encoder: ViT, teacher: ViT | None = None) -> ViT | None:
+        """The teacher runs forward on the full clip (its config: the teacher stage's, or its done.json's)."""
+        if teacher is None:
+            raise ValueError("latent_prediction counts its teacher's FLOPs: pass the teacher's ViT config")
+        return teacher
+
+    def out_dim(self, encoder: ViT, teacher: ViT | None = None) -> int:
+        """The predictor regresses the teacher's latents."""
+        return self.frozen_target(encoder, teacher).dim
+
+    def step_flops(
+        self,
+        encoder: ViT,
+        predictor: Predictor,
+        pairs: Sequence[tuple[float, float]],
+        clips: int,
+        teacher: ViT | None = None,
+    ) -> StepFlops:
+        """One step; `pairs`: (context, target) tokens of every clip and mask generator (see `masked_flops`)."""
+        target = self.frozen_target(encoder, teacher)
+        return masked_flops(encoder, predictor, target.dim, target, pairs, clips)
 
 
 class EMALatentPrediction(Strict):
@@ -67,6 +114,47 @@ class EMALatentPrediction(Strict):
     momentum: tuple[float, float] = Field(
         (0.998, 1.0), description="EMA momentum, linear from the first to the second value over the stage."
     )
+
+    def frozen_target(self, encoder: ViT, teacher: ViT | None = None) -> ViT | None:
+        """The EMA target encoder (the student's shape) runs forward on the full clip."""
+        return encoder
+
+    def out_dim(self, encoder: ViT, teacher: ViT | None = None) -> int:
+        """The predictor regresses the target encoder's latents."""
+        return encoder.dim
+
+    def step_flops(
+        self,
+        encoder: ViT,
+        predictor: Predictor,
+        pairs: Sequence[tuple[float, float]],
+        clips: int,
+        teacher: ViT | None = None,
+    ) -> StepFlops:
+        """One step; `pairs`: (context, target) tokens of every clip and mask generator (see `masked_flops`)."""
+        return masked_flops(encoder, predictor, encoder.dim, encoder, pairs, clips)
+
+
+def masked_flops(
+    encoder: ViT,
+    predictor: Predictor,
+    out_dim: int,
+    target: ViT | None,
+    pairs: Sequence[tuple[float, float]],
+    clips: int,
+) -> StepFlops:
+    """One masked-video step over `clips` clips, one (Kc, Kt) pair per clip and mask generator: the encoder
+    trained on Kc tokens, the predictor on Kc + Kt, a frozen `target` run forward on every whole clip."""
+    n_enc, n_pred = encoder.params(), predictor.params(encoder.dim, out_dim)
+    six_nd = attention = 0.0
+    for kc, kt in pairs:
+        six_nd += 6.0 * (n_enc * kc + n_pred * (kc + kt))
+        attention += 3.0 * (encoder.attention_flops(kc) + predictor.attention_flops(kc + kt))
+    frozen_2nd = 0.0
+    if target is not None:
+        frozen_2nd = 2.0 * target.params() * clips * encoder.tokens
+        attention += target.attention_flops(encoder.tokens) * clips
+    return StepFlops(six_nd, frozen_2nd, attention)
 
 
 Objective = kinded(

@@ -11,7 +11,7 @@ import torch
 from helpers import REPO, SPEC, TINY, engine, env, torchrun
 
 from engine.models.transformer import build
-from engine.plan import count_params, make_plan
+from engine.plan import make_plan
 from engine.runtime.metrics import read_metrics
 from schemas import load_spec
 
@@ -64,10 +64,10 @@ def test_plan_matches_the_built_model():
     dense = load_spec(SPEC).stages["train"]
     for stage in (dense, moe):
         model = build(stage.model, stage.data.vocab_size)
-        counted = count_params(stage.model, stage.data.vocab_size)
+        counted = stage.model.param_count(stage.data.vocab_size)
         assert counted.total == sum(p.numel() for p in model.parameters())
     ffn = moe.model.ffn
-    counted = count_params(moe.model, moe.data.vocab_size)
+    counted = moe.model.param_count(moe.data.vocab_size)
     expert_params = 2 * moe.model.dim * ffn.hidden
     assert counted.total - counted.active == moe.model.depth * (ffn.experts - ffn.top_k) * expert_params
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from engine.plan import count_params, fmt_bytes, fmt_count, fmt_flops, make_plan, train_flops
+from engine.plan import fmt_bytes, fmt_count, fmt_flops, make_plan
 from schemas import Spec
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -142,7 +142,7 @@ def test_params_moe_swiglu_experts_have_no_bias() -> None:
 
 def test_count_params_takes_vocab_from_argument() -> None:
     cfg = build(GELU_64).stages["train"].model
-    assert count_params(cfg, 1000).total - count_params(cfg, 8).total == 2 * (1000 - 8) * 64
+    assert cfg.param_count(1000).total - cfg.param_count(8).total == 2 * (1000 - 8) * 64
 
 
 # ----------------------------------------------------------------------------- FLOPs
@@ -164,16 +164,22 @@ def test_flops_per_step_hand_computed() -> None:
     assert s.flops.attention_total == pytest.approx(100 * attention)
 
 
+def step_flops(stage: Any, lengths: list[int], vocab_size: int = 8) -> tuple[float, float]:
+    """(6·N·D, attention) of the stage's objective config over sequences of these lengths."""
+    f = stage.objective.step_flops(stage.model, vocab_size, sum(lengths), sum(t * (t + 1) for t in lengths))
+    return f.six_nd, f.attention
+
+
 def test_train_flops_on_actual_lengths_uses_active_params() -> None:
     stage = build(GELU_64).stages["train"]
-    dense, attention = train_flops(stage, [12, 20, 5])
+    dense, attention = step_flops(stage, [12, 20, 5])
     assert dense == 6 * 99648 * 37
     assert attention == 6 * 64 * 2 * (12 * 13 + 20 * 21 + 5 * 6)
 
     moe = build({**GELU_64, "ffn": {"kind": "moe", "experts": 8, "top_k": 2, "hidden": 128}}).stages["train"]
-    assert train_flops(moe, [10])[0] == 6 * 100672 * 10
-    # an explicit vocabulary overrides the stage's: 2*(1000-8)*64 more embedding parameters
-    assert train_flops(stage, [10], vocab_size=1000)[0] == 6 * (99648 + 2 * 992 * 64) * 10
+    assert step_flops(moe, [10])[0] == 6 * 100672 * 10
+    # another vocabulary: 2*(1000-8)*64 more embedding parameters
+    assert step_flops(stage, [10], vocab_size=1000)[0] == 6 * (99648 + 2 * 992 * 64) * 10
 
 
 # ----------------------------------------------------------------------------- 1B spec without torch
@@ -370,6 +376,36 @@ def test_probe_of_a_bare_checkpoint_is_marked_unplanned_not_zero() -> None:
     assert json.loads(json.dumps(plan.to_dict()))["stages"]["probe_ssv2"]["unplanned"] == probe.unplanned
 
 
+def test_student_of_a_bare_checkpoint_teacher_is_marked_unplanned() -> None:
+    """A `{checkpoint: URL}` teacher's forward FLOPs and the predictor's width need its done.json: the plan
+    says so instead of dropping them."""
+    from helpers import REPO
+
+    from schemas import load_spec
+
+    url = "s3://bucket/teacher/final"
+    path = str(REPO / "specs" / "salt_tiny.yaml")
+    known = make_plan(load_spec(path)).stages["student"]
+    student = make_plan(load_spec(path, [f"stages.student.objective.teacher={{checkpoint: {url}}}"]))
+    student = student.stages["student"]
+    assert known.unplanned is None and known.flops.frozen_2nd_per_step > 0
+    assert student.unplanned and url in student.unplanned and "FLOPs" in student.unplanned
+
+
+def test_papers_figure_excludes_attention() -> None:
+    """`papers_*` is 6·N·D (+ 2·N·D frozen) without attention; `per_step`/`total` add the attention scores."""
+    from helpers import REPO
+
+    from schemas import load_spec
+
+    plan = make_plan(load_spec(str(REPO / "specs" / "salt_tiny.yaml")))
+    f = plan.stages["student"].flops
+    assert f.papers_per_step == pytest.approx(f.six_nd_per_step + f.frozen_2nd_per_step)
+    assert f.per_step == pytest.approx(f.papers_per_step + f.attention_per_step)
+    assert f.total == pytest.approx(f.per_step * plan.stages["student"].steps)
+    assert f"{fmt_flops(f.papers_total)} papers' 6ND + 2ND (no attention)" in plan.render()
+
+
 # ----------------------------------------------------------------------------- warnings
 
 
@@ -423,3 +459,94 @@ def test_activation_heavy_stage_is_told_to_lower_micro_or_checkpoint() -> None:
     [w] = make_plan(Spec.model_validate(wide)).warnings()
     assert "activations are the largest part" in w and "batch.micro" in w
     assert "activation_checkpointing" in w
+
+
+# ----------------------------------------------------------------------------- plan == runtime
+
+TOKEN_SPECS = sorted(
+    p.name for p in (ROOT / "specs").glob("*.yaml") if p.stem not in {"salt_tiny", "salt_vitg", "vjepa_tiny"}
+)
+
+
+def reduced_spec(name: str, tmp_path: Path, steps: int) -> Spec:
+    """An example spec at reduced size: `steps` steps of 8 examples per stage, logged at every step."""
+    from schemas import load_spec
+
+    spec = load_spec(str(ROOT / "specs" / name))
+    overrides = [f"run.output={tmp_path}"]
+    for stage_name, stage in spec.stages.items():
+        p = f"stages.{stage_name}"
+        overrides += [f"{p}.schedule.steps={steps}", f"{p}.schedule.warmup=0", f"{p}.batch.global=8"]
+        overrides += [f"{p}.logging.every=1", f"{p}.checkpoint.every={steps}"]
+        overrides += [f"{p}.evals.{i}.every={steps + 1}" for i in range(len(getattr(stage, "evals", [])))]
+        if getattr(stage, "model", None) is not None and stage.model.kind == "transformer":
+            overrides.append(f"{p}.model.depth=1")
+    return load_spec(str(ROOT / "specs" / name), overrides)
+
+
+def logged_rows(spec: Spec, stage: str) -> list[dict[str, Any]]:
+    """The loss rows of a stage's metrics.jsonl."""
+    from engine.runtime.metrics import read_metrics
+
+    return [r for r in read_metrics(f"{spec.run.output.rstrip('/')}/{stage}") if "loss" in r]
+
+
+@pytest.mark.parametrize("name", ["salt_tiny.yaml", "vjepa_tiny.yaml"])
+def test_masked_video_plan_flops_equal_the_logged_first_step(name: str, tmp_path: Path) -> None:
+    """The plan draws the first step's masks as the run does: planned FLOPs per step = the logged ones, every
+    stage (pixel reconstruction, frozen teacher, EMA target, probes)."""
+    from helpers import train_in_process
+
+    spec = reduced_spec(name, tmp_path, steps=1)
+    plan = make_plan(spec)
+    train_in_process(spec)
+    for stage in spec.stages:
+        (row,) = logged_rows(spec, stage)
+        planned = plan.stages[stage].flops
+        assert row["flops"] == pytest.approx(planned.per_step, rel=1e-9), stage
+        assert row["attention_flops"] == pytest.approx(planned.attention_per_step, rel=1e-9), stage
+
+
+@pytest.mark.parametrize("name", TOKEN_SPECS)
+def test_token_plan_flops_per_token_equal_the_logged(name: str, tmp_path: Path) -> None:
+    """Token stages: the plan's expected FLOPs per token (from the data's length moments) are within 1% of the
+    logged ones over a few steps; 6·N·D per token is exact, attention depends on the lengths drawn."""
+    from helpers import train_in_process
+
+    spec = reduced_spec(name, tmp_path, steps=3)
+    plan = make_plan(spec)
+    train_in_process(spec)
+    for stage in spec.stages:
+        last = logged_rows(spec, stage)[-1]
+        planned = plan.stages[stage]
+        per_token = planned.flops.per_step / planned.tokens.per_step
+        assert last["flops"] / last["tokens"] == pytest.approx(per_token, rel=0.01), stage
+        six_nd = planned.flops.six_nd_per_step / planned.tokens.per_step
+        assert (last["flops"] - last["attention_flops"]) / last["tokens"] == pytest.approx(six_nd, rel=1e-9)
+
+
+def test_salt_l_compute_by_the_papers_accounting() -> None:
+    """SALT App. E / F (docs/papers/salt.md) count every mask generator's context as 0.1 of the clip and the
+    predictor on the whole clip: given that batch composition, the objective configs reproduce the paper's
+    teacher 0.241e21 and student 0.951e21 (encoder 2.77e20 + predictor 2.03e20 by 6ND, teacher forward
+    4.67e20 by 2ND), 1.192e21 in all. (The plan counts the trimmed masks the run draws instead.)"""
+    from helpers import REPO
+
+    from schemas import load_spec
+
+    spec = load_spec(str(REPO / "specs" / "salt_vitg.yaml"), ["stages.student.model.size=L"])
+
+    def papers(name: str) -> tuple[float, float]:
+        stage = spec.stages[name]
+        vit, obj, batch = stage.model, stage.objective, stage.batch.global_
+        pairs = [(0.1 * vit.tokens, 0.9 * vit.tokens)] * (len(obj.masks.masks) * batch)
+        teacher = spec.stages[obj.teacher.stage].model if name == "student" else None
+        f = obj.step_flops(vit, stage.predictor, pairs, batch, teacher)
+        return f.six_nd * stage.schedule.steps, f.frozen_2nd * stage.schedule.steps
+
+    (teacher, teacher_frozen), (student, student_frozen) = papers("teacher"), papers("student")
+    assert teacher_frozen == 0
+    assert teacher == pytest.approx(0.241e21, rel=0.03)
+    assert student == pytest.approx(2.77e20 + 2.03e20, rel=0.03)
+    assert student_frozen == pytest.approx(4.67e20, rel=0.03)
+    assert teacher + student + student_frozen == pytest.approx(1.192e21, rel=0.03)

@@ -14,7 +14,6 @@ from engine.models.layers import apply_rope3d, grid_coords, rope3d_cos_sin, sinc
 from engine.models.predictor import Predictor
 from engine.models.probe import AttentiveProbe
 from engine.models.vit import VisionTransformer
-from engine.plan_vit import predictor_params, probe_params, vit_params
 from schemas.models import AttentiveProbe as ProbeConfig
 from schemas.models import Predictor as PredictorConfig
 from schemas.models import ViT
@@ -100,7 +99,7 @@ def test_vit_preset_parameter_count(size: str) -> None:
     with torch.device("meta"):
         model = VisionTransformer(cfg)
     n = n_params(model)
-    assert n == vit_params(cfg)
+    assert n == cfg.params()
     assert abs(n / PAPER_VIT[size] - 1) < 0.01, n
 
 
@@ -111,7 +110,7 @@ def test_predictor_parameter_count(size: str) -> None:
     with torch.device("meta"):
         model = Predictor(cfg, enc.dim, TEACHER_WIDTH[size], enc.grid)
     n = n_params(model)
-    assert n == predictor_params(cfg, enc.dim, TEACHER_WIDTH[size])
+    assert n == cfg.params(enc.dim, TEACHER_WIDTH[size])
     assert abs(n / PAPER_PREDICTOR[size] - 1) < 0.01, n
     assert int(n / 1e4) / 100 == PAPER_PREDICTOR[size] / 1e6  # the paper's figures are truncated, not rounded
 
@@ -122,14 +121,14 @@ def test_predictor_parameter_count(size: str) -> None:
 def test_vit_count_matches_module(over: dict) -> None:
     """The pure-Python count follows the module for variants (no qkv bias, sin-cos buffer, other patches)."""
     model = vit(**over)
-    assert n_params(model) == vit_params(model.cfg)
+    assert n_params(model) == model.cfg.params()
 
 
 @pytest.mark.parametrize("over", [{"depth": 0}, {"depth": 3, "mlp_ratio": 2.5, "heads": 4}])
 def test_probe_count_matches_module(over: dict) -> None:
     """The probe's pure-Python count equals its module's."""
     cfg = ProbeConfig(**{"classes": 7, "heads": 2, **over})
-    assert n_params(AttentiveProbe(cfg, 40)) == probe_params(cfg, 40)
+    assert n_params(AttentiveProbe(cfg, 40)) == cfg.params(40)
 
 
 # ----------------------------------------------------------------------------- encoder
@@ -359,7 +358,7 @@ def test_probe_classes_come_from_the_config_or_the_data() -> None:
     """cfg.classes wins; without it the builder's `classes` (the data's) is used; with neither, a clear error."""
     cfg = ProbeConfig(depth=0, heads=4)
     assert AttentiveProbe(cfg, 32, classes=6)(torch.randn(1, 3, 32)).shape == (1, 6)
-    assert probe_params(cfg, 32, classes=6) == n_params(AttentiveProbe(cfg, 32, classes=6))
+    assert cfg.params(32, classes=6) == n_params(AttentiveProbe(cfg, 32, classes=6))
     assert AttentiveProbe(ProbeConfig(depth=0, heads=4, classes=3), 32, classes=6).head.out_features == 3
     with pytest.raises(ValueError, match="needs a number of classes"):
         AttentiveProbe(cfg, 32)

@@ -40,7 +40,6 @@ import torch  # noqa: E402
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # run from a checkout without installing
 
-from engine import plan as planlib  # noqa: E402
 from engine.objectives.jepa import LatentPredictionObjective, gather  # noqa: E402
 from engine.runtime.distributed import Dist  # noqa: E402
 from engine.runtime.parallel import autocast  # noqa: E402
@@ -150,15 +149,14 @@ def matmul_rate(n: int, reps: int, device: torch.device, dtype: torch.dtype, clo
 
 def piece_flops(obj: LatentPredictionObjective, examples) -> dict[str, float]:
     """FLOPs of teacher, encoder and predictor as `count()` accounts them (6ND / 2ND plus attention)."""
-    n, T = len(examples), obj.vit.tokens
-    pc = obj.stage.predictor
-    attn = planlib.bidirectional_attention_flops
+    n, vit, pc, t = len(examples), obj.vit, obj.stage.predictor, obj.teacher_cfg
+    n_enc, n_pred = vit.params(), pc.params(vit.dim, obj.cfg.out_dim(vit, t))
     enc = pred = 0.0
     for i in range(len(obj.cfg.masks.masks)):
         kc, kt = examples.meta[f"context_{i}"].shape[1], examples.meta[f"target_{i}"].shape[1]
-        enc += 6 * obj.n_encoder * n * kc + 3 * attn(obj.vit.dim, obj.vit.depth, kc) * n
-        pred += 6 * obj.n_predictor * n * (kc + kt) + 3 * attn(pc.dim, pc.depth, kc + kt) * n
-    teacher = 2 * obj.n_target * n * T + attn(obj.target_dim, obj.target_depth, T) * n
+        enc += 6 * n_enc * n * kc + 3 * vit.attention_flops(kc) * n
+        pred += 6 * n_pred * n * (kc + kt) + 3 * pc.attention_flops(kc + kt) * n
+    teacher = (2 * t.params() * vit.tokens + t.attention_flops(vit.tokens)) * n
     return {"teacher": teacher, "encoder": enc, "predictor": pred}
 
 

@@ -32,8 +32,8 @@ import math
 import torch
 from torch import Tensor, nn
 
-from engine.plan_vit import probe_classes
 from schemas.models import AttentiveProbe as ProbeConfig
+from schemas.models import probe_classes
 
 from .layers import MLP, Attention
 from .vit import Block, init_vit_weights, rescale_blocks

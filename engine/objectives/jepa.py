@@ -15,7 +15,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from engine import plan as planlib
 from engine.data.masks import MultiBlockMasks
 from engine.data.video import Clips
 from engine.models.predictor import Predictor
@@ -98,10 +97,7 @@ class MaskedVideo(Objective):
         predictor = Predictor(st.predictor, self.vit.dim, out_dim, self.vit.grid)
         self.predictor = ctx.shard(predictor)
         self.models = {"model": self.encoder, "predictor": self.predictor}
-        self.n_encoder = planlib.vit_params(self.vit)
-        self.n_predictor = planlib.predictor_params(st.predictor, self.vit.dim, out_dim)
-        self.n_target = 0  # parameters of a frozen forward on the full clip (teacher / EMA target)
-        self.target_dim = self.target_depth = 0
+        self.teacher_cfg: ViT | None = None  # a frozen teacher's config (latent_prediction), for `count`
 
     @property
     def batch_group(self) -> int:
@@ -136,23 +132,19 @@ class MaskedVideo(Objective):
         return {"pixels": pixels, "video": video, "masks": masks}
 
     def count(self, clips: Clips) -> Count:
-        """6·N·D for encoder (context tokens) and predictor (context + targets), 2·N·D for a frozen target."""
-        n, tokens = len(clips), self.vit.tokens
-        enc = pred = attn = 0.0
-        for i in range(len(self.cfg.masks.masks)):
-            kcs = (clips.meta[f"context_{i}"] >= 0).sum(1).tolist()  # per clip: groups differ in counts
-            kts = (clips.meta[f"target_{i}"] >= 0).sum(1).tolist()
-            for kc, kt in zip(kcs, kts, strict=True):
-                enc += 6 * self.n_encoder * kc
-                pred += 6 * self.n_predictor * (kc + kt)
-                attn += 3 * planlib.bidirectional_attention_flops(self.vit.dim, self.vit.depth, kc)
-                attn += 3 * planlib.bidirectional_attention_flops(
-                    self.stage.predictor.dim, self.stage.predictor.depth, kc + kt
-                )
-        frozen = 2 * self.n_target * n * tokens
-        if self.n_target:
-            attn += planlib.bidirectional_attention_flops(self.target_dim, self.target_depth, tokens) * n
-        return Count(n, n * tokens, enc + pred + frozen + attn, attn)
+        """The objective config's `step_flops` on the clips' trimmed (context, target) counts."""
+        n = len(clips)
+        pairs = [
+            (int(kc), int(kt))
+            for i in range(len(self.cfg.masks.masks))
+            for kc, kt in zip(  # per clip: groups differ in counts
+                (clips.meta[f"context_{i}"] >= 0).sum(1),
+                (clips.meta[f"target_{i}"] >= 0).sum(1),
+                strict=True,
+            )
+        ]
+        f = self.cfg.step_flops(self.vit, self.stage.predictor, pairs, n, teacher=self.teacher_cfg)
+        return Count(n, n * self.vit.tokens, f.total, f.attention)
 
     def targets(self, batch: dict[str, Any]) -> Tensor:
         """Per-token regression targets [B, N, out_dim] for the whole clip."""
@@ -227,11 +219,7 @@ class LatentPredictionObjective(MaskedVideo):
         teacher.load_state_dict(ctx.weights(cfg.teacher))
         super().__init__(cfg, models, ctx, out_dim=teacher_cfg.dim)
         self.teacher = ctx.shard(teacher, frozen=True)
-        self.n_target, self.target_dim, self.target_depth = (
-            planlib.vit_params(teacher_cfg),
-            teacher_cfg.dim,
-            teacher_cfg.depth,
-        )
+        self.teacher_cfg = teacher_cfg
 
     @torch.no_grad()
     def targets(self, batch: dict[str, Any]) -> Tensor:
@@ -254,7 +242,6 @@ class EMALatentPredictionObjective(LatentPredictionObjective):
         self.teacher = target
         self.models = {**self.models, "target": target}
         self.steps = ctx.stage.schedule.steps
-        self.n_target, self.target_dim, self.target_depth = self.n_encoder, self.vit.dim, self.vit.depth
 
     def trainable(self) -> dict[str, nn.Module]:
         return {"model": self.encoder, "predictor": self.predictor}

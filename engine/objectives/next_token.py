@@ -6,7 +6,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from engine import plan as planlib
 from engine.data.base import Examples
 from schemas.objectives import NextToken as NextTokenConfig
 
@@ -18,17 +17,18 @@ class NextToken(Objective):
 
     def __init__(self, cfg: NextTokenConfig, models: dict[str, nn.Module], ctx) -> None:
         self.cfg, self.models, self.model, self.stage = cfg, models, models["model"], ctx.stage
-        self.vocab_size = planlib.stage_vocab_size(ctx.stage)
+        self.vocab_size = ctx.stage.model.vocab_size or ctx.stage.data.vocab_size
 
     def collate(self, examples: Examples, device: torch.device) -> Batch:
         """Token tensors on `device`."""
         return Batch.from_examples(examples, device)
 
     def count(self, examples: Examples) -> Count:
-        """6·N·T over the examples' unpadded lengths, attention scores separately."""
+        """The objective config's `step_flops` over the examples' unpadded lengths."""
         lengths = examples.lengths.tolist()
-        six_nd, attn = planlib.train_flops(self.stage, lengths, self.vocab_size)
-        return Count(len(lengths), sum(lengths), six_nd + attn, attn)
+        tokens, sum_t_t1 = sum(lengths), sum(t * (t + 1) for t in lengths)
+        f = self.cfg.step_flops(self.stage.model, self.vocab_size, tokens, sum_t_t1)
+        return Count(len(lengths), tokens, f.total, f.attention)
 
     def loss_weight(self, examples: Examples) -> float:
         """The answer tokens the cross-entropy averages over (positions 1.. of `loss_mask`)."""

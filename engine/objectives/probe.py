@@ -8,7 +8,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from engine import plan as planlib
 from engine.data.video import Clips
 from engine.models.probe import AttentiveProbe
 from engine.models.vit import VisionTransformer
@@ -39,19 +38,17 @@ class ProbeObjective(Objective):
         self.encoder = ctx.shard(encoder, frozen=True)
         self.probe = ctx.shard(AttentiveProbe(stage.probe, enc_cfg.dim, classes))
         self.models = {"probe": self.probe}
-        self.n_encoder = planlib.vit_params(enc_cfg)
-        self.n_probe = planlib.probe_params(stage.probe, enc_cfg.dim, classes)
+        self.probe_cfg, self.classes = stage.probe, classes
 
     def collate(self, clips: Clips, device: torch.device) -> dict[str, Tensor]:
         """Normalised video and labels on `device`."""
         return {"video": to_device(clips, device)[1], "labels": torch.from_numpy(clips.labels).to(device)}
 
     def count(self, clips: Clips) -> Count:
-        """2·N·D for the frozen encoder, 6·N·D for the probe, over all tokens of the clips."""
-        n, tokens = len(clips), self.vit.tokens
-        attn = planlib.bidirectional_attention_flops(self.vit.dim, self.vit.depth, tokens) * n
-        flops = 2 * self.n_encoder * n * tokens + 6 * self.n_probe * n * tokens + attn
-        return Count(n, n * tokens, flops, attn)
+        """The probe config's `train_flops`: the frozen encoder and the trained probe on all tokens of the clips."""
+        n = len(clips)
+        f = self.probe_cfg.train_flops(self.vit, n, self.classes)
+        return Count(n, n * self.vit.tokens, f.total, f.attention)
 
     def logits(self, batch: dict[str, Tensor]) -> Tensor:
         """Class logits [B, classes] from the frozen encoder's tokens."""

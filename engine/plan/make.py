@@ -1,0 +1,217 @@
+"""Spec -> Plan: each stage's model and objective configs answer its parameters and FLOPs per step."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from schemas.models import ParamCount, StepFlops, ViT, probe_classes, vit_block_params
+from schemas.spec import ProbeStage, Resources, Spec, TrainStage
+
+from .launch import Launch, sbatch_script, torchrun_command
+from .memory import memory, memory_per_rank
+from .report import Flops, Plan, StagePlan, Tokens
+
+
+def stage_vocab_size(stage: TrainStage | ProbeStage) -> int | None:
+    """The vocabulary a transformer is built with (model.vocab_size, else the data's); None for video."""
+    model = getattr(stage, "model", None)
+    if model is None or model.kind != "transformer":
+        return None
+    return model.vocab_size or stage.data.vocab_size
+
+
+def plan_stage(stage: TrainStage, resources: Resources) -> StagePlan:
+    """Parameters, expected tokens, FLOPs and memory per rank of one transformer training stage."""
+    cfg = stage.model
+    vocab = stage_vocab_size(stage)
+    params = cfg.param_count(vocab)
+    mean_t, mean_t_t1 = stage.data.length_stats("train")
+    batch = stage.batch.global_
+    steps = stage.schedule.steps
+    per_rank = batch // resources.world
+    micro = stage.batch.micro or per_rank
+    tokens_per_step = batch * mean_t
+    return StagePlan(
+        kind=stage.kind,
+        model=cfg.kind,
+        vocab_size=vocab,
+        steps=steps,
+        global_batch=batch,
+        micro_batch=micro,
+        grad_accumulation=per_rank // micro,
+        params=params,
+        tokens=Tokens(per_example=mean_t, per_step=tokens_per_step, total=tokens_per_step * steps),
+        flops=Flops.of(stage.objective.step_flops(cfg, vocab, tokens_per_step, batch * mean_t_t1), steps),
+        memory_per_rank=memory_per_rank(stage, resources, params, vocab),
+    )
+
+
+def _vit_of(spec: Spec, ref: object) -> ViT | None:
+    """The ViT config a weights reference points to, when the spec knows it (None for a bare checkpoint)."""
+    name = getattr(ref, "stage", None) or getattr(ref, "random", None)
+    return spec.stages[name].model if name else None
+
+
+def first_step_masks(spec: Spec, name: str, stage: TrainStage) -> list[tuple[int, int]]:
+    """(context, target) tokens of every clip and mask generator of the stage's first step, trimmed.
+
+    The masks are drawn exactly as the run draws them (group by group from the same counter-keyed generator),
+    so the plan's FLOPs per step equal the first logged step's; later steps trim differently, by a little.
+    """
+    # numpy only here: a plan without masked-video stages imports neither numpy nor torch
+    from engine.data.masks import MultiBlockMasks
+    from engine.data.stream import AUGMENT, counter_rng, stage_key
+
+    masks_cfg = stage.objective.masks
+    masks = MultiBlockMasks(masks_cfg, stage.model.grid)
+    total = stage.batch.global_
+    size = masks_cfg.group or total
+    pairs: list[tuple[int, int]] = []
+    for g in range(-(-total // size)):
+        n = min(size, total - g * size)
+        rng = counter_rng(spec.run.seed, stage_key(name), AUGMENT, 0, g)
+        for context, target in masks.sample(rng, n):
+            pairs += [(context.shape[1], target.shape[1])] * n
+    return pairs
+
+
+def plan_probe_stage(stage: ProbeStage, spec: Spec, resources: Resources) -> StagePlan:
+    """A probe stage: its encoder runs frozen on every clip's tokens and the probe trains on them."""
+    vit = _vit_of(spec, stage.encoder)
+    unplanned = None
+    if vit is None:
+        unplanned = (
+            f"encoder {{checkpoint: {stage.encoder.checkpoint}}} takes its shape from its done.json"
+            " at run time; params, FLOPs and memory not counted"
+        )
+    classes = probe_classes(stage.probe, stage.data.num_classes)
+    dim = vit.dim if vit else 0
+    block = vit_block_params(dim, int(dim * stage.probe.mlp_ratio)) if vit else 0
+    trained, frozen = (stage.probe.params(dim, classes), vit.params()) if vit else (0, 0)
+    step = stage.probe.train_flops(vit, stage.batch.global_, classes) if vit else StepFlops()
+    return _video_plan(
+        stage,
+        resources,
+        model="attentive_probe",
+        params=ParamCount(trained, trained, 0, block, 0, frozen),
+        step=step,
+        tokens=vit.tokens if vit else 0,
+        activations=(dim, stage.probe.depth),
+        unplanned=unplanned,
+    )
+
+
+def plan_video_stage(stage: TrainStage, spec: Spec, name: str, resources: Resources) -> StagePlan:
+    """A masked-video stage: the objective config counts a step on the first step's trimmed masks."""
+    vit, obj, pc = stage.model, stage.objective, stage.predictor
+    ref = getattr(obj, "teacher", None)  # a frozen teacher's weights, when the objective has one
+    teacher = _vit_of(spec, ref) if ref is not None else None
+    pcount = vit.param_count()
+    model = f"vit{'-' + vit.size if vit.size else ''}"
+    if ref is not None and teacher is None:
+        return _video_plan(
+            stage,
+            resources,
+            model=model,
+            params=pcount,
+            step=StepFlops(),
+            tokens=vit.tokens,
+            activations=(vit.dim, vit.depth + pc.depth),
+            unplanned=f"teacher {{checkpoint: {ref.checkpoint}}} takes its shape from its done.json at run"
+            " time; its forward FLOPs and memory and the predictor's output width are unknown here, so"
+            " params, FLOPs and memory are not counted",
+        )
+    target = obj.frozen_target(vit, teacher)
+    trained = pcount.total + pc.params(vit.dim, obj.out_dim(vit, teacher))
+    step = obj.step_flops(vit, pc, first_step_masks(spec, name, stage), stage.batch.global_, teacher)
+    return _video_plan(
+        stage,
+        resources,
+        model=model,
+        params=ParamCount(
+            total=trained,
+            active=trained,
+            embedding=pcount.embedding,
+            largest_block=pcount.largest_block,
+            root=pcount.embedding,
+            frozen=target.params() if target else 0,
+        ),
+        step=step,
+        tokens=vit.tokens,
+        activations=(vit.dim, vit.depth + pc.depth),  # the predictor sees all T per mask
+    )
+
+
+def _video_plan(
+    stage: TrainStage | ProbeStage,
+    resources: Resources,
+    *,
+    model: str,
+    params: ParamCount,
+    step: StepFlops,
+    tokens: int,
+    activations: tuple[int, int],
+    unplanned: str | None = None,
+) -> StagePlan:
+    """A video stage's plan from its parameters, one step's FLOPs, its clip tokens and activation shape."""
+    batch, steps = stage.batch.global_, stage.schedule.steps
+    per_rank = batch // resources.world
+    micro = stage.batch.micro or per_rank
+    dim, depth = activations
+    return StagePlan(
+        kind=stage.kind,
+        model=model,
+        vocab_size=None,
+        steps=steps,
+        global_batch=batch,
+        micro_batch=micro,
+        grad_accumulation=per_rank // micro,
+        params=params,
+        tokens=Tokens(per_example=tokens, per_step=batch * tokens, total=batch * tokens * steps),
+        flops=Flops.of(step, steps),
+        memory_per_rank=memory(
+            stage,
+            resources,
+            trained=params.total,
+            frozen=params.frozen,
+            gathered_params=2 * params.largest_block,
+            seq_len=tokens,
+            dim=dim,
+            depth=depth,
+        ),
+        unplanned=unplanned,
+    )
+
+
+def _plan_stage(name: str, stage: TrainStage | ProbeStage, spec: Spec) -> StagePlan:
+    if isinstance(stage, ProbeStage):
+        return plan_probe_stage(stage, spec, spec.resources)
+    if stage.model.kind == "transformer":
+        return plan_stage(stage, spec.resources)
+    return plan_video_stage(stage, spec, name, spec.resources)
+
+
+def make_plan(spec: Spec, spec_path: str = "SPEC.yaml", overrides: Sequence[str] = ()) -> Plan:
+    """The plan of a validated spec: per stage costs, and the commands that launch it with these overrides."""
+    res = spec.resources
+    return Plan(
+        run=spec.run.name,
+        output=spec.run.output,
+        nodes=res.nodes,
+        procs_per_node=res.procs_per_node,
+        world=res.world,
+        device=res.device,
+        stages={name: _plan_stage(name, stage, spec) for name, stage in spec.stages.items()},
+        launch=Launch(
+            torchrun=torchrun_command(res, spec_path, overrides),
+            sbatch=sbatch_script(spec, spec_path, overrides),
+        ),
+        device_memory=res.device_memory_bytes,
+        device_memory_of=(
+            None
+            if res.device_memory is None
+            else f"the memory of one {res.device_memory}"
+            if isinstance(res.device_memory, str)
+            else "resources.device_memory"
+        ),
+    )
