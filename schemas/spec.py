@@ -9,9 +9,9 @@ from typing import Annotated, ClassVar, Literal
 from pydantic import Field, field_validator, model_validator
 
 from .base import Nodes, Problems, ProcsPerNode, Strict, kinded, spec_error
-from .data import Data
+from .data import Data, TokenData
 from .evals import Eval, Top1
-from .models import AttentiveProbe, Model, Predictor
+from .models import AttentiveProbe, Model, Predictor, Transformer, ViT
 from .objectives import NextToken, Objective
 from .training import (
     AdamW,
@@ -111,21 +111,18 @@ class Resources(Strict):
         return None if gib is None else int(gib * 2**30)
 
 
-class TrainStage(Strict):
-    """A training stage: a model trained on a data generator with an objective, evaluated periodically."""
+class StageSettings(Strict):
+    """What every stage kind has: optimizer, schedule, batch, sharding, checkpoints, logging, evaluators.
+
+    A subclass sets its `kind`, what it trains (`final_model`, recorded in final/done.json) and may change the
+    defaults of `optim` and `evals`; every evaluator checks itself against the stage.
+    """
 
     # Fields that do not change what the stage computes (engine/runtime/rundir.py leaves them out of its
     # fingerprint, so they may change when a run resumes): metrics, evaluations, checkpoints, sharding.
     OPERATIONAL: ClassVar[frozenset[str]] = frozenset({"logging", "evals", "checkpoint", "distributed"})
 
-    kind: Literal["train"] = Field("train", description="Stage kind.")
-    model: Model = Field(description="The model trained in this stage (the encoder / student for video).")
-    init: WeightsRef | None = Field(None, description="Start from these weights instead of a fresh init.")
-    predictor: Predictor | None = Field(
-        None, description="The predictor of masked-video objectives (context tokens -> target tokens)."
-    )
-    data: Data = Field(description="The data generator.")
-    objective: Objective = Field(default_factory=NextToken, description="The training objective.")
+    kind: str
     optim: Optim = Field(default_factory=AdamW, description="The optimizer.")
     schedule: Schedule = Field(description="Steps and learning-rate schedule.")
     batch: Batch = Field(description="Global and micro batch sizes.")
@@ -138,60 +135,64 @@ class TrainStage(Strict):
         default_factory=list, description="Evaluations run periodically and at the end."
     )
 
+    @property
+    def final_model(self) -> Strict:
+        """The config of the model this stage trains: what final/ holds and done.json records."""
+        raise NotImplementedError
+
+    def _check_evals(self, p: Problems) -> None:
+        for i, ev in enumerate(self.evals):
+            ev.check(self, f"evals.{i}", p)
+
+
+class TrainStage(StageSettings):
+    """A training stage: a model trained on a data generator with an objective, evaluated periodically."""
+
+    kind: Literal["train"] = Field("train", description="Stage kind.")
+    model: Model = Field(description="The model trained in this stage (the encoder / student for video).")
+    init: WeightsRef | None = Field(None, description="Start from these weights instead of a fresh init.")
+    predictor: Predictor | None = Field(
+        None, description="The predictor of masked-video objectives (context tokens -> target tokens)."
+    )
+    data: Data = Field(description="The data generator.")
+    objective: Objective = Field(default_factory=NextToken, description="The training objective.")
+
+    @property
+    def final_model(self) -> Model:
+        """The stage's model."""
+        return self.model
+
     @model_validator(mode="after")
     def _model_fits_data(self) -> TrainStage:
         p = Problems()
-        m, d, o = self.model, self.data, self.objective
-        video = hasattr(d, "clip_shape")
-        if m.kind == "transformer":
-            if video:
+        m, d = self.model, self.data
+        if isinstance(m, Transformer):
+            if not isinstance(d, TokenData):
                 p.add(
                     "data.kind",
                     f"a transformer reads tokens but {d.kind!r} makes video clips; use model kind vit",
                 )
             else:
-                _token_rules(self, p)
-            if o.kind != "next_token":
-                p.add(
-                    "objective.kind",
-                    f"{o.kind!r} trains a video encoder; a transformer trains with next_token",
-                )
-        else:  # vit
-            if not video:
-                p.add(
-                    "data.kind",
-                    f"a vit reads video clips but {d.kind!r} makes tokens; use synthetic_video or video_files",
-                )
-            elif tuple(d.clip_shape) != (m.channels, m.frames, m.resolution, m.resolution):
-                p.add(
-                    "data",
-                    f"clips are {'x'.join(map(str, d.clip_shape))} (CxTxHxW) but the model reads "
-                    f"{m.channels}x{m.frames}x{m.resolution}x{m.resolution}; make data frames/resolution match the model",
-                )
-            if o.kind == "next_token":
-                p.add(
-                    "objective.kind",
-                    "a vit trains with pixel_reconstruction, latent_prediction or ema_latent_prediction",
-                )
-            elif self.predictor is None:
-                p.add("predictor", f"{o.kind} needs a predictor; add `predictor: {{kind: predictor}}`")
-            elif self.predictor.mask_tokens < len(o.masks.masks):
-                p.add(
-                    "predictor.mask_tokens",
-                    f"{self.predictor.mask_tokens} mask tokens for {len(o.masks.masks)} mask generators; need one each",
-                )
-        for i, ev in enumerate(self.evals):
-            if ev.kind == "top1":
-                p.add(f"evals.{i}.kind", "top1 evaluates a probe; use it in a stage of kind probe")
-            elif video:
-                p.add(f"evals.{i}.kind", f"{ev.kind} evaluates token answers, not video")
+                _token_rules(m, d, p)
+        elif isinstance(d, TokenData):
+            p.add(
+                "data.kind",
+                f"a vit reads video clips but {d.kind!r} makes tokens; use synthetic_video or video_files",
+            )
+        elif tuple(d.clip_shape) != (m.channels, m.frames, m.resolution, m.resolution):
+            p.add(
+                "data",
+                f"clips are {'x'.join(map(str, d.clip_shape))} (CxTxHxW) but the model reads "
+                f"{m.channels}x{m.frames}x{m.resolution}x{m.resolution}; make data frames/resolution match the model",
+            )
+        self.objective.check(self, p)
+        self._check_evals(p)
         p.check()
         return self
 
 
-def _token_rules(stage: TrainStage, p: Problems) -> None:
-    """Rules between a transformer and token data: vocabulary, context length, evaluated lengths."""
-    m, d = stage.model, stage.data
+def _token_rules(m: Transformer, d: TokenData, p: Problems) -> None:
+    """Rules between a transformer and token data: vocabulary, context length, position ids."""
     if m.vocab_size is not None and m.vocab_size < d.vocab_size:
         p.add(
             "model.vocab_size",
@@ -219,31 +220,10 @@ def _token_rules(stage: TrainStage, p: Problems) -> None:
                 f"{m.position.max_position} cannot hold the data's position ids 0..{largest}; "
                 f"set max_position >= {largest + 1}",
             )
-    bounds = d.length_bounds()
-    for i, ev in enumerate(stage.evals):
-        if ev.kind == "accuracy_by_length":
-            if bounds is None:
-                p.add(f"evals.{i}.kind", f"{d.kind} has no input-length axis; evaluate it with exact_match")
-                continue
-            lo, hi = bounds
-            bad = [n for n in ev.lengths or [] if not lo <= n <= hi]
-            if bad:
-                p.add(
-                    f"evals.{i}.lengths",
-                    f"lengths {bad} lie outside [{lo}, {hi}], the lengths {d.kind} can make",
-                )
-        elif ev.kind in ("exact_match", "verified"):
-            unknown = [s for s in ev.splits if s not in d.SPLITS]
-            if unknown:
-                p.add(
-                    f"evals.{i}.splits", f"{d.kind} has no split {unknown}; its splits are {list(d.SPLITS)}"
-                )
 
 
-class ProbeStage(Strict):
+class ProbeStage(StageSettings):
     """A frozen encoder with an attentive probe trained on top: what a representation is worth."""
-
-    OPERATIONAL: ClassVar[frozenset[str]] = TrainStage.OPERATIONAL
 
     kind: Literal["probe"] = Field(
         "probe", description="Stage kind: train an attentive probe on a frozen encoder."
@@ -255,30 +235,27 @@ class ProbeStage(Strict):
         default_factory=lambda: AdamW(lr=1e-3, weight_decay=0.01), description="The probe's optimizer."
     )
     schedule: Schedule = Field(description="Steps and learning-rate schedule of the probe.")
-    batch: Batch = Field(description="Global and micro batch sizes.")
-    distributed: Distributed = Field(default_factory=Distributed, description="Sharding, precision, compile.")
-    checkpoint: Checkpointing = Field(
-        default_factory=Checkpointing, description="Checkpoint period and retention."
-    )
-    logging: Logging = Field(default_factory=Logging, description="Metric logging.")
     evals: list[Eval] = Field(
         default_factory=lambda: [Top1()],
         description="Evaluations; top1 writes {output}/{stage}/results.json.",
     )
 
+    @property
+    def final_model(self) -> AttentiveProbe:
+        """The probe (the encoder stays frozen and is not written)."""
+        return self.probe
+
     @model_validator(mode="after")
     def _labelled_video(self) -> ProbeStage:
         p = Problems()
-        if not hasattr(self.data, "clip_shape"):
+        if isinstance(self.data, TokenData):
             p.add("data.kind", f"a probe reads labelled video clips; {self.data.kind!r} makes tokens")
         elif self.probe.classes is not None and self.probe.classes != self.data.num_classes:
             p.add(
                 "probe.classes",
                 f"{self.probe.classes} classes but the data has {self.data.num_classes}; remove it or make them equal",
             )
-        for i, ev in enumerate(self.evals):
-            if ev.kind != "top1":
-                p.add(f"evals.{i}.kind", f"a probe stage is evaluated by top1, not {ev.kind}")
+        self._check_evals(p)
         p.check()
         return self
 
@@ -355,21 +332,13 @@ class Spec(Strict):
                     p.add(
                         f"stages.{name}.{field}", f"{ref!r} is not an earlier stage (earlier stages: {shown})"
                     )
-                elif vit and getattr(getattr(self.stages[ref], "model", None), "kind", None) != "vit":
+                elif vit and not isinstance(self.stages[ref].final_model, ViT):
                     p.add(f"stages.{name}.{field}", f"stage {ref!r} does not train a vit encoder")
                 elif field == "init.stage":
                     _weights_load(p, f"stages.{name}.{field}", stage, ref, self.stages[ref])
             b = stage.batch
-            masks = getattr(getattr(stage, "objective", None), "masks", None)
-            if masks is not None and b.global_ % world == 0:
-                if masks.group is None:  # V-JEPA's per-GPU draw, fixed by the spec (not the launched world)
-                    masks.group = b.micro or b.global_ // world
-                elif b.micro is not None and masks.group % b.micro:  # unset: the trainer picks a divisor
-                    p.add(
-                        f"stages.{name}.batch.micro",
-                        f"{b.micro} clips per forward pass do not divide objective.masks.group={masks.group} "
-                        "(a micro-batch holds clips of one mask group); pick a divisor of the group",
-                    )
+            if isinstance(stage, TrainStage):
+                stage.objective.check_batch(b, world, f"stages.{name}.batch", p)
             if b.global_ % world:
                 p.add(
                     f"stages.{name}.batch.global",
