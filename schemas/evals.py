@@ -8,43 +8,40 @@ from pydantic import Field
 
 from .base import Examples, Problems, Steps, Strict, Tokens, kinded
 from .data import TokenData
-from .models import AttentiveProbe, Transformer
+from .models import AttentiveProbe
 
 EVERY = "Run every this many steps (and always after the last step)."
 
 
 class Evaluator(Strict):
-    """What every evaluator has: how often it runs, on how many fixed examples, in passes of how many.
+    """What every evaluator has: its `kind` and how often it runs; `check` says whether it can evaluate its stage.
 
-    A subclass sets its `kind` and defaults, and checks with `check` that it can evaluate its stage.
+    Each subclass also declares `examples` (a fixed set, split over ranks) and `batch` (examples per forward
+    pass on each rank), after its own fields: their defaults and meanings differ, and inherited fields would
+    come first, changing the order of the JSON schema, of dumped specs and of problems reported together.
     """
 
     kind: str
     every: Steps = Field(500, gt=0, description=EVERY)
-    examples: Examples = Field(
-        gt=0, description="Examples (a fixed set for the whole run, split over ranks)."
-    )
-    batch: Examples = Field(gt=0, description="Examples per forward pass on each rank.")
 
     def check(self, stage: Any, at: str, p: Problems) -> None:
         """Record at `at` (this evaluator's dotted path in the stage) what in `stage` it cannot evaluate."""
         raise NotImplementedError
+
+    def check_tokens(self, data: TokenData, at: str, p: Problems) -> None:
+        """Record at `at` what this evaluator asks of the token data of a transformer's stage that `data`
+        cannot give (e.g. a split). Default: nothing."""
 
 
 class AnswerEvaluator(Evaluator):
     """Evaluators of the answers of a token model: a train stage of a transformer on token data."""
 
     def check(self, stage: Any, at: str, p: Problems) -> None:
-        model = stage.final_model
-        if isinstance(model, AttentiveProbe):
+        """The stage trains a model on tokens, not a probe and not on video."""
+        if isinstance(stage.final_model, AttentiveProbe):
             p.add(f"{at}.kind", f"a probe stage is evaluated by top1, not {self.kind}")
         elif not isinstance(stage.data, TokenData):
             p.add(f"{at}.kind", f"{self.kind} evaluates token answers, not video")
-        elif isinstance(model, Transformer):
-            self.check_data(stage.data, at, p)
-
-    def check_data(self, data: TokenData, at: str, p: Problems) -> None:
-        """Record what this evaluator asks of the token data that `data` cannot give (e.g. a split)."""
 
 
 def _known_splits(splits: list[str], data: TokenData, at: str, p: Problems) -> None:
@@ -69,7 +66,7 @@ class AccuracyByLength(AnswerEvaluator):
     )
     batch: Examples = Field(128, gt=0, description="Examples per forward pass on each rank.")
 
-    def check_data(self, data: TokenData, at: str, p: Problems) -> None:
+    def check_tokens(self, data: TokenData, at: str, p: Problems) -> None:
         """The data has an input-length axis, and every length evaluated lies within what it can make."""
         bounds = data.length_bounds()
         if bounds is None:
@@ -113,7 +110,7 @@ class ExactMatch(AnswerEvaluator):
     )
     batch: Examples = Field(128, gt=0, description="Examples per forward pass on each rank.")
 
-    def check_data(self, data: TokenData, at: str, p: Problems) -> None:
+    def check_tokens(self, data: TokenData, at: str, p: Problems) -> None:
         """Every split evaluated is one of the data's."""
         _known_splits(self.splits, data, at, p)
 
@@ -139,7 +136,7 @@ class Verified(AnswerEvaluator):
         description="Tokens generated per prompt at most; default: up to the data's longest example.",
     )
 
-    def check_data(self, data: TokenData, at: str, p: Problems) -> None:
+    def check_tokens(self, data: TokenData, at: str, p: Problems) -> None:
         """Every split evaluated is one of the data's."""
         _known_splits(self.splits, data, at, p)
 

@@ -25,6 +25,11 @@ class TrainingObjective(Strict):
         """Record at `at` (the stage's batch) what in its batch sizes under `world` ranks does not fit this
         objective (default: nothing)."""
 
+    def loads(self) -> dict[str, WeightsRef]:
+        """The encoders' weights this objective loads, by its field that names them (the spec checks that a
+        `{stage: NAME}` is an earlier stage that trains a vit). Default: none."""
+        return {}
+
 
 class NextToken(TrainingObjective):
     """Cross-entropy of the next token on `loss_mask` tokens only, plus the model's auxiliary (MoE) losses."""
@@ -44,11 +49,12 @@ class NextToken(TrainingObjective):
 
 
 class MaskedVideo(TrainingObjective):
-    """Objectives of a video encoder on masked clips: mask generators, and a predictor with a mask token each."""
+    """Objectives of a video encoder on masked clips: the rules between their mask generators and the stage's
+    predictor and batch.
 
-    masks: MultiBlock = Field(
-        default_factory=MultiBlock, description="Mask generators; one loss per generator, averaged."
-    )
+    Each subclass declares `masks: MultiBlock` itself, where it was: inherited fields would come first,
+    changing the order of the JSON schema, of dumped specs and of problems reported together.
+    """
 
     def check(self, stage: Any, p: Problems) -> None:
         """The stage trains a vit, with a predictor that has a mask token per mask generator."""
@@ -87,6 +93,9 @@ class PixelReconstruction(MaskedVideo):
         "pixel_reconstruction",
         description="Masked pixel reconstruction under multi-block masking (VideoMAE loss).",
     )
+    masks: MultiBlock = Field(
+        default_factory=MultiBlock, description="Mask generators; one loss per generator, averaged."
+    )
     norm_pixels: bool = Field(
         True,
         description="Targets normalised per tubelet patch and channel (mean, unbiased std, eps 1e-6), as VideoMAE.",
@@ -102,8 +111,15 @@ class LatentPrediction(MaskedVideo):
     teacher: WeightsRef = Field(
         description="The frozen teacher: {stage: NAME} or {checkpoint: URL of a final/}."
     )
+    masks: MultiBlock = Field(
+        default_factory=MultiBlock, description="Mask generators; one loss per generator, averaged."
+    )
     loss: Literal["l1", "l2"] = Field("l1", description="Regression loss on the teacher's latents.")
     target_norm: bool = Field(True, description="Layer-normalise the teacher's outputs without parameters.")
+
+    def loads(self) -> dict[str, WeightsRef]:
+        """The frozen teacher."""
+        return {"teacher": self.teacher}
 
 
 class EMALatentPrediction(MaskedVideo):
@@ -112,6 +128,9 @@ class EMALatentPrediction(MaskedVideo):
     kind: Literal["ema_latent_prediction"] = Field(
         "ema_latent_prediction",
         description="V-JEPA: predict an EMA target encoder's latents at masked positions.",
+    )
+    masks: MultiBlock = Field(
+        default_factory=MultiBlock, description="Mask generators; one loss per generator, averaged."
     )
     loss: Literal["l1", "l2"] = Field("l1", description="Regression loss on the target encoder's latents.")
     target_norm: bool = Field(True, description="Layer-normalise the targets without parameters.")

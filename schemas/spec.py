@@ -111,18 +111,41 @@ class Resources(Strict):
         return None if gib is None else int(gib * 2**30)
 
 
-class StageSettings(Strict):
-    """What every stage kind has: optimizer, schedule, batch, sharding, checkpoints, logging, evaluators.
+class StageRules(Strict):
+    """What every stage kind answers: which model it trains (`final_model`, recorded in final/done.json),
+    and whether its evaluators can evaluate it (each checks itself).
 
-    A subclass sets its `kind`, what it trains (`final_model`, recorded in final/done.json) and may change the
-    defaults of `optim` and `evals`; every evaluator checks itself against the stage.
+    The fields that every stage kind has (optim, schedule, batch, distributed, checkpoint, logging, evals)
+    are declared by each kind after its own: pydantic orders inherited fields first, and the order of fields
+    is the order of the JSON schema, of a dumped spec and of the problems reported at one position.
     """
 
     # Fields that do not change what the stage computes (engine/runtime/rundir.py leaves them out of its
     # fingerprint, so they may change when a run resumes): metrics, evaluations, checkpoints, sharding.
     OPERATIONAL: ClassVar[frozenset[str]] = frozenset({"logging", "evals", "checkpoint", "distributed"})
 
-    kind: str
+    @property
+    def final_model(self) -> Strict:
+        """The config of the model this stage trains: what final/ holds and done.json records."""
+        raise NotImplementedError
+
+    def _check_evals(self, p: Problems) -> None:
+        """Each evaluator checks that it can evaluate this stage."""
+        for i, ev in enumerate(self.evals):
+            ev.check(self, f"evals.{i}", p)
+
+
+class TrainStage(StageRules):
+    """A training stage: a model trained on a data generator with an objective, evaluated periodically."""
+
+    kind: Literal["train"] = Field("train", description="Stage kind.")
+    model: Model = Field(description="The model trained in this stage (the encoder / student for video).")
+    init: WeightsRef | None = Field(None, description="Start from these weights instead of a fresh init.")
+    predictor: Predictor | None = Field(
+        None, description="The predictor of masked-video objectives (context tokens -> target tokens)."
+    )
+    data: Data = Field(description="The data generator.")
+    objective: Objective = Field(default_factory=NextToken, description="The training objective.")
     optim: Optim = Field(default_factory=AdamW, description="The optimizer.")
     schedule: Schedule = Field(description="Steps and learning-rate schedule.")
     batch: Batch = Field(description="Global and micro batch sizes.")
@@ -136,31 +159,17 @@ class StageSettings(Strict):
     )
 
     @property
-    def final_model(self) -> Strict:
-        """The config of the model this stage trains: what final/ holds and done.json records."""
-        raise NotImplementedError
-
-    def _check_evals(self, p: Problems) -> None:
-        for i, ev in enumerate(self.evals):
-            ev.check(self, f"evals.{i}", p)
-
-
-class TrainStage(StageSettings):
-    """A training stage: a model trained on a data generator with an objective, evaluated periodically."""
-
-    kind: Literal["train"] = Field("train", description="Stage kind.")
-    model: Model = Field(description="The model trained in this stage (the encoder / student for video).")
-    init: WeightsRef | None = Field(None, description="Start from these weights instead of a fresh init.")
-    predictor: Predictor | None = Field(
-        None, description="The predictor of masked-video objectives (context tokens -> target tokens)."
-    )
-    data: Data = Field(description="The data generator.")
-    objective: Objective = Field(default_factory=NextToken, description="The training objective.")
-
-    @property
     def final_model(self) -> Model:
         """The stage's model."""
         return self.model
+
+    @property
+    def vocab_size(self) -> int | None:
+        """The vocabulary the stage's model is built with: the model's `vocab_size` if set, else the data's;
+        None when the data makes no tokens."""
+        if not isinstance(self.data, TokenData):
+            return None
+        return self.model.vocab_size or self.data.vocab_size
 
     @model_validator(mode="after")
     def _model_fits_data(self) -> TrainStage:
@@ -174,6 +183,8 @@ class TrainStage(StageSettings):
                 )
             else:
                 _token_rules(m, d, p)
+                for i, ev in enumerate(self.evals):
+                    ev.check_tokens(d, f"evals.{i}", p)
         elif isinstance(d, TokenData):
             p.add(
                 "data.kind",
@@ -222,7 +233,7 @@ def _token_rules(m: Transformer, d: TokenData, p: Problems) -> None:
             )
 
 
-class ProbeStage(StageSettings):
+class ProbeStage(StageRules):
     """A frozen encoder with an attentive probe trained on top: what a representation is worth."""
 
     kind: Literal["probe"] = Field(
@@ -235,6 +246,12 @@ class ProbeStage(StageSettings):
         default_factory=lambda: AdamW(lr=1e-3, weight_decay=0.01), description="The probe's optimizer."
     )
     schedule: Schedule = Field(description="Steps and learning-rate schedule of the probe.")
+    batch: Batch = Field(description="Global and micro batch sizes.")
+    distributed: Distributed = Field(default_factory=Distributed, description="Sharding, precision, compile.")
+    checkpoint: Checkpointing = Field(
+        default_factory=Checkpointing, description="Checkpoint period and retention."
+    )
+    logging: Logging = Field(default_factory=Logging, description="Metric logging.")
     evals: list[Eval] = Field(
         default_factory=lambda: [Top1()],
         description="Evaluations; top1 writes {output}/{stage}/results.json.",
@@ -260,23 +277,15 @@ class ProbeStage(StageSettings):
         return self
 
 
-def _vocab(stage: TrainStage | ProbeStage) -> int | None:
-    """The vocabulary a stage's token model is built with (its own vocab_size, else the data's)."""
-    model = getattr(stage, "model", None)
-    if model is None or model.kind != "transformer":
-        return None
-    return model.vocab_size or stage.data.vocab_size
-
-
 def _weights_load(
     p: Problems, field: str, stage: TrainStage, ref: str, source: TrainStage | ProbeStage
 ) -> None:
     """`init: {stage: ref}` loads ref's final weights: their names and shapes must be this model's."""
-    model = getattr(source, "model", None)
-    if model is None:
+    if isinstance(source, ProbeStage):
         p.add(field, f"stage {ref!r} trains a probe, not a model this stage can start from")
         return
-    mine, theirs = stage.model.weight_shapes(_vocab(stage)), model.weight_shapes(_vocab(source))
+    mine = stage.model.weight_shapes(stage.vocab_size)
+    theirs = source.model.weight_shapes(source.vocab_size)
     diff = [k for k in mine if mine[k] != theirs.get(k)]
     if diff:
         shown = ", ".join(f"{k} {theirs.get(k)} vs {mine[k]}" for k in diff)
@@ -318,9 +327,9 @@ class Spec(Strict):
             if isinstance(stage, TrainStage):
                 if isinstance(stage.init, StageRef):
                     refs.append(("init.stage", stage.init.stage, False))
-                teacher = getattr(stage.objective, "teacher", None)
-                if isinstance(teacher, StageRef):
-                    refs.append(("objective.teacher.stage", teacher.stage, True))
+                for key, loaded in stage.objective.loads().items():
+                    if isinstance(loaded, StageRef):
+                        refs.append((f"objective.{key}.stage", loaded.stage, True))
             else:
                 enc = stage.encoder
                 if isinstance(enc, StageRef | RandomInit):

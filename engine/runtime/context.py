@@ -9,7 +9,6 @@ from typing import Any, TypeVar
 from pydantic import BaseModel
 from torch import nn
 
-from schemas.data import TokenData
 from schemas.spec import ProbeStage, Spec, TrainStage
 from schemas.training import CheckpointRef, RandomInit, StageRef
 
@@ -37,11 +36,9 @@ class BuildContext:
 
     @property
     def vocab_size(self) -> int | None:
-        """The vocabulary of the stage's token model: the model's `vocab_size` if set, else the data's; None
-        when the data makes no tokens."""
-        if not isinstance(self.stage.data, TokenData):
-            return None
-        return self.stage.model.vocab_size or self.stage.data.vocab_size
+        """The vocabulary of the stage's model: the model's `vocab_size` if set, else the data's; None when
+        the data makes no tokens."""
+        return self.stage.vocab_size
 
     def shard(self, module: nn.Module, frozen: bool = False) -> nn.Module:
         """Apply the stage's distributed settings to an extra module (predictor, teacher, EMA target)."""
