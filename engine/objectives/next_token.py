@@ -42,8 +42,7 @@ class NextToken(Objective):
     def predict(
         self, batch: Batch
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
-        """Logits at the answer positions [M, V], their targets [M], the mask [B, L-1] and the model's aux
-        (also what the loss takes)."""
+        """Logits at the answer positions [M, V], their targets [M], the mask [B, L-1] and the model's aux."""
         pos = None if batch.positions is None else batch.positions[:, :-1]
         logits, aux = self.model(batch.tokens[:, :-1], pos)  # [B, L-1, V]
         mask = batch.loss_mask[:, 1:]  # position t predicts token t+1
