@@ -39,8 +39,11 @@ EVALS: dict[type, str] = {
     evals.Top1: "engine.evals.top1:Top1",
     evals.Verified: "engine.evals.verified:Verified",
 }
-# Stage kinds whose objective is implied by the stage itself (no `model` + `objective` pair).
-STAGES: dict[type, str] = {spec.ProbeStage: "engine.objectives.probe:ProbeObjective"}
+# Stage kind -> what builds its objective (and through it every module the stage trains).
+STAGES: dict[type, str] = {
+    spec.TrainStage: "engine.objectives.base:train_stage",
+    spec.ProbeStage: "engine.objectives.probe:ProbeObjective",
+}
 
 
 def _resolve(table: dict[type, str], cfg: Any) -> Any:
@@ -68,7 +71,7 @@ def build_objective(cfg: Any, models: dict[str, Any], ctx: Any) -> Any:
 
 
 def build_stage_objective(stage: Any, ctx: Any) -> Any:
-    """The objective of a stage kind that builds all its own modules (a probe stage)."""
+    """The objective of a stage, with every module it trains; `ctx` is the stage's BuildContext."""
     return _resolve(STAGES, stage)(stage, ctx)
 
 

@@ -2,20 +2,61 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field
 
-from .base import Examples, Steps, Strict, Tokens, kinded
+from .base import Examples, Problems, Steps, Strict, Tokens, kinded
+from .data import TokenData
+from .models import AttentiveProbe
+
+EVERY = "Run every this many steps (and always after the last step)."
 
 
-class AccuracyByLength(Strict):
+class Evaluator(Strict):
+    """What every evaluator has: its `kind` and how often it runs; `check` says whether it can evaluate its stage.
+
+    Each subclass also declares `examples` (a fixed set, split over ranks) and `batch` (examples per forward
+    pass on each rank), after its own fields: their defaults and meanings differ, and inherited fields would
+    come first, changing the order of the JSON schema, of dumped specs and of problems reported together.
+    """
+
+    kind: str
+    every: Steps = Field(500, gt=0, description=EVERY)
+
+    def check(self, stage: Any, at: str, p: Problems) -> None:
+        """Record at `at` (this evaluator's dotted path in the stage) what in `stage` it cannot evaluate."""
+        raise NotImplementedError
+
+    def check_tokens(self, data: TokenData, at: str, p: Problems) -> None:
+        """Record at `at` what this evaluator asks of the token data of a transformer's stage that `data`
+        cannot give (e.g. a split). Default: nothing."""
+
+
+class AnswerEvaluator(Evaluator):
+    """Evaluators of the answers of a token model: a train stage of a transformer on token data."""
+
+    def check(self, stage: Any, at: str, p: Problems) -> None:
+        """The stage trains a model on tokens, not a probe and not on video."""
+        if isinstance(stage.final_model, AttentiveProbe):
+            p.add(f"{at}.kind", f"a probe stage is evaluated by top1, not {self.kind}")
+        elif not isinstance(stage.data, TokenData):
+            p.add(f"{at}.kind", f"{self.kind} evaluates token answers, not video")
+
+
+def _known_splits(splits: list[str], data: TokenData, at: str, p: Problems) -> None:
+    """Every split evaluated is one of the data's."""
+    unknown = [s for s in splits if s not in data.SPLITS]
+    if unknown:
+        p.add(f"{at}.splits", f"{data.kind} has no split {unknown}; its splits are {list(data.SPLITS)}")
+
+
+class AccuracyByLength(AnswerEvaluator):
     """Exact-match accuracy of the answer (greedy), per input length, on fixed held-out examples."""
 
     kind: Literal["accuracy_by_length"] = Field(
         "accuracy_by_length", description="Exact-match accuracy per length."
     )
-    every: Steps = Field(500, gt=0, description="Run every this many steps (and always after the last step).")
     lengths: list[int] | None = Field(
         None,
         description="Input lengths to evaluate; default: both ends of the train range and 4 lengths spread over the eval range.",
@@ -25,25 +66,40 @@ class AccuracyByLength(Strict):
     )
     batch: Examples = Field(128, gt=0, description="Examples per forward pass on each rank.")
 
+    def check_tokens(self, data: TokenData, at: str, p: Problems) -> None:
+        """The data has an input-length axis, and every length evaluated lies within what it can make."""
+        bounds = data.length_bounds()
+        if bounds is None:
+            p.add(f"{at}.kind", f"{data.kind} has no input-length axis; evaluate it with exact_match")
+            return
+        lo, hi = bounds
+        bad = [n for n in self.lengths or [] if not lo <= n <= hi]
+        if bad:
+            p.add(
+                f"{at}.lengths", f"lengths {bad} lie outside [{lo}, {hi}], the lengths {data.kind} can make"
+            )
 
-class Top1(Strict):
+
+class Top1(Evaluator):
     """Top-1 accuracy of a classifier (a probe stage's) on a fixed set of held-out examples."""
 
     kind: Literal["top1"] = Field("top1", description="Top-1 classification accuracy on the eval split.")
-    every: Steps = Field(
-        1000, gt=0, description="Run every this many steps (and always after the last step)."
-    )
+    every: Steps = Field(1000, gt=0, description=EVERY)
     examples: Examples = Field(
         512, gt=0, description="Held-out examples (a fixed set for the whole run, split over ranks)."
     )
     batch: Examples = Field(32, gt=0, description="Examples per forward pass on each rank.")
 
+    def check(self, stage: Any, at: str, p: Problems) -> None:
+        """The stage trains a probe."""
+        if not isinstance(stage.final_model, AttentiveProbe):
+            p.add(f"{at}.kind", "top1 evaluates a probe; use it in a stage of kind probe")
 
-class ExactMatch(Strict):
+
+class ExactMatch(AnswerEvaluator):
     """Exact-match accuracy of the answer (teacher-forced, equal to greedy) on fixed examples of some splits."""
 
     kind: Literal["exact_match"] = Field("exact_match", description="Exact-match accuracy per data split.")
-    every: Steps = Field(500, gt=0, description="Run every this many steps (and always after the last step).")
     splits: list[str] = Field(
         default_factory=lambda: ["eval"],
         min_length=1,
@@ -54,14 +110,17 @@ class ExactMatch(Strict):
     )
     batch: Examples = Field(128, gt=0, description="Examples per forward pass on each rank.")
 
+    def check_tokens(self, data: TokenData, at: str, p: Problems) -> None:
+        """Every split evaluated is one of the data's."""
+        _known_splits(self.splits, data, at, p)
 
-class Verified(Strict):
+
+class Verified(AnswerEvaluator):
     """Greedy decoding of the answer to fixed prompts, scored by the generator's own verifier."""
 
     kind: Literal["verified"] = Field(
         "verified", description="Fraction of greedy answers the data's verifier accepts, per split."
     )
-    every: Steps = Field(500, gt=0, description="Run every this many steps (and always after the last step).")
     splits: list[str] = Field(
         default_factory=lambda: ["eval"],
         min_length=1,
@@ -76,6 +135,10 @@ class Verified(Strict):
         gt=0,
         description="Tokens generated per prompt at most; default: up to the data's longest example.",
     )
+
+    def check_tokens(self, data: TokenData, at: str, p: Problems) -> None:
+        """Every split evaluated is one of the data's."""
+        _known_splits(self.splits, data, at, p)
 
 
 Eval = kinded(

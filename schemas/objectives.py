@@ -3,17 +3,36 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field
 
-from .base import Strict, kinded
+from .base import Problems, Strict, kinded
 from .masks import MultiBlock
 from .models import Predictor, StepFlops, Transformer, ViT
-from .training import WeightsRef
+from .training import Batch, WeightsRef
 
 
-class NextToken(Strict):
+class TrainingObjective(Strict):
+    """What every objective config has: its `kind`, and the rules between it and the rest of its stage."""
+
+    kind: str
+
+    def check(self, stage: Any, p: Problems) -> None:
+        """Record what in `stage` (its model, predictor, data) this objective cannot train, at paths in it."""
+        raise NotImplementedError
+
+    def check_batch(self, batch: Batch, world: int, at: str, p: Problems) -> None:
+        """Record at `at` (the stage's batch) what in its batch sizes under `world` ranks does not fit this
+        objective (default: nothing)."""
+
+    def loads(self) -> dict[str, WeightsRef]:
+        """The encoders' weights this objective loads, by its field that names them (the spec checks that a
+        `{stage: NAME}` is an earlier stage that trains a vit). Default: none."""
+        return {}
+
+
+class NextToken(TrainingObjective):
     """Cross-entropy of the next token on `loss_mask` tokens only, plus the model's auxiliary (MoE) losses."""
 
     kind: Literal["next_token"] = Field(
@@ -25,8 +44,54 @@ class NextToken(Strict):
         """One step over sequences of `tokens` unpadded tokens in all whose T*(T+1) sum to `sum_t_t1`."""
         return model.train_flops(vocab_size, tokens, sum_t_t1)
 
+    def check(self, stage: Any, p: Problems) -> None:
+        """The stage trains a transformer."""
+        if not isinstance(stage.model, Transformer):
+            p.add(
+                "objective.kind",
+                "a vit trains with pixel_reconstruction, latent_prediction or ema_latent_prediction",
+            )
 
-class PixelReconstruction(Strict):
+
+class MaskedVideo(TrainingObjective):
+    """Objectives of a video encoder on masked clips: the rules between their mask generators and the stage's
+    predictor and batch.
+
+    Each subclass declares `masks: MultiBlock` itself, where it was: inherited fields would come first,
+    changing the order of the JSON schema, of dumped specs and of problems reported together.
+    """
+
+    def check(self, stage: Any, p: Problems) -> None:
+        """The stage trains a vit, with a predictor that has a mask token per mask generator."""
+        if not isinstance(stage.model, ViT):
+            p.add(
+                "objective.kind",
+                f"{self.kind!r} trains a video encoder; a transformer trains with next_token",
+            )
+        elif stage.predictor is None:
+            p.add("predictor", f"{self.kind} needs a predictor; add `predictor: {{kind: predictor}}`")
+        elif stage.predictor.mask_tokens < len(self.masks.masks):
+            p.add(
+                "predictor.mask_tokens",
+                f"{stage.predictor.mask_tokens} mask tokens for {len(self.masks.masks)} mask generators; need one each",
+            )
+
+    def check_batch(self, batch: Batch, world: int, at: str, p: Problems) -> None:
+        """Fix `masks.group` when unset (V-JEPA's per-GPU draw: the per-rank micro-batch under `world`, fixed
+        by the spec, not the launched world); a micro-batch holds clips of one mask group."""
+        if batch.global_ % world:
+            return
+        if self.masks.group is None:
+            self.masks.group = batch.micro or batch.global_ // world
+        elif batch.micro is not None and self.masks.group % batch.micro:  # unset: the trainer picks a divisor
+            p.add(
+                f"{at}.micro",
+                f"{batch.micro} clips per forward pass do not divide objective.masks.group={self.masks.group} "
+                "(a micro-batch holds clips of one mask group); pick a divisor of the group",
+            )
+
+
+class PixelReconstruction(MaskedVideo):
     """SALT stage 1 (V-Pixel): encoder on the context, predictor to the pixels of the masked tubelets, MSE."""
 
     kind: Literal["pixel_reconstruction"] = Field(
@@ -61,7 +126,7 @@ class PixelReconstruction(Strict):
         return masked_flops(encoder, predictor, self.out_dim(encoder), None, pairs, clips)
 
 
-class LatentPrediction(Strict):
+class LatentPrediction(MaskedVideo):
     """SALT stage 2: a frozen teacher's latents on the full clip are regressed at the masked positions."""
 
     kind: Literal["latent_prediction"] = Field(
@@ -75,6 +140,10 @@ class LatentPrediction(Strict):
     )
     loss: Literal["l1", "l2"] = Field("l1", description="Regression loss on the teacher's latents.")
     target_norm: bool = Field(True, description="Layer-normalise the teacher's outputs without parameters.")
+
+    def loads(self) -> dict[str, WeightsRef]:
+        """The frozen teacher."""
+        return {"teacher": self.teacher}
 
     def frozen_target(self, encoder: ViT, teacher: ViT | None = None) -> ViT | None:
         """The teacher runs forward on the full clip (its config: the teacher stage's, or its done.json's)."""
@@ -99,7 +168,7 @@ class LatentPrediction(Strict):
         return masked_flops(encoder, predictor, target.dim, target, pairs, clips)
 
 
-class EMALatentPrediction(Strict):
+class EMALatentPrediction(MaskedVideo):
     """The V-JEPA baseline: the target encoder is an EMA of the student, on the full clip, no gradients."""
 
     kind: Literal["ema_latent_prediction"] = Field(

@@ -9,9 +9,9 @@ from typing import Annotated, ClassVar, Literal
 from pydantic import Field, field_validator, model_validator
 
 from .base import Nodes, Problems, ProcsPerNode, Strict, kinded, spec_error
-from .data import Data
+from .data import Data, TokenData
 from .evals import Eval, Top1
-from .models import AttentiveProbe, Model, Predictor
+from .models import AttentiveProbe, Model, Predictor, Transformer, ViT
 from .objectives import NextToken, Objective
 from .training import (
     AdamW,
@@ -111,12 +111,32 @@ class Resources(Strict):
         return None if gib is None else int(gib * 2**30)
 
 
-class TrainStage(Strict):
-    """A training stage: a model trained on a data generator with an objective, evaluated periodically."""
+class StageRules(Strict):
+    """What every stage kind answers: which model it trains (`final_model`, recorded in final/done.json),
+    and whether its evaluators can evaluate it (each checks itself).
+
+    The fields that every stage kind has (optim, schedule, batch, distributed, checkpoint, logging, evals)
+    are declared by each kind after its own: pydantic orders inherited fields first, and the order of fields
+    is the order of the JSON schema, of a dumped spec and of the problems reported at one position.
+    """
 
     # Fields that do not change what the stage computes (engine/runtime/rundir.py leaves them out of its
     # fingerprint, so they may change when a run resumes): metrics, evaluations, checkpoints, sharding.
     OPERATIONAL: ClassVar[frozenset[str]] = frozenset({"logging", "evals", "checkpoint", "distributed"})
+
+    @property
+    def final_model(self) -> Strict:
+        """The config of the model this stage trains: what final/ holds and done.json records."""
+        raise NotImplementedError
+
+    def _check_evals(self, p: Problems) -> None:
+        """Each evaluator checks that it can evaluate this stage."""
+        for i, ev in enumerate(self.evals):
+            ev.check(self, f"evals.{i}", p)
+
+
+class TrainStage(StageRules):
+    """A training stage: a model trained on a data generator with an objective, evaluated periodically."""
 
     kind: Literal["train"] = Field("train", description="Stage kind.")
     model: Model = Field(description="The model trained in this stage (the encoder / student for video).")
@@ -138,60 +158,52 @@ class TrainStage(Strict):
         default_factory=list, description="Evaluations run periodically and at the end."
     )
 
+    @property
+    def final_model(self) -> Model:
+        """The stage's model."""
+        return self.model
+
+    @property
+    def vocab_size(self) -> int | None:
+        """The vocabulary the stage's model is built with: the model's `vocab_size` if set, else the data's;
+        None when the data makes no tokens."""
+        if not isinstance(self.data, TokenData):
+            return None
+        return self.model.vocab_size or self.data.vocab_size
+
     @model_validator(mode="after")
     def _model_fits_data(self) -> TrainStage:
         p = Problems()
-        m, d, o = self.model, self.data, self.objective
-        video = hasattr(d, "clip_shape")
-        if m.kind == "transformer":
-            if video:
+        m, d = self.model, self.data
+        if isinstance(m, Transformer):
+            if not isinstance(d, TokenData):
                 p.add(
                     "data.kind",
                     f"a transformer reads tokens but {d.kind!r} makes video clips; use model kind vit",
                 )
             else:
-                _token_rules(self, p)
-            if o.kind != "next_token":
-                p.add(
-                    "objective.kind",
-                    f"{o.kind!r} trains a video encoder; a transformer trains with next_token",
-                )
-        else:  # vit
-            if not video:
-                p.add(
-                    "data.kind",
-                    f"a vit reads video clips but {d.kind!r} makes tokens; use synthetic_video or video_files",
-                )
-            elif tuple(d.clip_shape) != (m.channels, m.frames, m.resolution, m.resolution):
-                p.add(
-                    "data",
-                    f"clips are {'x'.join(map(str, d.clip_shape))} (CxTxHxW) but the model reads "
-                    f"{m.channels}x{m.frames}x{m.resolution}x{m.resolution}; make data frames/resolution match the model",
-                )
-            if o.kind == "next_token":
-                p.add(
-                    "objective.kind",
-                    "a vit trains with pixel_reconstruction, latent_prediction or ema_latent_prediction",
-                )
-            elif self.predictor is None:
-                p.add("predictor", f"{o.kind} needs a predictor; add `predictor: {{kind: predictor}}`")
-            elif self.predictor.mask_tokens < len(o.masks.masks):
-                p.add(
-                    "predictor.mask_tokens",
-                    f"{self.predictor.mask_tokens} mask tokens for {len(o.masks.masks)} mask generators; need one each",
-                )
-        for i, ev in enumerate(self.evals):
-            if ev.kind == "top1":
-                p.add(f"evals.{i}.kind", "top1 evaluates a probe; use it in a stage of kind probe")
-            elif video:
-                p.add(f"evals.{i}.kind", f"{ev.kind} evaluates token answers, not video")
+                _token_rules(m, d, p)
+                for i, ev in enumerate(self.evals):
+                    ev.check_tokens(d, f"evals.{i}", p)
+        elif isinstance(d, TokenData):
+            p.add(
+                "data.kind",
+                f"a vit reads video clips but {d.kind!r} makes tokens; use synthetic_video or video_files",
+            )
+        elif tuple(d.clip_shape) != (m.channels, m.frames, m.resolution, m.resolution):
+            p.add(
+                "data",
+                f"clips are {'x'.join(map(str, d.clip_shape))} (CxTxHxW) but the model reads "
+                f"{m.channels}x{m.frames}x{m.resolution}x{m.resolution}; make data frames/resolution match the model",
+            )
+        self.objective.check(self, p)
+        self._check_evals(p)
         p.check()
         return self
 
 
-def _token_rules(stage: TrainStage, p: Problems) -> None:
-    """Rules between a transformer and token data: vocabulary, context length, evaluated lengths."""
-    m, d = stage.model, stage.data
+def _token_rules(m: Transformer, d: TokenData, p: Problems) -> None:
+    """Rules between a transformer and token data: vocabulary, context length, position ids."""
     if m.vocab_size is not None and m.vocab_size < d.vocab_size:
         p.add(
             "model.vocab_size",
@@ -219,31 +231,10 @@ def _token_rules(stage: TrainStage, p: Problems) -> None:
                 f"{m.position.max_position} cannot hold the data's position ids 0..{largest}; "
                 f"set max_position >= {largest + 1}",
             )
-    bounds = d.length_bounds()
-    for i, ev in enumerate(stage.evals):
-        if ev.kind == "accuracy_by_length":
-            if bounds is None:
-                p.add(f"evals.{i}.kind", f"{d.kind} has no input-length axis; evaluate it with exact_match")
-                continue
-            lo, hi = bounds
-            bad = [n for n in ev.lengths or [] if not lo <= n <= hi]
-            if bad:
-                p.add(
-                    f"evals.{i}.lengths",
-                    f"lengths {bad} lie outside [{lo}, {hi}], the lengths {d.kind} can make",
-                )
-        elif ev.kind in ("exact_match", "verified"):
-            unknown = [s for s in ev.splits if s not in d.SPLITS]
-            if unknown:
-                p.add(
-                    f"evals.{i}.splits", f"{d.kind} has no split {unknown}; its splits are {list(d.SPLITS)}"
-                )
 
 
-class ProbeStage(Strict):
+class ProbeStage(StageRules):
     """A frozen encoder with an attentive probe trained on top: what a representation is worth."""
-
-    OPERATIONAL: ClassVar[frozenset[str]] = TrainStage.OPERATIONAL
 
     kind: Literal["probe"] = Field(
         "probe", description="Stage kind: train an attentive probe on a frozen encoder."
@@ -266,40 +257,35 @@ class ProbeStage(Strict):
         description="Evaluations; top1 writes {output}/{stage}/results.json.",
     )
 
+    @property
+    def final_model(self) -> AttentiveProbe:
+        """The probe (the encoder stays frozen and is not written)."""
+        return self.probe
+
     @model_validator(mode="after")
     def _labelled_video(self) -> ProbeStage:
         p = Problems()
-        if not hasattr(self.data, "clip_shape"):
+        if isinstance(self.data, TokenData):
             p.add("data.kind", f"a probe reads labelled video clips; {self.data.kind!r} makes tokens")
         elif self.probe.classes is not None and self.probe.classes != self.data.num_classes:
             p.add(
                 "probe.classes",
                 f"{self.probe.classes} classes but the data has {self.data.num_classes}; remove it or make them equal",
             )
-        for i, ev in enumerate(self.evals):
-            if ev.kind != "top1":
-                p.add(f"evals.{i}.kind", f"a probe stage is evaluated by top1, not {ev.kind}")
+        self._check_evals(p)
         p.check()
         return self
-
-
-def _vocab(stage: TrainStage | ProbeStage) -> int | None:
-    """The vocabulary a stage's token model is built with (its own vocab_size, else the data's)."""
-    model = getattr(stage, "model", None)
-    if model is None or model.kind != "transformer":
-        return None
-    return model.vocab_size or stage.data.vocab_size
 
 
 def _weights_load(
     p: Problems, field: str, stage: TrainStage, ref: str, source: TrainStage | ProbeStage
 ) -> None:
     """`init: {stage: ref}` loads ref's final weights: their names and shapes must be this model's."""
-    model = getattr(source, "model", None)
-    if model is None:
+    if isinstance(source, ProbeStage):
         p.add(field, f"stage {ref!r} trains a probe, not a model this stage can start from")
         return
-    mine, theirs = stage.model.weight_shapes(_vocab(stage)), model.weight_shapes(_vocab(source))
+    mine = stage.model.weight_shapes(stage.vocab_size)
+    theirs = source.model.weight_shapes(source.vocab_size)
     diff = [k for k in mine if mine[k] != theirs.get(k)]
     if diff:
         shown = ", ".join(f"{k} {theirs.get(k)} vs {mine[k]}" for k in diff)
@@ -341,9 +327,9 @@ class Spec(Strict):
             if isinstance(stage, TrainStage):
                 if isinstance(stage.init, StageRef):
                     refs.append(("init.stage", stage.init.stage, False))
-                teacher = getattr(stage.objective, "teacher", None)
-                if isinstance(teacher, StageRef):
-                    refs.append(("objective.teacher.stage", teacher.stage, True))
+                for key, loaded in stage.objective.loads().items():
+                    if isinstance(loaded, StageRef):
+                        refs.append((f"objective.{key}.stage", loaded.stage, True))
             else:
                 enc = stage.encoder
                 if isinstance(enc, StageRef | RandomInit):
@@ -355,21 +341,13 @@ class Spec(Strict):
                     p.add(
                         f"stages.{name}.{field}", f"{ref!r} is not an earlier stage (earlier stages: {shown})"
                     )
-                elif vit and getattr(getattr(self.stages[ref], "model", None), "kind", None) != "vit":
+                elif vit and not isinstance(self.stages[ref].final_model, ViT):
                     p.add(f"stages.{name}.{field}", f"stage {ref!r} does not train a vit encoder")
                 elif field == "init.stage":
                     _weights_load(p, f"stages.{name}.{field}", stage, ref, self.stages[ref])
             b = stage.batch
-            masks = getattr(getattr(stage, "objective", None), "masks", None)
-            if masks is not None and b.global_ % world == 0:
-                if masks.group is None:  # V-JEPA's per-GPU draw, fixed by the spec (not the launched world)
-                    masks.group = b.micro or b.global_ // world
-                elif b.micro is not None and masks.group % b.micro:  # unset: the trainer picks a divisor
-                    p.add(
-                        f"stages.{name}.batch.micro",
-                        f"{b.micro} clips per forward pass do not divide objective.masks.group={masks.group} "
-                        "(a micro-batch holds clips of one mask group); pick a divisor of the group",
-                    )
+            if isinstance(stage, TrainStage):
+                stage.objective.check_batch(b, world, f"stages.{name}.batch", p)
             if b.global_ % world:
                 p.add(
                     f"stages.{name}.batch.global",

@@ -11,6 +11,7 @@ from engine.data.base import UnknownSplit
 from engine.data.sparse_parity import SparseParity
 from engine.data.stream import eval_examples
 from engine.evals.exact_match import ExactMatch
+from engine.objectives.base import Objective
 from engine.runtime.distributed import Dist
 from schemas.data import SparseParity as SparseParityConfig
 from schemas.evals import ExactMatch as ExactMatchConfig
@@ -163,9 +164,14 @@ class GoldModel:
         return logits, {}
 
 
-class ModelObjective:
+class ModelObjective(Objective):
+    """The decoding interface of a next-token objective over a stand-in model."""
+
     def __init__(self, model):
         self.model = model
+
+    def next_logits(self, tokens, positions):
+        return self.model(tokens, positions)[0]
 
 
 def test_verified_decodes_greedily_and_scores_with_the_verifier():

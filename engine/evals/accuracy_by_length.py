@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-import math
+from functools import partial
 
 import torch
 
 from engine.data.base import Generator
 from engine.data.stream import eval_examples
-from engine.objectives.base import Batch
+from engine.objectives.base import Batch, Objective
 from engine.runtime.distributed import Dist
 from schemas.evals import AccuracyByLength as AccuracyByLengthConfig
+
+from .sets import rank_share
 
 
 def default_lengths(train: tuple[int, int], held_out: tuple[int, int]) -> list[int]:
@@ -35,15 +37,15 @@ class AccuracyByLength:
         self.train_range = tuple(data_cfg.length.train)
         self.eval_range = tuple(data_cfg.length.eval)
         self.lengths = cfg.lengths or default_lengths(self.train_range, self.eval_range)
-        per_rank = math.ceil(cfg.examples / dist.world)  # equal counts: FSDP forwards are collectives
         self.sets = {}
-        for n in self.lengths:
+        for n in self.lengths:  # every example of a share counts, those past `examples` too
             split = "train" if self.train_range[0] <= n <= self.train_range[1] else "eval"
-            full = eval_examples(gen, seed, stage, split, n, per_rank * dist.world)
-            self.sets[n] = full.slice(dist.rank * per_rank, (dist.rank + 1) * per_rank)
+            self.sets[n], _ = rank_share(
+                partial(eval_examples, gen, seed, stage, split, n), cfg.examples, dist
+            )
 
     @torch.no_grad()
-    def __call__(self, objective, step: int) -> dict[str, float]:
+    def __call__(self, objective: Objective, step: int) -> dict[str, float]:
         """Evaluate every length; every rank runs the same number of forward passes."""
         counts = torch.zeros(len(self.lengths), 2, dtype=torch.float64)
         for i, n in enumerate(self.lengths):

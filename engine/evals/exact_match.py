@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
-import math
+from functools import partial
 
 import numpy as np
 import torch
 
 from engine.data.base import Examples, Generator, UnknownSplit
 from engine.data.stream import eval_examples
-from engine.objectives.base import Batch
+from engine.objectives.base import Batch, Objective
 from engine.runtime.distributed import Dist
 from schemas.evals import ExactMatch as ExactMatchConfig
+
+from .sets import rank_share
 
 
 def _pool(gen: Generator, split: str) -> Examples | None:
@@ -23,6 +25,11 @@ def _pool(gen: Generator, split: str) -> Examples | None:
         return pool(split)
     except UnknownSplit:  # a split without a pool (e.g. train)
         return None
+
+
+def _repeat_last(pool: Examples, real: int, n: int) -> Examples:
+    """The first `real` members of `pool`, then its member `real - 1` repeated, n in all."""
+    return pool.take(np.minimum(np.arange(n), real - 1))
 
 
 def fixed_sets(
@@ -41,14 +48,11 @@ def fixed_sets(
     sets = {}
     for split in splits:
         pool = _pool(gen, split)
-        real = examples if pool is None else min(examples, len(pool))
-        per_rank = math.ceil(real / dist.world)
         if pool is None:
-            full = eval_examples(gen, seed, stage, split, None, per_rank * dist.world)
+            sets[split] = rank_share(partial(eval_examples, gen, seed, stage, split, None), examples, dist)
         else:
-            full = pool.take(np.minimum(np.arange(per_rank * dist.world), real - 1))
-        lo = dist.rank * per_rank
-        sets[split] = (full.slice(lo, lo + per_rank), max(0, min(per_rank, real - lo)))
+            real = min(examples, len(pool))
+            sets[split] = rank_share(partial(_repeat_last, pool, real), real, dist)
     return sets
 
 
@@ -76,7 +80,7 @@ class ExactMatch:
                 pass
 
     @torch.no_grad()
-    def __call__(self, objective, step: int) -> dict[str, float]:
+    def __call__(self, objective: Objective, step: int) -> dict[str, float]:
         """Evaluate every split; every rank runs the same number of forward passes."""
         counts = torch.zeros(len(self.sets), 2, dtype=torch.float64)
         for i, (ex, real) in enumerate(self.sets.values()):

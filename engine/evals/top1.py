@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-import math
+from functools import partial
 
 import torch
 
 from engine.data.stream import EVAL, EVAL_CHUNK, counter_rng, stage_key
 from engine.data.video import Clips
+from engine.objectives.base import Objective
 from engine.runtime.distributed import Dist
 from schemas.evals import Top1 as Top1Config
+
+from .sets import rank_share
 
 
 def eval_clips(gen, seed: int, stage: str, n: int) -> Clips:
@@ -26,13 +29,11 @@ class Top1:
 
     def __init__(self, cfg: Top1Config, gen, data_cfg, seed: int, stage: str, dist: Dist):
         self.cfg, self.dist = cfg, dist
-        per_rank = math.ceil(cfg.examples / dist.world)  # equal counts: FSDP forwards are collectives
-        self.clips = eval_clips(gen, seed, stage, per_rank * dist.world).slice(
-            dist.rank * per_rank, (dist.rank + 1) * per_rank
-        )
+        # every clip of the share counts, those past `examples` too
+        self.clips, _ = rank_share(partial(eval_clips, gen, seed, stage), cfg.examples, dist)
 
     @torch.no_grad()
-    def __call__(self, objective, step: int) -> dict[str, float]:
+    def __call__(self, objective: Objective, step: int) -> dict[str, float]:
         """Fraction of held-out clips whose argmax class is the label."""
         counts = torch.zeros(2, dtype=torch.float64)
         for start in range(0, len(self.clips), self.cfg.batch):

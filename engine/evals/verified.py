@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 import torch
 
 from engine.data.base import Examples, Generator
+from engine.objectives.base import Objective
 from engine.runtime.distributed import Dist
 from schemas.evals import Verified as VerifiedConfig
 
@@ -35,7 +34,7 @@ class Verified:
             ex = next(iter(self.sets.values()))[0][0]
             self.checks = sorted(gen.check(ex, ex.tokens[len(ex.prompt) :].tolist()))
 
-    def _decode(self, model: Any, part: Examples, device: torch.device) -> list[list[int]]:
+    def _decode(self, objective: Objective, part: Examples, device: torch.device) -> list[list[int]]:
         """Greedy completions (EOS included when produced) of the prompts in `part`."""
         B = len(part)
         prompt = np.array([len(part[b].prompt) for b in range(B)])
@@ -58,7 +57,7 @@ class Verified:
         for _ in range(steps):
             width = int(cur.clamp(max=self.limit).max())
             pos = None if positions is None else positions[:, :width]
-            logits, _ = model(tokens[:, :width], pos)
+            logits = objective.next_logits(tokens[:, :width], pos)
             nxt = logits[rows, (cur - 1).clamp(max=width - 1)].argmax(-1)
             live = ~done
             tokens[rows[live], cur[live]] = nxt[live]
@@ -70,7 +69,7 @@ class Verified:
         return [tokens[b][prompt[b] : cur[b]] for b in range(B)]
 
     @torch.no_grad()
-    def __call__(self, objective, step: int) -> dict[str, float]:
+    def __call__(self, objective: Objective, step: int) -> dict[str, float]:
         """Decode every split's prompts and verify the answers; sums are reduced over ranks."""
         keys = [f"verified/{s}" for s in self.sets] + [
             f"check/{k}/{s}" for s in self.sets for k in self.checks
@@ -80,7 +79,7 @@ class Verified:
         for split, (ex, real) in self.sets.items():
             for start in range(0, len(ex), self.cfg.batch):
                 part = ex.slice(start, min(start + self.cfg.batch, len(ex)))
-                completions = self._decode(objective.model, part, self.dist.device)
+                completions = self._decode(objective, part, self.dist.device)
                 for b, completion in enumerate(completions[: max(0, real - start)]):
                     example = part[b]
                     sums[f"verified/{split}"] += float(self.gen.verify(example, completion))

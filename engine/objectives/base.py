@@ -1,15 +1,24 @@
-"""The objective contract: what the trainer asks of every objective, and the token batch it feeds NextToken."""
+"""The objective contract: what the trainer and the evaluators ask of every objective, how a train stage builds
+its model and objective, and the token batch NextToken takes."""
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from torch import nn
 
+from engine import registry
 from engine.data.base import Examples
+
+if TYPE_CHECKING:
+    from engine.runtime.context import BuildContext
+    from schemas.spec import TrainStage
+
+log = logging.getLogger("engine")
 
 
 @dataclass
@@ -26,8 +35,9 @@ class Objective:
     """Base of every objective: `models` holds every module it checkpoints and writes to final/.
 
     Subclasses build their extra modules (predictor, EMA target, frozen teacher) from the build context,
-    and implement `collate`, `count` and `__call__`. Frozen modules (a teacher) are not in `models`:
-    they are loaded from their own final/ weights whenever the stage is built.
+    and implement `collate`, `count` and `__call__`, and whichever of `predict`, `next_logits` and `logits`
+    their stage's evaluators call. Frozen modules (a teacher) are not in `models`: they are loaded from
+    their own final/ weights whenever the stage is built.
     """
 
     models: dict[str, nn.Module]
@@ -66,6 +76,44 @@ class Objective:
     def __call__(self, batch: Any) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """The loss to minimise and detached metric tensors."""
         raise NotImplementedError
+
+    def images(self, batch: Any) -> dict[str, np.ndarray]:
+        """Images of the first example of a collated batch for TensorBoard, HWC uint8 by tag (e.g. a
+        reconstruction); the trainer asks every `logging.images_every` steps. Default: none."""
+        return {}
+
+    def results(self, metrics: dict[str, float]) -> dict[str, Any] | None:
+        """What the stage writes to {output}/{stage}/results.json when it ends, from its last evaluation's
+        `metrics` (e.g. a probe's top-1 and encoder); None (the default) writes nothing."""
+        return None
+
+    # What evaluators call: an objective implements those of the evaluators its stage may have (the spec
+    # validator pairs them).
+
+    def predict(
+        self, batch: Batch
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+        """Teacher-forced next-token logits at the answer positions [M, V], their targets [M], the answer
+        mask [B, L-1] and the model's auxiliary outputs (exact_match, accuracy_by_length)."""
+        raise NotImplementedError(f"{type(self).__name__} predicts no tokens")
+
+    def next_logits(self, tokens: torch.Tensor, positions: torch.Tensor | None) -> torch.Tensor:
+        """Next-token logits [B, L, V] at every position of `tokens` [B, L] (greedy decoding: verified)."""
+        raise NotImplementedError(f"{type(self).__name__} predicts no tokens")
+
+    def logits(self, batch: Any) -> torch.Tensor:
+        """Class logits [B, classes] of a collated batch, whose `labels` hold the classes (top1)."""
+        raise NotImplementedError(f"{type(self).__name__} classifies nothing")
+
+
+def train_stage(stage: TrainStage, ctx: BuildContext) -> Objective:
+    """The objective of a train stage over its model: built for the data's vocabulary (token models) from the
+    stage's seeded RNG or loaded from `init`, then sharded; the objective builds the rest."""
+    model = registry.build_model(stage.model, ctx.vocab_size)
+    if stage.init is not None:
+        model.load_state_dict(ctx.weights(stage.init))
+        log.info("%s: initialised from %s", ctx.name, ctx.final_url(stage.init))
+    return registry.build_objective(stage.objective, {"model": ctx.shard(model)}, ctx)
 
 
 @dataclass

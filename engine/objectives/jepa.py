@@ -8,7 +8,7 @@ counter-based generator (`augment`), so a resumed run, on any world size, sees t
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -21,10 +21,11 @@ from engine.models.predictor import Predictor
 from engine.models.vit import VisionTransformer
 from schemas.models import ViT
 from schemas.objectives import EMALatentPrediction, LatentPrediction, PixelReconstruction
-from schemas.spec import Spec
-from schemas.training import StageRef
 
 from .base import Count, Objective
+
+if TYPE_CHECKING:
+    from engine.runtime.context import BuildContext
 
 MEAN = (0.485, 0.456, 0.406)  # ImageNet statistics, as V-JEPA normalises its inputs
 STD = (0.229, 0.224, 0.225)
@@ -79,17 +80,10 @@ def _unpad(idx: np.ndarray) -> np.ndarray:
     return idx
 
 
-def vit_config(spec: Spec, ref: Any, done: dict[str, Any] | None) -> ViT:
-    """The ViT config of a referenced model: from the spec for a stage, from done.json for a checkpoint."""
-    if isinstance(ref, StageRef):
-        return spec.stages[ref.stage].model
-    return ViT.model_validate(done["model"])
-
-
 class MaskedVideo(Objective):
     """Shared machinery: masks, video collation, the predictor, FLOP counting."""
 
-    def __init__(self, cfg: Any, models: dict[str, nn.Module], ctx: Any, out_dim: int) -> None:
+    def __init__(self, cfg: Any, models: dict[str, nn.Module], ctx: BuildContext, out_dim: int) -> None:
         st = ctx.stage
         self.cfg, self.stage, self.vit = cfg, st, st.model
         self.encoder = models["model"]
@@ -178,7 +172,7 @@ class MaskedVideo(Objective):
 class PixelReconstructionObjective(MaskedVideo):
     """MSE to (per-patch normalised) pixels of the masked tubelets."""
 
-    def __init__(self, cfg: PixelReconstruction, models: dict[str, nn.Module], ctx: Any) -> None:
+    def __init__(self, cfg: PixelReconstruction, models: dict[str, nn.Module], ctx: BuildContext) -> None:
         super().__init__(cfg, models, ctx, out_dim=ctx.stage.model.patch_dim)
 
     def targets(self, batch: dict[str, Any]) -> Tensor:
@@ -212,9 +206,8 @@ class PixelReconstructionObjective(MaskedVideo):
 class LatentPredictionObjective(MaskedVideo):
     """SALT: L1 (or L2) to a frozen teacher's layer-normalised latents at the masked positions."""
 
-    def __init__(self, cfg: LatentPrediction, models: dict[str, nn.Module], ctx: Any) -> None:
-        done = None if isinstance(cfg.teacher, StageRef) else ctx.done(cfg.teacher)
-        teacher_cfg = vit_config(ctx.spec, cfg.teacher, done)
+    def __init__(self, cfg: LatentPrediction, models: dict[str, nn.Module], ctx: BuildContext) -> None:
+        teacher_cfg = ctx.model_config(cfg.teacher, ViT)
         teacher = VisionTransformer(teacher_cfg)
         teacher.load_state_dict(ctx.weights(cfg.teacher))
         super().__init__(cfg, models, ctx, out_dim=teacher_cfg.dim)
@@ -233,7 +226,7 @@ class LatentPredictionObjective(MaskedVideo):
 class EMALatentPredictionObjective(LatentPredictionObjective):
     """V-JEPA: the target encoder is an exponential moving average of the student (checkpointed with it)."""
 
-    def __init__(self, cfg: EMALatentPrediction, models: dict[str, nn.Module], ctx: Any) -> None:
+    def __init__(self, cfg: EMALatentPrediction, models: dict[str, nn.Module], ctx: BuildContext) -> None:
         MaskedVideo.__init__(self, cfg, models, ctx, out_dim=ctx.stage.model.dim)
         target = ctx.shard(VisionTransformer(self.vit), frozen=True)
         with torch.no_grad():

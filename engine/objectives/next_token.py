@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -11,13 +13,16 @@ from schemas.objectives import NextToken as NextTokenConfig
 
 from .base import Batch, Count, Objective
 
+if TYPE_CHECKING:
+    from engine.runtime.context import BuildContext
+
 
 class NextToken(Objective):
     """loss = CE(logits[t], tokens[t+1]) averaged over the answer tokens + the model's aux_loss (MoE)."""
 
-    def __init__(self, cfg: NextTokenConfig, models: dict[str, nn.Module], ctx) -> None:
+    def __init__(self, cfg: NextTokenConfig, models: dict[str, nn.Module], ctx: BuildContext) -> None:
         self.cfg, self.models, self.model, self.stage = cfg, models, models["model"], ctx.stage
-        self.vocab_size = ctx.stage.model.vocab_size or ctx.stage.data.vocab_size
+        self.vocab_size = ctx.vocab_size
 
     def collate(self, examples: Examples, device: torch.device) -> Batch:
         """Token tensors on `device`."""
@@ -42,6 +47,10 @@ class NextToken(Objective):
         logits, aux = self.model(batch.tokens[:, :-1], pos)  # [B, L-1, V]
         mask = batch.loss_mask[:, 1:]  # position t predicts token t+1
         return logits[mask].float(), batch.tokens[:, 1:][mask], mask, aux
+
+    def next_logits(self, tokens: torch.Tensor, positions: torch.Tensor | None) -> torch.Tensor:
+        """The model's logits [B, L, V] at every position of `tokens`."""
+        return self.model(tokens, positions)[0]
 
     def __call__(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """The loss to minimise and detached metrics (ce, token accuracy, MoE statistics)."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
@@ -11,27 +11,28 @@ from torch import Tensor, nn
 from engine.data.video import Clips
 from engine.models.probe import AttentiveProbe
 from engine.models.vit import VisionTransformer
+from schemas.models import ViT
 from schemas.spec import ProbeStage
-from schemas.training import RandomInit, StageRef
+from schemas.training import RandomInit
 
 from .base import Count, Objective
-from .jepa import to_device, vit_config
+from .jepa import to_device
+
+if TYPE_CHECKING:
+    from engine.runtime.context import BuildContext
 
 
 class ProbeObjective(Objective):
     """Cross-entropy of the probe on the frozen encoder's tokens of the whole clip."""
 
-    def __init__(self, stage: ProbeStage, ctx: Any) -> None:
+    def __init__(self, stage: ProbeStage, ctx: BuildContext) -> None:
         ref = stage.encoder
         self.encoder_name = ref.random if isinstance(ref, RandomInit) else getattr(ref, "stage", "checkpoint")
         self.random = isinstance(ref, RandomInit)
-        if self.random:
-            enc_cfg = ctx.spec.stages[ref.random].model
-            encoder = VisionTransformer(enc_cfg)  # a fresh init from the stage's seeded RNG
-        else:
-            done = None if isinstance(ref, StageRef) else ctx.done(ref)
-            enc_cfg = vit_config(ctx.spec, ref, done)
-            encoder = VisionTransformer(enc_cfg)
+        self.stage = stage
+        enc_cfg = ctx.model_config(ref, ViT)
+        encoder = VisionTransformer(enc_cfg)  # random: a fresh init from the stage's seeded RNG
+        if not self.random:
             encoder.load_state_dict(ctx.weights(ref))
         classes = stage.data.num_classes  # the spec validator checks that probe.classes agrees, if set
         self.vit = enc_cfg
@@ -64,3 +65,13 @@ class ProbeObjective(Objective):
 
     def trainable(self) -> dict[str, nn.Module]:
         return {"probe": self.probe}
+
+    def results(self, metrics: dict[str, float]) -> dict[str, Any]:
+        """Which encoder was probed ("random" for a fresh init), its top-1 on the data's classes, the step."""
+        return {
+            "encoder": "random" if self.random else self.encoder_name,
+            "top1": metrics.get("top1"),
+            "classes": self.stage.data.num_classes,
+            "encoder_stage": self.encoder_name,
+            "step": self.stage.schedule.steps,
+        }

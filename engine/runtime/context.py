@@ -1,33 +1,44 @@
-"""What builders get besides their config: the stage, the run, the process group, sharding and weights."""
+"""What builders get besides their config: the stage, the run, the process group, sharding, and the model
+configs and weights that references point to."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
+from pydantic import BaseModel
 from torch import nn
 
-from schemas.spec import Spec, TrainStage
-from schemas.training import CheckpointRef, StageRef
+from schemas.spec import ProbeStage, Spec, TrainStage
+from schemas.training import CheckpointRef, RandomInit, StageRef
 
 from .checkpoint import DONE, CheckpointError, Damaged, exists, load_final, read_done
 from .distributed import Dist
 from .parallel import parallelize
 
+Config = TypeVar("Config", bound=BaseModel)
+
 
 @dataclass
 class BuildContext:
-    """The stage being built, with helpers to shard extra modules and to load weights by reference."""
+    """The stage being built, with helpers to shard extra modules and to resolve references to other stages'
+    or checkpoints' models: their configs and weights."""
 
     spec: Spec
     name: str
-    stage: TrainStage
+    stage: TrainStage | ProbeStage
     dist: Dist
 
     @property
     def output(self) -> str:
         """The run directory URL (no trailing slash)."""
         return self.spec.run.output.rstrip("/")
+
+    @property
+    def vocab_size(self) -> int | None:
+        """The vocabulary of the stage's model: the model's `vocab_size` if set, else the data's; None when
+        the data makes no tokens."""
+        return self.stage.vocab_size
 
     def shard(self, module: nn.Module, frozen: bool = False) -> nn.Module:
         """Apply the stage's distributed settings to an extra module (predictor, teacher, EMA target)."""
@@ -68,6 +79,16 @@ class BuildContext:
             return read_done(self.final_url(ref))
         except Damaged as e:
             raise self._error(ref, e) from None
+
+    def model_config(self, ref: StageRef | CheckpointRef | RandomInit, kind: type[Config]) -> Config:
+        """The config (of type `kind`) of the model a reference points to: a stage's from the spec (also for
+        `{random: stage}`), a checkpoint's from its verified done.json."""
+        if isinstance(ref, CheckpointRef):
+            return kind.model_validate(self.done(ref)["model"])
+        config = self.spec.stages[ref.stage if isinstance(ref, StageRef) else ref.random].final_model
+        if not isinstance(config, kind):  # the spec validator allows only references to such stages
+            raise TypeError(f"stage {self.name}: {ref} is a {type(config).__name__}, not a {kind.__name__}")
+        return config
 
     def weights(self, ref: StageRef | CheckpointRef, name: str = "model") -> dict[str, Any]:
         """Consolidated weights `name` of a referenced final/ directory, verified (weights_only loading)."""

@@ -14,9 +14,9 @@ import torch
 from torch import nn
 from torch.distributed.fsdp import FSDPModule
 
-from engine import plan as planlib
 from engine import registry
 from engine.data.stream import Stream
+from engine.objectives.base import Objective
 from schemas.spec import ProbeStage, Spec, TrainStage
 from schemas.training import AdamW, Schedule
 
@@ -25,7 +25,7 @@ from .checkpoint import Checkpointer, final_intact, read_json, save_final, write
 from .context import BuildContext
 from .distributed import Dist, LaunchError
 from .metrics import Metrics
-from .parallel import autocast, bf16, parallelize
+from .parallel import autocast, bf16
 from .signals import Aborted, Preemption
 
 log = logging.getLogger("engine")
@@ -183,15 +183,7 @@ class StageRunner:
             self.gen.report_to(self.url, dist.rank)
         torch.manual_seed(stage_seed(self.spec.run.seed, self.name))
         self.sharded = dist.distributed and st.distributed.fsdp
-        if isinstance(st, TrainStage):
-            model = registry.build_model(st.model, planlib.stage_vocab_size(st))
-            if st.init is not None:
-                model.load_state_dict(ctx.weights(st.init))
-                log.info("%s: initialised from %s", self.name, ctx.final_url(st.init))
-            model = parallelize(model, st.distributed, dist)
-            self.objective = registry.build_objective(st.objective, {"model": model}, ctx)
-        else:
-            self.objective = registry.build_stage_objective(st, ctx)
+        self.objective: Objective = registry.build_stage_objective(st, ctx)
         group = self.objective.batch_group
         if group:  # a micro-batch holds examples of one group (e.g. clips whose masks are trimmed together)
             if st.batch.micro is None:
@@ -281,11 +273,7 @@ class StageRunner:
             if logged:
                 self._log(metrics, done, window, lr, gnorm, counters)
             every = st.logging.images_every
-            if (
-                every
-                and hasattr(self.objective, "images")
-                and (done % every == 0 or done == st.schedule.steps)
-            ):
+            if every and (done % every == 0 or done == st.schedule.steps):
                 self._images(metrics, done)
             for ev, cfg in zip(self.evals, st.evals, strict=True):
                 if done % cfg.every == 0 or done == st.schedule.steps:
@@ -307,17 +295,12 @@ class StageRunner:
         elapsed = elapsed0 + time.perf_counter() - t_start
         done_info = {
             **self.train_state(st.schedule.steps, counters, elapsed),
-            "model": (st.model if isinstance(st, TrainStage) else st.probe).model_dump(mode="json"),
+            "model": st.final_model.model_dump(mode="json"),
             "metrics": last_eval,
         }
-        if isinstance(st, ProbeStage) and dist.main:
-            obj = self.objective
-            encoder = "random" if obj.random else obj.encoder_name
-            results = {"encoder": encoder, "top1": last_eval.get("top1"), "classes": st.data.num_classes}
-            write_json(
-                f"{self.url}/results.json",
-                {**results, "encoder_stage": obj.encoder_name, "step": st.schedule.steps},
-            )
+        results = self.objective.results(last_eval)
+        if results is not None and dist.main:
+            write_json(f"{self.url}/results.json", results)
         save_final(f"{self.url}/final", self.models, done_info, dist)
         metrics.close()
         return last_eval

@@ -13,7 +13,8 @@ from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_
 from engine.models.transformer import build
 from engine.runtime import checkpoint, distributed
 from engine.runtime.checkpoint import Checkpointer
-from engine.runtime.trainer import build_optimizer, parallelize
+from engine.runtime.parallel import parallelize
+from engine.runtime.trainer import build_optimizer
 from schemas.models import Transformer
 from schemas.training import AdamW, Distributed
 
