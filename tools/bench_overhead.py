@@ -28,7 +28,6 @@ import torch.nn.functional as F  # noqa: E402
 
 from engine import registry  # noqa: E402
 from engine.data.stream import Stream  # noqa: E402
-from engine.plan import stage_vocab_size  # noqa: E402
 from engine.runtime.distributed import Dist  # noqa: E402
 from engine.runtime.metrics import read_metrics  # noqa: E402
 from engine.runtime.trainer import build_optimizer, lr_factor, run_spec, stage_seed  # noqa: E402
@@ -50,7 +49,7 @@ def plain_step_times(spec_path: str, overrides: list[str], steps: int, window: i
     name, stage = next(iter(spec.stages.items()))
     gen = registry.build_data(stage.data)
     torch.manual_seed(stage_seed(spec.run.seed, name))
-    model = registry.build_model(stage.model, stage_vocab_size(stage))
+    model = registry.build_model(stage.model, stage.vocab_size)
     optim = build_optimizer(stage.optim, {"model": model})
     stream = Stream(gen, spec.run.seed, name, 0, stage.batch.global_)
     params = [p for p in model.parameters()]

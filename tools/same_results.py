@@ -99,6 +99,16 @@ def record_spec(path: Path, plan: bool) -> dict:
     return out
 
 
+def leaf_diffs(a: object, b: object, path: str = "") -> list[tuple[str, object, object]]:
+    """The leaves where two JSON values differ, as (dotted path, before, after); absent leaves are None."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        keys = list(a) + [k for k in b if k not in a]
+        return [d for k in keys for d in leaf_diffs(a.get(k), b.get(k), f"{path}.{k}" if path else str(k))]
+    if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+        return [d for i, (x, y) in enumerate(zip(a, b, strict=True)) for d in leaf_diffs(x, y, f"{path}.{i}")]
+    return [] if a == b else [(path, a, b)]
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("mode", choices=["record", "check"])
@@ -128,12 +138,12 @@ def main() -> int:
         for key, value in now.items():
             if key == "plan" and args.no_plan:
                 continue
-            if json.loads(json.dumps(value)) != before.get(key):
+            now_value = json.loads(json.dumps(value))
+            if now_value != before.get(key):
                 differ += 1
-                print(
-                    f"{name}: {key} differs\n  before: {json.dumps(before.get(key))[:2000]}\n"
-                    f"  now:    {json.dumps(value)[:2000]}"
-                )
+                print(f"{name}: {key} differs")
+                for path, a, b in leaf_diffs(before.get(key), now_value)[:40]:
+                    print(f"  {path}: {str(a)[:300]!s} -> {str(b)[:300]!s}")
     print(f"{len(results)} specs compared: {'all identical' if not differ else f'{differ} differences'}")
     return 1 if differ else 0
 

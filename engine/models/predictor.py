@@ -6,14 +6,9 @@ through bidirectional pre-LN blocks with 3D RoPE at their grid positions (same s
 the predictor's own head dim: 384 / 16 = 24 -> 8/8/8, nothing unrotated). Only the target positions are
 normalised and projected to the output width (the teacher's width in SALT).
 
-Parameters, exactly (`engine/plan_vit.py` counts the same; d = dim, M = mlp, m = mask_tokens):
-  embed        Linear(in_dim -> d) with bias: in_dim * d + d
-  mask_tokens  m * d
-  per block    as the encoder's with qkv bias: 4d (two LayerNorms) + 3d^2 + 3d + d^2 + d + 2 d M + M + d
-  norm         2d
-  proj         Linear(d -> out_dim) with bias: d * out_dim + out_dim
-With the paper's predictor (384, 12 blocks, 16 heads, MLP 1536, 2 mask tokens) and out_dim = the teacher's
-width (ViT-B for B, ViT-L for L/H/g/G) this is 21.886M / 22.083M / 22.181M / 22.230M / 22.329M for the
+Parameters: `schemas.models.Predictor.params(in_dim, out_dim)` counts them from the config in pure Python;
+tests compare it with this module's. With the paper's predictor (384, 12 blocks, 16 heads, MLP 1536,
+2 mask tokens) and out_dim = the teacher's width (ViT-B for B, ViT-L for L/H/g/G) this is 21.886M / 22.083M / 22.181M / 22.230M / 22.329M for the
 B / L / H / g / G students: the paper's 21.88 / 22.08 / 22.18 / 22.23 / 22.32M, truncated.
 
 Init as the encoder (trunc-normal Linear weights, zero biases, LayerNorm 1/0, block i's output projections

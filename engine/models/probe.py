@@ -10,14 +10,9 @@ Layout, following the V-JEPA 2 authors' src/models/attentive_pooler.py:
   head     Linear(width -> classes) on the pooled query; no LayerNorm before it (V-JEPA 2 has none).
 LayerNorm eps is cfg.norm_eps (1e-5, torch's default, as V-JEPA 2's pooler).
 
-Parameters, exactly (`engine/plan_vit.py` counts the same; D = in_dim, h = int(D * mlp_ratio)):
-  query                       D
-  per block (x depth)         4D + 3D^2 + 3D + D^2 + D + 2 D h + h + D
-  cross  norm1, norm2         2D each
-         q, kv                D^2 + D, 2D^2 + 2D
-         mlp                  2 D h + h + D
-  head                        D * classes + classes
-`classes` is cfg.classes when set, else the builder's argument (the data's number of classes).
+Parameters: `schemas.models.AttentiveProbe.params(in_dim, classes)` counts them from the config in pure
+Python; tests compare it with this module's. `classes` is cfg.classes when set, else the builder's
+argument (the data's number of classes).
 
 Init (V-JEPA 2): trunc-normal(0, init_std) query and Linear weights, zero biases, LayerNorms 1/0; block
 i's (1-based) attn.proj and mlp.fc2 weights divided by sqrt(2 i), and the cross block's mlp.fc2 by

@@ -1,21 +1,7 @@
 """Pre-norm decoder-only transformer (dense or MoE FFN) built from a `schemas.models.Transformer` config.
 
-Parameters, exactly (the planner counts the same from the config; V = vocab, h = ffn_hidden(dim, ffn),
-kv = kv_heads or heads, hd = dim // heads, b = 1 if cfg.bias else 0):
-  tok_emb                      V * dim
-  pos_emb   learned            max_len * dim
-            coupled + learned  max_position * dim
-            rope / nope / coupled + rope: nothing
-  per block (x depth):
-    norm1, norm2               dim each (rmsnorm) or 2 * dim each (layernorm: weight + bias)
-    attention wq, wo           dim * dim + b * dim each
-              wk, wv           dim * kv * hd + b * kv * hd each
-    dense gelu   w1, w2        dim * h + b * h,  h * dim + b * dim
-    dense swiglu w1, w3, w2    2 * (dim * h + b * h) + h * dim + b * dim
-    moe          router        dim * E (no bias); experts w1, w2 [E, dim, h], [E, h, dim]
-                               (+ w3 [E, dim, h] for swiglu), never biased
-  norm                         dim (rmsnorm) or 2 * dim (layernorm)
-  lm_head                      V * dim, or nothing with tie_embeddings (the head reuses tok_emb.weight)
+Parameters: `schemas.models.Transformer.param_count(vocab)` counts them from the config in pure Python
+(total, MoE-active, embeddings); tests compare it with this module's.
 
 Init: every Linear, Embedding and expert weight ~ normal(0, init_std), except the attention output `wo`
 and the FFN output `w2` (dense and expert) ~ normal(0, init_std / sqrt(2 * depth)); biases 0; norms 1.

@@ -6,15 +6,8 @@ is no CLS token. Positions are 3D RoPE on queries and keys (default, `layers.rop
 3D sin-cos table added after the patch embedding (`layers.sincos3d_table`, a non-persistent buffer).
 `forward(video, keep)` runs the blocks on the kept token indices only: the masked tokens never enter them.
 
-Parameters, exactly (`engine/plan_vit.py` counts the same from the config; D = dim, M = mlp,
-P = tubelet * patch * patch * channels, q = 1 if qkv_bias else 0):
-  patch_embed      Conv3d weight P * D, bias D
-  per block (x depth):
-    norm1, norm2   LayerNorm 2 * D each (weight + bias)
-    attn.qkv       D * 3D + q * 3D
-    attn.proj      D * D + D
-    mlp.fc1, fc2   D * M + M, M * D + D
-  norm             2 * D
+Parameters: `schemas.models.ViT.params()` counts them from the config in pure Python; tests compare it
+with this module's.
 
 Module names follow V-JEPA 2 (patch_embed.proj, blocks.i.{norm1, attn.qkv, attn.proj, norm2, mlp.fc1,
 mlp.fc2}, norm) so that its checkpoints map by name (its RoPE pairing quirk aside, see layers.py).

@@ -77,9 +77,11 @@ class Objective:
         """The loss to minimise and detached metric tensors."""
         raise NotImplementedError
 
+    shows_images: bool = False  # whether `images` has anything to show (the trainer draws a batch for it)
+
     def images(self, batch: Any) -> dict[str, np.ndarray]:
         """Images of the first example of a collated batch for TensorBoard, HWC uint8 by tag (e.g. a
-        reconstruction); the trainer asks every `logging.images_every` steps. Default: none."""
+        reconstruction); the trainer asks every `logging.images_every` steps when `shows_images`."""
         return {}
 
     def results(self, metrics: dict[str, float]) -> dict[str, Any] | None:

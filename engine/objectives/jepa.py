@@ -172,6 +172,8 @@ class MaskedVideo(Objective):
 class PixelReconstructionObjective(MaskedVideo):
     """MSE to (per-patch normalised) pixels of the masked tubelets."""
 
+    shows_images = True
+
     def __init__(self, cfg: PixelReconstruction, models: dict[str, nn.Module], ctx: BuildContext) -> None:
         super().__init__(cfg, models, ctx, out_dim=ctx.stage.model.patch_dim)
 

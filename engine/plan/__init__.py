@@ -7,7 +7,7 @@ FLOPs, each objective config (`schemas.objectives`) the FLOPs of one training st
 """
 
 from .launch import Launch, sbatch_script, torchrun_command
-from .make import make_plan, stage_vocab_size
+from .make import make_plan
 from .memory import Memory, compute_bytes
 from .report import Flops, Plan, StagePlan, Tokens, fmt_bytes, fmt_count, fmt_flops
 
@@ -24,6 +24,5 @@ __all__ = [
     "fmt_flops",
     "make_plan",
     "sbatch_script",
-    "stage_vocab_size",
     "torchrun_command",
 ]

@@ -12,18 +12,10 @@ from .memory import memory, memory_per_rank
 from .report import Flops, Plan, StagePlan, Tokens
 
 
-def stage_vocab_size(stage: TrainStage | ProbeStage) -> int | None:
-    """The vocabulary a transformer is built with (model.vocab_size, else the data's); None for video."""
-    model = getattr(stage, "model", None)
-    if model is None or model.kind != "transformer":
-        return None
-    return model.vocab_size or stage.data.vocab_size
-
-
 def plan_stage(stage: TrainStage, resources: Resources) -> StagePlan:
     """Parameters, expected tokens, FLOPs and memory per rank of one transformer training stage."""
     cfg = stage.model
-    vocab = stage_vocab_size(stage)
+    vocab = stage.vocab_size
     params = cfg.param_count(vocab)
     mean_t, mean_t_t1 = stage.data.length_stats("train")
     batch = stage.batch.global_
@@ -104,7 +96,7 @@ def plan_probe_stage(stage: ProbeStage, spec: Spec, resources: Resources) -> Sta
 def plan_video_stage(stage: TrainStage, spec: Spec, name: str, resources: Resources) -> StagePlan:
     """A masked-video stage: the objective config counts a step on the first step's trimmed masks."""
     vit, obj, pc = stage.model, stage.objective, stage.predictor
-    ref = getattr(obj, "teacher", None)  # a frozen teacher's weights, when the objective has one
+    ref = next(iter(obj.loads().values()), None)  # a frozen teacher's weights, when the objective has one
     teacher = _vit_of(spec, ref) if ref is not None else None
     pcount = vit.param_count()
     model = f"vit{'-' + vit.size if vit.size else ''}"

@@ -273,7 +273,7 @@ class StageRunner:
             if logged:
                 self._log(metrics, done, window, lr, gnorm, counters)
             every = st.logging.images_every
-            if every and (done % every == 0 or done == st.schedule.steps):
+            if every and self.objective.shows_images and (done % every == 0 or done == st.schedule.steps):
                 self._images(metrics, done)
             for ev, cfg in zip(self.evals, st.evals, strict=True):
                 if done % cfg.every == 0 or done == st.schedule.steps:
