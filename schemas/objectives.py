@@ -90,6 +90,26 @@ class MaskedVideo(TrainingObjective):
                 "(a micro-batch holds clips of one mask group); pick a divisor of the group",
             )
 
+    def frozen_target(self, encoder: ViT, teacher: ViT | None = None) -> ViT | None:
+        """The network run forward (frozen) on every whole clip to make the targets, if any."""
+        raise NotImplementedError
+
+    def out_dim(self, encoder: ViT, teacher: ViT | None = None) -> int:
+        """The width of what the predictor regresses."""
+        raise NotImplementedError
+
+    def step_flops(
+        self,
+        encoder: ViT,
+        predictor: Predictor,
+        pairs: Sequence[tuple[float, float]],
+        clips: int,
+        teacher: ViT | None = None,
+    ) -> StepFlops:
+        """One step; `pairs`: (context, target) tokens of every clip and mask generator (see `masked_flops`)."""
+        target = self.frozen_target(encoder, teacher)
+        return masked_flops(encoder, predictor, self.out_dim(encoder, teacher), target, pairs, clips)
+
 
 class PixelReconstruction(MaskedVideo):
     """SALT stage 1 (V-Pixel): encoder on the context, predictor to the pixels of the masked tubelets, MSE."""
@@ -113,17 +133,6 @@ class PixelReconstruction(MaskedVideo):
     def out_dim(self, encoder: ViT, teacher: ViT | None = None) -> int:
         """The predictor regresses a tubelet's pixels."""
         return encoder.patch_dim
-
-    def step_flops(
-        self,
-        encoder: ViT,
-        predictor: Predictor,
-        pairs: Sequence[tuple[float, float]],
-        clips: int,
-        teacher: ViT | None = None,
-    ) -> StepFlops:
-        """One step; `pairs`: (context, target) tokens of every clip and mask generator (see `masked_flops`)."""
-        return masked_flops(encoder, predictor, self.out_dim(encoder), None, pairs, clips)
 
 
 class LatentPrediction(MaskedVideo):
@@ -155,18 +164,6 @@ class LatentPrediction(MaskedVideo):
         """The predictor regresses the teacher's latents."""
         return self.frozen_target(encoder, teacher).dim
 
-    def step_flops(
-        self,
-        encoder: ViT,
-        predictor: Predictor,
-        pairs: Sequence[tuple[float, float]],
-        clips: int,
-        teacher: ViT | None = None,
-    ) -> StepFlops:
-        """One step; `pairs`: (context, target) tokens of every clip and mask generator (see `masked_flops`)."""
-        target = self.frozen_target(encoder, teacher)
-        return masked_flops(encoder, predictor, target.dim, target, pairs, clips)
-
 
 class EMALatentPrediction(MaskedVideo):
     """The V-JEPA baseline: the target encoder is an EMA of the student, on the full clip, no gradients."""
@@ -191,17 +188,6 @@ class EMALatentPrediction(MaskedVideo):
     def out_dim(self, encoder: ViT, teacher: ViT | None = None) -> int:
         """The predictor regresses the target encoder's latents."""
         return encoder.dim
-
-    def step_flops(
-        self,
-        encoder: ViT,
-        predictor: Predictor,
-        pairs: Sequence[tuple[float, float]],
-        clips: int,
-        teacher: ViT | None = None,
-    ) -> StepFlops:
-        """One step; `pairs`: (context, target) tokens of every clip and mask generator (see `masked_flops`)."""
-        return masked_flops(encoder, predictor, encoder.dim, encoder, pairs, clips)
 
 
 def masked_flops(

@@ -3,6 +3,7 @@ generator), `LengthRanges` and `IntRange`."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Annotated, ClassVar
 
 from pydantic import Field, model_validator
@@ -10,6 +11,11 @@ from pydantic import Field, model_validator
 from ..base import Strict, spec_error
 
 IntRange = Annotated[tuple[int, int], Field(description="Inclusive range [low, high].")]
+
+
+def mean_t_t1(ts: Sequence[int]) -> tuple[float, float]:
+    """(E[T], E[T*(T+1)]) over equally likely example lengths `ts`: what the plan's FLOPs need."""
+    return sum(ts) / len(ts), sum(t * (t + 1) for t in ts) / len(ts)
 
 
 class LengthRanges(Strict):

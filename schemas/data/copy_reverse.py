@@ -7,7 +7,7 @@ from typing import ClassVar, Literal
 from pydantic import Field, model_validator
 
 from ..base import Problems
-from .base import LengthRanges, TokenData
+from .base import LengthRanges, TokenData, mean_t_t1
 
 
 class CopyTask(TokenData):
@@ -63,7 +63,7 @@ class CopyTask(TokenData):
         """(E[T], E[T*(T+1)]) of T = 2n + 3 with n uniform over the split's range (exact)."""
         lo, hi = getattr(self.length, split)
         ts = [self.seq_len(split, n) for n in range(lo, hi + 1)]
-        return sum(ts) / len(ts), sum(t * (t + 1) for t in ts) / len(ts)
+        return mean_t_t1(ts)
 
     def length_bounds(self) -> tuple[int, int]:
         """From 1 to the longest length of either range."""

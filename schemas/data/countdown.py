@@ -9,7 +9,7 @@ from typing import ClassVar, Literal
 from pydantic import Field, model_validator
 
 from ..base import Problems
-from .base import IntRange, TokenData
+from .base import IntRange, TokenData, mean_t_t1
 
 
 class Countdown(TokenData):
@@ -175,7 +175,7 @@ class Countdown(TokenData):
         """
         qs = _LENGTH_QUANTILES[self.trace][self.count]
         ts = [min(q, self.max_len) for q in qs]
-        return sum(ts) / len(ts), sum(t * (t + 1) for t in ts) / len(ts)
+        return mean_t_t1(ts)
 
 
 def _partitions(total: int, parts: int) -> list[tuple[int, ...]]:

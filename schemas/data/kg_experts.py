@@ -7,7 +7,7 @@ from typing import ClassVar, Literal
 from pydantic import Field, model_validator
 
 from ..base import Problems
-from .base import TokenData
+from .base import TokenData, mean_t_t1
 
 
 class KgExperts(TokenData):
@@ -230,4 +230,4 @@ class KgExperts(TokenData):
     def length_stats(self, split: str = "train") -> tuple[float, float]:
         """Exact: blocks are text_len tokens; queries draw their relations uniformly."""
         ts = [self.text_len] if split == "train" else self._query_lens()
-        return sum(ts) / len(ts), sum(t * (t + 1) for t in ts) / len(ts)
+        return mean_t_t1(ts)

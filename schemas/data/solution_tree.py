@@ -7,7 +7,7 @@ from typing import ClassVar, Literal
 from pydantic import Field, model_validator
 
 from ..base import Problems
-from .base import IntRange, TokenData
+from .base import IntRange, TokenData, mean_t_t1
 
 
 class SolutionTree(TokenData):
@@ -107,4 +107,4 @@ class SolutionTree(TokenData):
         when the prompt space is barely larger than the pools)."""
         lo, hi = self.actions_per_problem
         ts = [self.seq_len(n) for n in range(lo, hi + 1)]
-        return sum(ts) / len(ts), sum(t * (t + 1) for t in ts) / len(ts)
+        return mean_t_t1(ts)

@@ -7,7 +7,7 @@ from typing import ClassVar, Literal
 from pydantic import Field, model_validator
 
 from ..base import Problems
-from .base import IntRange, LengthRanges, TokenData
+from .base import IntRange, LengthRanges, TokenData, mean_t_t1
 
 
 class SparseParity(TokenData):
@@ -70,7 +70,7 @@ class SparseParity(TokenData):
         """(E[T], E[T*(T+1)]) of the tokens T of one example of `split`: what FLOPs in the plan need."""
         lo, hi = getattr(self.length, split)
         ts = [self.seq_len(split, n) for n in range(lo, hi + 1)]
-        return sum(ts) / len(ts), sum(t * (t + 1) for t in ts) / len(ts)
+        return mean_t_t1(ts)
 
     def length_bounds(self) -> tuple[int, int]:
         """From k (the planted bits must fit) to the longest length of either range."""

@@ -7,7 +7,7 @@ from typing import ClassVar, Literal
 from pydantic import Field, model_validator
 
 from ..base import Problems
-from .base import IntRange, TokenData
+from .base import IntRange, TokenData, mean_t_t1
 
 
 class Sudoku(TokenData):
@@ -121,7 +121,7 @@ class Sudoku(TokenData):
         counts = range(lo, hi + 1)
         if self.trace != "full":
             ts = [self.seq_len(c) for c in counts]
-            return sum(ts) / len(ts), sum(t * (t + 1) for t in ts) / len(ts)
+            return mean_t_t1(ts)
         t0 = self.SHORTCUT
         ex = [self.FULL_EXTRA.get(c, (0.0, 0.0)) for c in counts]
         mean = sum(m for m, _ in ex) / len(ex)
