@@ -59,3 +59,22 @@ class TokenData(Strict):
     def length_bounds(self) -> tuple[int, int] | None:
         """Input lengths an evaluator may ask for, inclusive; None when the task has no length axis."""
         return None
+
+
+class RangedTokenData(TokenData):
+    """Token data whose input length n is uniform over a range per split (`length: LengthRanges`, declared by
+    the subclass after its own fields: an inherited field would come first in the schema and in dumped specs)
+    and whose example has `seq_len(split, n)` tokens."""
+
+    def seq_len(self, split: str, length: int) -> int:
+        """Tokens of one example of `split` with input length `length`."""
+        raise NotImplementedError
+
+    def max_seq_len(self) -> int:
+        """Longest example over all splits (what the model's context must hold)."""
+        return self.seq_len("eval", max(self.length.train[1], self.length.eval[1]))
+
+    def length_stats(self, split: str = "train") -> tuple[float, float]:
+        """(E[T], E[T*(T+1)]) over the split's input lengths, equally likely (exact)."""
+        lo, hi = getattr(self.length, split)
+        return mean_t_t1([self.seq_len(split, n) for n in range(lo, hi + 1)])

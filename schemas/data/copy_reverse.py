@@ -7,10 +7,10 @@ from typing import ClassVar, Literal
 from pydantic import Field, model_validator
 
 from ..base import Problems
-from .base import LengthRanges, TokenData, mean_t_t1
+from .base import LengthRanges, RangedTokenData
 
 
-class CopyTask(TokenData):
+class CopyTask(RangedTokenData):
     """Shared fields of `copy` and `reverse`: `BOS x1..xn SEP y1..yn EOS`, y = x (copy) or x reversed."""
 
     symbols: int = Field(10, ge=2, description="Alphabet size: each x_i is one of this many symbols, i.i.d.")
@@ -54,16 +54,6 @@ class CopyTask(TokenData):
     def seq_len(self, split: str, length: int) -> int:
         """Tokens of one example of input length n: BOS, n symbols, SEP, n symbols, EOS."""
         return 2 * length + 3
-
-    def max_seq_len(self) -> int:
-        """Longest example over all splits."""
-        return self.seq_len("eval", max(self.length.train[1], self.length.eval[1]))
-
-    def length_stats(self, split: str = "train") -> tuple[float, float]:
-        """(E[T], E[T*(T+1)]) of T = 2n + 3 with n uniform over the split's range (exact)."""
-        lo, hi = getattr(self.length, split)
-        ts = [self.seq_len(split, n) for n in range(lo, hi + 1)]
-        return mean_t_t1(ts)
 
     def length_bounds(self) -> tuple[int, int]:
         """From 1 to the longest length of either range."""

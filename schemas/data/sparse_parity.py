@@ -7,10 +7,10 @@ from typing import ClassVar, Literal
 from pydantic import Field, model_validator
 
 from ..base import Problems
-from .base import IntRange, LengthRanges, TokenData, mean_t_t1
+from .base import IntRange, LengthRanges, RangedTokenData
 
 
-class SparseParity(TokenData):
+class SparseParity(RangedTokenData):
     """k-sparse parity: `BOS x1..xL = y EOS`; k planted bits are written `0*`/`1*`, y is their XOR."""
 
     kind: Literal["sparse_parity"] = Field(
@@ -61,16 +61,6 @@ class SparseParity(TokenData):
     def seq_len(self, split: str, length: int) -> int:
         """Tokens of one example whose bit string has `length` bits: BOS, bits, '=', y, EOS."""
         return length + 4
-
-    def max_seq_len(self) -> int:
-        """Longest example over all splits (what the model's context must hold)."""
-        return self.seq_len("eval", max(self.length.train[1], self.length.eval[1]))
-
-    def length_stats(self, split: str = "train") -> tuple[float, float]:
-        """(E[T], E[T*(T+1)]) of the tokens T of one example of `split`: what FLOPs in the plan need."""
-        lo, hi = getattr(self.length, split)
-        ts = [self.seq_len(split, n) for n in range(lo, hi + 1)]
-        return mean_t_t1(ts)
 
     def length_bounds(self) -> tuple[int, int]:
         """From k (the planted bits must fit) to the longest length of either range."""
