@@ -1,8 +1,8 @@
 """Every example spec under specs/ runs at reduced size and learns: each train stage's last logged loss falls
 below a stated fraction of its first (runs are deterministic on CPU; the bars hold with margin and fail at
 `optim.lr=1e-12`; the schema refuses lr=0). Probe stages on a few training steps cannot beat chance reliably,
-so they are checked for their
-results only. salt_vitg.yaml reads video files that are not on disk: it is validated and planned only."""
+so they are checked for their results only. salt_vitg.yaml reads video files that are not on disk: it is
+validated and planned only."""
 
 from __future__ import annotations
 
