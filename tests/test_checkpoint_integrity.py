@@ -312,6 +312,7 @@ def resumed_from(caplog: pytest.LogCaptureFixture) -> int | None:
     return None
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("how", list(DAMAGE))
 @pytest.mark.parametrize("file", ["model.pt", "done.json"])
 def test_damaged_final_reruns_the_stage_from_its_checkpoint(tmp_path, caplog, finished, file, how):
@@ -335,6 +336,7 @@ def test_damaged_final_reruns_the_stage_from_its_checkpoint(tmp_path, caplog, fi
     assert all(torch.equal(got[k], want[k]) for k in want), "bit for bit the uninterrupted run's weights"
 
 
+@pytest.mark.slow
 def test_damaged_checkpoint_in_a_run_resumes_from_the_previous_bit_for_bit(tmp_path, caplog, finished):
     out = tmp_path / "run"
     shutil.copytree(finished, out)
@@ -348,6 +350,7 @@ def test_damaged_checkpoint_in_a_run_resumes_from_the_previous_bit_for_bit(tmp_p
     assert all(torch.equal(got[k], want[k]) for k in want), "bit for bit the uninterrupted run's weights"
 
 
+@pytest.mark.slow
 def test_later_stage_stops_on_damaged_stage_weights_naming_the_file(tmp_path, finished):
     out = tmp_path / "run"
     shutil.copytree(finished, out)

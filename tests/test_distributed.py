@@ -20,6 +20,7 @@ from schemas.training import AdamW  # noqa: E402
 pytestmark = [pytest.mark.distributed, pytest.mark.slow]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["dense", "moe"])
 def test_fsdp_two_ranks_match_one_process(tmp_path, kind):
     """Gradients of FSDP2 over 2 ranks (each on half the batch) equal one process on the whole batch.

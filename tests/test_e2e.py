@@ -120,6 +120,7 @@ def test_unknown_stage_and_bad_spec_exit_2_without_traceback(tmp_path):
     assert r.returncode == 2 and "stages.train.model.heads: 5 does not divide dim=64" in r.stderr
 
 
+@pytest.mark.slow
 def test_moe_spec_runs_and_logs_expert_load(tmp_path):
     from engine.runtime.distributed import Dist
     from engine.runtime.trainer import run_spec

@@ -491,6 +491,7 @@ def logged_rows(spec: Spec, stage: str) -> list[dict[str, Any]]:
     return [r for r in read_metrics(f"{spec.run.output.rstrip('/')}/{stage}") if "loss" in r]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["salt_tiny.yaml", "vjepa_tiny.yaml"])
 def test_masked_video_plan_flops_equal_the_logged_first_step(name: str, tmp_path: Path) -> None:
     """The plan draws the first step's masks as the run does: planned FLOPs per step = the logged ones, every
@@ -507,6 +508,7 @@ def test_masked_video_plan_flops_equal_the_logged_first_step(name: str, tmp_path
         assert row["attention_flops"] == pytest.approx(planned.attention_per_step, rel=1e-9), stage
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", TOKEN_SPECS)
 def test_token_plan_flops_per_token_equal_the_logged(name: str, tmp_path: Path) -> None:
     """Token stages: the plan's expected FLOPs per token (from the data's length moments) are within 1% of the

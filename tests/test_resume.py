@@ -72,6 +72,7 @@ def assert_same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
         assert torch.equal(a[k], b[k]), f"{k} differs"
 
 
+@pytest.mark.slow
 def test_kill9_then_resume_matches_uninterrupted(tmp_path, baseline):
     proc = start(tmp_path)
     wait_for_checkpoint(proc, tmp_path)
@@ -89,6 +90,7 @@ def test_kill9_then_resume_matches_uninterrupted(tmp_path, baseline):
     assert max(r["step"] for r in rows) == STEPS
 
 
+@pytest.mark.slow
 def test_sigterm_checkpoints_exits_and_resumes(tmp_path, baseline):
     proc = start(tmp_path)
     wait_for_checkpoint(proc, tmp_path)
@@ -108,6 +110,7 @@ def test_sigterm_checkpoints_exits_and_resumes(tmp_path, baseline):
     assert_same(final_weights(tmp_path), baseline)
 
 
+@pytest.mark.slow
 def test_completed_stage_is_skipped(tmp_path):
     args = [SPEC, f"run.output={tmp_path}", *TINY, "stages.train.schedule.steps=10"]
     assert engine(*args).returncode == 0

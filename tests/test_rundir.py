@@ -40,6 +40,7 @@ def history(out: Path) -> list[dict]:
     return [json.loads(line) for line in (out / "spec_history.jsonl").read_text().splitlines()]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("override", "field"),
     [
@@ -61,6 +62,7 @@ def test_changed_spec_is_refused_with_the_fields_and_writes_nothing(tmp_path, ov
     assert (tmp_path / "spec.yaml").read_text() == spec_yaml
 
 
+@pytest.mark.slow
 def test_half_finished_stage_with_another_dim_is_refused_not_a_size_mismatch(tmp_path):
     """A new model.dim on a stage with checkpoints used to end in a size-mismatch traceback after loading."""
     run(tmp_path)
@@ -71,6 +73,7 @@ def test_half_finished_stage_with_another_dim_is_refused_not_a_size_mismatch(tmp
     assert "Traceback" not in r.stderr and len(r.stderr.splitlines()) < 12
 
 
+@pytest.mark.slow
 def test_operational_changes_resume_freely_and_are_recorded(tmp_path, caplog):
     """Logging, evaluation and checkpoint settings do not change the weights: a finished stage is still
     skipped, and spec.yaml and its history follow the new spec."""
@@ -99,6 +102,7 @@ def test_operational_changes_resume_freely_and_are_recorded(tmp_path, caplog):
     assert len(history(tmp_path)) == 2, "the same spec again adds no history entry"
 
 
+@pytest.mark.slow
 def test_extending_a_finished_stage_needs_acceptance_then_resumes_from_its_last_step(tmp_path, caplog):
     run(tmp_path)
     with pytest.raises(RunDirConflict, match="stages.train.schedule.steps: 20 -> 30") as e:
@@ -118,6 +122,7 @@ def test_extending_a_finished_stage_needs_acceptance_then_resumes_from_its_last_
     run(tmp_path, "stages.train.schedule.steps=30")  # now recorded: no acceptance needed, stage skipped
 
 
+@pytest.mark.slow
 def test_accepting_cannot_shorten_a_stage_or_hide_other_changes(tmp_path):
     run(tmp_path)
     with pytest.raises(RunDirConflict, match="cannot be shortened"):
@@ -142,6 +147,7 @@ stages:
 """
 
 
+@pytest.mark.slow
 def test_a_stage_trained_from_a_changed_stage_is_refused(tmp_path):
     spec = tmp_path / "two.yaml"
     spec.write_text(TWO_STAGES.format(base=SPEC))
@@ -155,6 +161,7 @@ def test_a_stage_trained_from_a_changed_stage_is_refused(tmp_path):
     assert not list((out / "train").glob("final.superseded-*")), "nothing is applied when any stage refuses"
 
 
+@pytest.mark.slow
 def test_directory_without_fingerprints_is_checked_against_its_spec_yaml(tmp_path):
     """Run directories written before fingerprints existed are compared with the spec.yaml they hold."""
     run(tmp_path)

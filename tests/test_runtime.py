@@ -68,6 +68,7 @@ def test_checkpointer_ignores_incomplete_and_prunes(tmp_path, root):
         assert torch.equal(a, b)
 
 
+@pytest.mark.slow
 def test_gradient_accumulation_matches_one_big_step(tmp_path):
     whole = spec_for(str(tmp_path / "a"), "stages.train.schedule.steps=6")
     accum = spec_for(str(tmp_path / "b"), "stages.train.schedule.steps=6", "stages.train.batch.micro=4")
@@ -78,6 +79,7 @@ def test_gradient_accumulation_matches_one_big_step(tmp_path):
         torch.testing.assert_close(a[k], b[k], atol=1e-5, rtol=1e-4)
 
 
+@pytest.mark.slow
 def test_run_on_memory_filesystem_and_init_from_earlier_stage(tmp_path):
     spec = spec_for("memory://runs/two-stage", "stages.train.schedule.steps=5")
     data = spec.model_dump(by_alias=True)
@@ -97,6 +99,7 @@ def test_run_on_memory_filesystem_and_init_from_earlier_stage(tmp_path):
     assert done["step"] == 5 and done["tokens"] > 0
 
 
+@pytest.mark.slow
 def test_non_finite_loss_stops_naming_the_step_and_keeps_checkpoint(tmp_path, monkeypatch):
     spec = spec_for(str(tmp_path), "stages.train.schedule.steps=20", "stages.train.checkpoint.every=5")
     real = NextToken.__call__
@@ -134,6 +137,7 @@ def test_tiny_sparse_parity_learns(tmp_path):
     assert results["train"]["acc/train"] > 0.9, results
 
 
+@pytest.mark.slow
 def test_activation_checkpointing_gives_the_same_training(tmp_path):
     """Recomputing each block in backward changes memory, not results (deterministic CPU kernels)."""
     plain = spec_for(str(tmp_path / "a"), "stages.train.schedule.steps=6")

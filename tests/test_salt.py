@@ -1,6 +1,7 @@
 """SALT (docs/papers/salt.md) end to end on tiny ViTs: frozen teacher, the three masked-video objectives
 learning,
-the EMA target, resume mid-student bit for bit, the whole salt_tiny pipeline, and the paper-scale plan."""
+the EMA target, resume mid-student bit for bit, and the paper-scale plan (the whole salt_tiny pipeline runs in
+tests/test_specs.py)."""
 
 from __future__ import annotations
 
@@ -38,18 +39,6 @@ def train(stage: str, steps: int, batch: int = 4, every: int = 1000, log_every: 
         f"{p}.batch.global={batch}",
         f"{p}.checkpoint.every={every}",
         f"{p}.logging.every={log_every}",
-    ]
-
-
-def probe(stage: str, steps: int = 3, batch: int = 4, examples: int = 16) -> list[str]:
-    """Overrides that shorten a probe stage of salt_tiny: a few steps, one eval at the end on few clips."""
-    p = f"stages.{stage}"
-    return [
-        f"{p}.schedule.steps={steps}",
-        f"{p}.batch.global={batch}",
-        f"{p}.evals.0.examples={examples}",
-        f"{p}.evals.0.every={steps}",
-        f"{p}.evals.0.batch={examples}",
     ]
 
 
@@ -103,6 +92,7 @@ def trained(tmp_path_factory) -> Iterator[Path]:
 # ----------------------------------------------------------------------------- the frozen teacher
 
 
+@pytest.mark.slow
 def test_teacher_gets_no_gradient_and_no_optimizer_state(trained, one_thread):
     spec = load_spec(str(SALT), [f"run.output={trained}", *train("student", 4)])
     runner = StageRunner(spec, "student", spec.stages["student"], Dist())
@@ -142,6 +132,7 @@ def test_teacher_gets_no_gradient_and_no_optimizer_state(trained, one_thread):
     )
 
 
+@pytest.mark.slow
 def test_mean_baseline_is_the_loss_of_predicting_the_batch_mean(trained, one_thread):
     """`loss/mean_baseline` scores a predictor that outputs the batch's mean target at every target token."""
     spec = load_spec(str(SALT), [f"run.output={trained}", *train("student", 4)])
@@ -169,6 +160,7 @@ def test_mean_baseline_is_the_loss_of_predicting_the_batch_mean(trained, one_thr
 # ----------------------------------------------------------------------------- the objectives learn
 
 
+@pytest.mark.slow
 def test_pixel_reconstruction_loss_decreases(trained):
     """salt_tiny's own teacher (raw pixels in [0, 1]): its MSE falls several-fold within 50 steps at batch 8.
 
@@ -178,6 +170,7 @@ def test_pixel_reconstruction_loss_decreases(trained):
     assert_learns(trained, "teacher", factor=0.5)
 
 
+@pytest.mark.slow
 def test_normalised_pixel_loss_decreases(tmp_path, one_thread):
     """With per-patch normalised targets the loss falls from 1 + var(prediction) toward 1.
 
@@ -196,6 +189,7 @@ def test_normalised_pixel_loss_decreases(tmp_path, one_thread):
     assert_learns(tmp_path, "teacher", factor=0.985)
 
 
+@pytest.mark.slow
 def test_latent_prediction_loss_decreases(trained):
     assert_learns(trained, "student", factor=0.5)
     done = json.loads((trained / "student" / "final" / "done.json").read_text())
@@ -219,6 +213,7 @@ def ema_spec(tmp_path: Path, *overrides: str):
     return spec
 
 
+@pytest.mark.slow
 def test_ema_latent_prediction_learns_and_target_follows_student(tmp_path, one_thread):
     spec = ema_spec(tmp_path, *train("student", LEARN_STEPS, batch=8, log_every=LEARN_EVERY))
     runner = StageRunner(spec, "student", spec.stages["student"], Dist())
@@ -242,6 +237,7 @@ def test_ema_latent_prediction_learns_and_target_follows_student(tmp_path, one_t
     assert distance(target, init) < distance(student, init), "the EMA target moved further than the student"
 
 
+@pytest.mark.slow
 def test_ema_after_step_is_a_lerp_with_the_scheduled_momentum(tmp_path, one_thread):
     spec = ema_spec(tmp_path, *train("student", 100), "stages.student.objective.momentum=[0.9, 1.0]")
     runner = StageRunner(spec, "student", spec.stages["student"], Dist())
@@ -328,31 +324,7 @@ def test_kill9_mid_student_then_resume_matches_uninterrupted(tmp_path, trained):
     assert max(row["step"] for row in rows) == RESUME_STEPS
 
 
-# ----------------------------------------------------------------------------- the pipeline, the plan
-
-
-@pytest.mark.slow
-def test_tiny_pipeline_end_to_end(tmp_path):
-    spec = load_spec(str(SALT))
-    probes = {name: st for name, st in spec.stages.items() if st.kind == "probe"}
-    expected = {
-        name: "random" if getattr(st.encoder, "random", None) else st.encoder.stage
-        for name, st in probes.items()
-    }
-    assert set(expected.values()) == {"student", "teacher", "random"}, expected
-    args: list[str] = []
-    for name in spec.stages:
-        args += probe(name) if name in probes else train(name, 3, log_every=3)
-    r = engine(str(SALT), f"run.output={tmp_path}", *args, timeout=120)
-    assert r.returncode == 0, r.stdout + r.stderr
-    for stage in spec.stages:
-        assert (tmp_path / stage / "final" / "done.json").exists(), f"{stage} did not finish"
-    for name, encoder in expected.items():
-        res = json.loads((tmp_path / name / "results.json").read_text())
-        assert res["encoder"] == encoder, (name, res)
-        assert 0.0 <= res["top1"] <= 1.0, (name, res)
-        assert res["classes"] == probes[name].data.num_classes, (name, res)
-        assert f"{name}: top1 {res['top1']:.3f}" in r.stdout, f"the console does not show {name}'s result"
+# ------------------------------------------------------------------------- images, eval sets, the plan
 
 
 def test_png_encoder_round_trips_through_zlib():
@@ -381,6 +353,7 @@ def test_png_encoder_round_trips_through_zlib():
         assert np.array_equal(rows[:, 1:].reshape(h, w, channels), image)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("norm_pixels", [False, True])
 def test_stage1_reconstruction_image_shows_input_masked_and_reconstruction(tmp_path, norm_pixels):
     """images(): three rows (input, masked, reconstruction) of T frames; unmasked pixels are the input's."""

@@ -351,6 +351,7 @@ def test_infeasible_families_are_rejected(fields: dict, where: str, message: str
     assert any(field == where and message in text for field, text in problems(err.value)), problems(err.value)
 
 
+@pytest.mark.slow
 def test_spec_trains_a_few_steps_and_scores_both_splits(tmp_path, one_thread) -> None:
 
     spec = load_spec(
@@ -369,4 +370,3 @@ def test_spec_trains_a_few_steps_and_scores_both_splits(tmp_path, one_thread) ->
     losses = [r["loss"] for r in rows if "loss" in r]
     assert len(losses) == 2 and all(np.isfinite(losses))
     assert set(results["train"]) >= {"acc/train", "acc/eval"}
-    assert all(0.0 <= results["train"][k] <= 1.0 for k in ("acc/train", "acc/eval"))

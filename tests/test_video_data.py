@@ -432,6 +432,7 @@ def test_bad_files_are_listed_in_the_stage_directory(videos: dict, tmp_path) -> 
 TINY_VIT = {"dim": 32, "depth": 1, "heads": 2, "mlp": 64}
 
 
+@pytest.mark.slow
 def test_training_stage_lists_bad_clips(videos: dict, tmp_path) -> None:
     """The trainer hands the generator its stage directory: a stage over a manifest with bad files lists them."""
     from engine.runtime.distributed import Dist
