@@ -124,3 +124,13 @@ def test_every_paper_page_is_indexed() -> None:
     papers += ("backtrack", "rl_wall", "echo_chamber", "loss_to_loss", "random_features")
     assert {f"{p}.md" for p in papers} <= set(pages), pages
     assert not [p for p in pages if f"(papers/{p})" not in index], "docs/README.md must link every paper page"
+
+
+def test_ci_runs_exactly_the_readme_test_command() -> None:
+    """CI's last command is the one line under the README's `## Tests` heading, so the two cannot drift."""
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("\n## Tests\n", 1)[1]
+    command = section.split("```\n", 2)[1].strip()
+    assert "\n" not in command, command
+    ci = [line for line in (ROOT / ".ci" / "run").read_text().splitlines() if line.strip()]
+    assert ci[-1].strip() == command, (ci[-1], command)
