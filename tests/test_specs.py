@@ -10,8 +10,7 @@ import json
 from pathlib import Path
 
 import pytest
-
-from tests.helpers import REPO, engine, train_in_process
+from helpers import REPO, engine, train_in_process
 
 SPECS = sorted(p.stem for p in (REPO / "specs").glob("*.yaml"))
 
