@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from schemas.models import ParamCount, StepFlops, ViT, probe_classes, vit_block_params
 from schemas.spec import ProbeStage, Resources, Spec, TrainStage
@@ -12,25 +13,32 @@ from .memory import memory, memory_per_rank
 from .report import Flops, Plan, StagePlan, Tokens
 
 
+def _batching(stage: TrainStage | ProbeStage, resources: Resources) -> dict[str, Any]:
+    """What every stage's plan says of its schedule: kind, steps, and how its global batch splits over ranks."""
+    batch = stage.batch.global_
+    per_rank = batch // resources.world
+    micro = stage.batch.micro or per_rank
+    return {
+        "kind": stage.kind,
+        "steps": stage.schedule.steps,
+        "global_batch": batch,
+        "micro_batch": micro,
+        "grad_accumulation": per_rank // micro,
+    }
+
+
 def plan_stage(stage: TrainStage, resources: Resources) -> StagePlan:
     """Parameters, expected tokens, FLOPs and memory per rank of one transformer training stage."""
     cfg = stage.model
     vocab = stage.vocab_size
     params = cfg.param_count(vocab)
     mean_t, mean_t_t1 = stage.data.length_stats("train")
-    batch = stage.batch.global_
-    steps = stage.schedule.steps
-    per_rank = batch // resources.world
-    micro = stage.batch.micro or per_rank
+    batch, steps = stage.batch.global_, stage.schedule.steps
     tokens_per_step = batch * mean_t
     return StagePlan(
-        kind=stage.kind,
+        **_batching(stage, resources),
         model=cfg.kind,
         vocab_size=vocab,
-        steps=steps,
-        global_batch=batch,
-        micro_batch=micro,
-        grad_accumulation=per_rank // micro,
         params=params,
         tokens=Tokens(per_example=mean_t, per_step=tokens_per_step, total=tokens_per_step * steps),
         flops=Flops.of(stage.objective.step_flops(cfg, vocab, tokens_per_step, batch * mean_t_t1), steps),
@@ -147,17 +155,11 @@ def _video_plan(
 ) -> StagePlan:
     """A video stage's plan from its parameters, one step's FLOPs, its clip tokens and activation shape."""
     batch, steps = stage.batch.global_, stage.schedule.steps
-    per_rank = batch // resources.world
-    micro = stage.batch.micro or per_rank
     dim, depth = activations
     return StagePlan(
-        kind=stage.kind,
+        **_batching(stage, resources),
         model=model,
         vocab_size=None,
-        steps=steps,
-        global_batch=batch,
-        micro_batch=micro,
-        grad_accumulation=per_rank // micro,
         params=params,
         tokens=Tokens(per_example=tokens, per_step=batch * tokens, total=batch * tokens * steps),
         flops=Flops.of(step, steps),
