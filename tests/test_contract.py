@@ -146,7 +146,7 @@ def test_the_objective_base_answers_what_trainer_and_evaluators_ask():
 
     plain = Plain()
     assert plain.images(None) == {} and plain.results({"top1": 0.5}) is None
-    for ask in (lambda: plain.predict(None), lambda: plain.next_logits(None, None)):
+    for ask in (lambda: plain.predict(None), lambda: plain.decoder()):
         with pytest.raises(NotImplementedError, match="Plain predicts no tokens"):
             ask()
     with pytest.raises(NotImplementedError, match="Plain classifies nothing"):

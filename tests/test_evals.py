@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 import torch
@@ -142,25 +144,37 @@ def test_exact_match_logs_the_best_expert_beside_kg_accuracy():
     assert 0.0 < ev.reference["test"] <= 1.0
 
 
-class GoldModel:
-    """A stand-in language model that continues each known example with its gold tokens (or a wrong one)."""
+class GoldModel(torch.nn.Module):
+    """A stand-in decoder that continues each known example with its gold tokens (or a wrong first one).
+
+    It speaks generation's KV-cache protocol: a prefill of the left-padded prompts, then one column per step.
+    """
 
     def __init__(self, examples, vocab: int, corrupt: bool = False):
+        super().__init__()
         self.gold = [examples[i] for i in range(len(examples))]
         self.vocab, self.corrupt = vocab, corrupt
+        self.cfg = SimpleNamespace(position=SimpleNamespace(kind="rope"))
+        self.blocks = torch.nn.ModuleList()  # no layers to cache
+        self.seen = torch.zeros(0, 0, dtype=torch.long)
 
-    def __call__(self, tokens, positions=None):
+    def forward(self, tokens, positions=None, cache=None):
+        fresh = cache.length == tokens.shape[1]  # a prefill starts new sequences
+        self.seen = tokens if fresh else torch.cat([self.seen, tokens], 1)
         B, W = tokens.shape
         logits = torch.zeros(B, W, self.vocab)
         for b in range(B):
-            row = tokens[b].tolist()
-            ex = next(e for e in self.gold if row[: len(e.prompt)] == e.prompt.tolist())
+            row = self.seen[b].tolist()
+            while row and row[0] == 0:  # left padding
+                row.pop(0)
+            ex = next((e for e in self.gold if row[: len(e.prompt)] == e.prompt.tolist()), None)
+            if ex is None:
+                continue
             seq = ex.tokens.tolist()
-            for t in range(min(W, len(seq) - 1)):
-                nxt = seq[t + 1]
-                if self.corrupt and t + 1 == len(ex.prompt):  # the first answer token is off by one
-                    nxt = (nxt + 1) % self.vocab
-                logits[b, t, nxt] = 1.0
+            nxt = seq[len(row)] if len(row) < len(seq) else 2  # EOS once the gold tokens are out
+            if self.corrupt and len(row) == len(ex.prompt):  # the first answer token is off by one
+                nxt = (nxt + 1) % self.vocab
+            logits[b, -1, nxt] = 1.0
         return logits, {}
 
 
@@ -170,8 +184,8 @@ class ModelObjective(Objective):
     def __init__(self, model):
         self.model = model
 
-    def next_logits(self, tokens, positions):
-        return self.model(tokens, positions)[0]
+    def decoder(self):
+        return self.model
 
 
 def test_verified_decodes_greedily_and_scores_with_the_verifier():

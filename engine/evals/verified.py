@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 
 from engine.data.base import Examples, Generator
+from engine.generate import greedy, max_positions
 from engine.objectives.base import Objective
 from engine.runtime.distributed import Dist
 from schemas.evals import Verified as VerifiedConfig
@@ -18,9 +18,9 @@ class Verified:
     connectivity's decision and evidence) also `check/<key>/<split>`.
 
     Unlike exact_match, any right answer counts: another shortest path, another valid search trace, any
-    correct Sudoku grid. Decoding is greedy with the whole sequence re-run per token (no KV cache), so it costs
-    (answer length) forward passes per batch; every rank runs the same number of them. Coupled position ids of
-    generated tokens are the example's own (as under teacher forcing); beyond the example they keep counting.
+    correct Sudoku grid. Decoding is KV-cached greedy generation (`engine.generate`); every rank runs the same
+    number of forwards. Generated tokens of a coupled-position model take the example's own ids (as under
+    teacher forcing; beyond the example they keep counting), or the ids its position head predicts (PPC).
     """
 
     def __init__(self, cfg: VerifiedConfig, gen: Generator, data_cfg, seed: int, stage: str, dist: Dist):
@@ -34,39 +34,17 @@ class Verified:
             ex = next(iter(self.sets.values()))[0][0]
             self.checks = sorted(gen.check(ex, ex.tokens[len(ex.prompt) :].tolist()))
 
-    def _decode(self, objective: Objective, part: Examples, device: torch.device) -> list[list[int]]:
+    def _decode(self, objective: Objective, part: Examples) -> list[list[int]]:
         """Greedy completions (EOS included when produced) of the prompts in `part`."""
-        B = len(part)
-        prompt = np.array([len(part[b].prompt) for b in range(B)])
-        tokens = torch.full((B, self.limit), self.gen.vocab.pad, dtype=torch.long)
-        for b in range(B):
-            tokens[b, : prompt[b]] = torch.from_numpy(part.tokens[b, : prompt[b]].astype(np.int64))
-        positions = None
-        if part.positions is not None:  # the example's ids, then counting on from its last
-            positions = torch.zeros((B, self.limit), dtype=torch.long)
-            for b in range(B):
-                n = int(part.lengths[b])
-                positions[b, :n] = torch.from_numpy(part.positions[b, :n].astype(np.int64))
-                positions[b, n:] = positions[b, n - 1] + 1 + torch.arange(self.limit - n)
-            positions = positions.to(device)
-        tokens = tokens.to(device)
-        cur = torch.from_numpy(prompt).to(device)
-        done = cur >= self.limit
-        steps = self.cfg.max_new_tokens or self.limit - int(prompt.min())
-        rows = torch.arange(B, device=device)
-        for _ in range(steps):
-            width = int(cur.clamp(max=self.limit).max())
-            pos = None if positions is None else positions[:, :width]
-            logits = objective.next_logits(tokens[:, :width], pos)
-            nxt = logits[rows, (cur - 1).clamp(max=width - 1)].argmax(-1)
-            live = ~done
-            tokens[rows[live], cur[live]] = nxt[live]
-            cur = torch.where(live, cur + 1, cur)
-            done = done | (live & (nxt == self.gen.vocab.eos)) | (cur >= self.limit)
-            if not self.dist.all_reduce(torch.tensor([float((~done).sum())]))[0]:  # every rank is done
-                break
-        cur, tokens = cur.tolist(), tokens.tolist()
-        return [tokens[b][prompt[b] : cur[b]] for b in range(B)]
+        examples = [part[b] for b in range(len(part))]
+        prompts = [ex.prompt for ex in examples]
+        longest = max(len(p) for p in prompts)
+        new = self.cfg.max_new_tokens or self.limit - min(len(p) for p in prompts)
+        model = objective.decoder()
+        table = max_positions(model)
+        if table is not None:  # the model's position table bounds the longest prompt's continuation
+            new = min(new, table - longest)
+        return greedy(model, examples, new, self.gen.vocab, self.dist).tokens
 
     @torch.no_grad()
     def __call__(self, objective: Objective, step: int) -> dict[str, float]:
@@ -79,7 +57,7 @@ class Verified:
         for split, (ex, real) in self.sets.items():
             for start in range(0, len(ex), self.cfg.batch):
                 part = ex.slice(start, min(start + self.cfg.batch, len(ex)))
-                completions = self._decode(objective, part, self.dist.device)
+                completions = self._decode(objective, part)
                 for b, completion in enumerate(completions[: max(0, real - start)]):
                     example = part[b]
                     sums[f"verified/{split}"] += float(self.gen.verify(example, completion))

@@ -113,6 +113,64 @@ def sincos3d_table(dim: int, grid: tuple[int, int, int], base: float = 10000.0) 
     return torch.cat(parts, dim=-1)[:, :dim].to(torch.float32)  # [N, dim]
 
 
+# ----------------------------------------------------------------------------- KV cache (decoding)
+
+
+class LayerCache:
+    """One layer's keys and values for batched decoding, preallocated at the first write: [B, KV, S, hd].
+
+    `start` is where the keys of the tokens being run go (the same column for every sequence: prompts are
+    left-padded), `mask` [B, 1, L, start + L] says which cached keys each new query may read.
+    """
+
+    def __init__(self, size: int) -> None:
+        self.size = size  # S: prompt + generated tokens at most
+        self.k: Tensor | None = None
+        self.v: Tensor | None = None
+        self.start = 0
+        self.mask: Tensor | None = None
+
+    def extend(self, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        """Write the new keys and values k, v [B, KV, L, hd] at `start`; all keys so far [B, KV, start+L, hd]."""
+        B, KV, L, hd = k.shape
+        if self.k is None:
+            self.k = k.new_empty(B, KV, self.size, hd)
+            self.v = v.new_empty(B, KV, self.size, hd)
+        end = self.start + L
+        if end > self.size:
+            raise ValueError(f"the KV cache holds {self.size} tokens; cannot write up to {end}")
+        self.k[:, :, self.start : end] = k
+        self.v[:, :, self.start : end] = v
+        return self.k[:, :, :end], self.v[:, :, :end]
+
+
+class KVCache:
+    """The caches of a model's layers for B sequences of at most `size` tokens, left-padded to a common column.
+
+    Before each forward, `step(real)` is told which of the next L columns hold real tokens ([B, L] bool:
+    False at left padding); it sets every layer's write column and attention mask.
+    """
+
+    def __init__(self, layers: int, batch: int, size: int, device: torch.device) -> None:
+        self.layers = [LayerCache(size) for _ in range(layers)]
+        self.real = torch.zeros(batch, size, dtype=torch.bool, device=device)  # columns holding real tokens
+        self.length = 0  # columns written so far
+
+    def step(self, real: Tensor) -> None:
+        """Prepare the next forward over L new columns, `real` [B, L] marking the non-padding ones."""
+        start, L = self.length, real.shape[1]
+        self.real[:, start : start + L] = real
+        col = torch.arange(start + L, device=real.device)
+        row = torch.arange(start, start + L, device=real.device)
+        causal = col[None, :] <= row[:, None]  # [L, start + L]: query i reads keys up to its own column
+        mask = self.real[:, None, None, : start + L] & causal  # [B, 1, L, start + L]
+        # a padding query reads itself, so that no row of the mask is empty (its output is never used)
+        mask = mask | (col[None, :] == row[:, None])
+        for layer in self.layers:
+            layer.start, layer.mask = start, mask
+        self.length = start + L
+
+
 # ----------------------------------------------------------------------------- attention
 #
 # Parameter layouts, named as the checkpoints each model loads:
@@ -173,11 +231,18 @@ class Attention(nn.Module):
             raise ValueError(f"unknown attention layout {layout!r}; expected 'llama' or 'vjepa'")
 
     def forward(
-        self, x: Tensor, ctx: Tensor | None = None, cos: Tensor | None = None, sin: Tensor | None = None
+        self,
+        x: Tensor,
+        ctx: Tensor | None = None,
+        cos: Tensor | None = None,
+        sin: Tensor | None = None,
+        cache: LayerCache | None = None,
     ) -> Tensor:
         """x [B, L, dim] attends to itself, or to ctx [B, S, dim] if cross -> [B, L, dim].
 
         q and k are rotated by `rope` when the tables cos, sin are given (self-attention: one set of positions).
+        With a `cache` (causal self-attention, decoding), x holds the new tokens only: their keys and values are
+        appended to the cache and the queries attend to every cached key that `cache.mask` allows.
         """
         if (ctx is not None) != self.cross:
             raise ValueError("cross-attention takes ctx, self-attention does not")
@@ -198,7 +263,11 @@ class Attention(nn.Module):
         if cos is not None and sin is not None:
             q, k = self.rope(q, cos, sin), self.rope(k, cos, sin)
         # y [B, H, L, hd]; with grouped kv heads, query head h reads kv head h // (heads // kv_heads)
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=self.causal, enable_gqa=KV != H)
+        if cache is not None:
+            k, v = cache.extend(k, v)  # [B, KV, start + L, hd]
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=cache.mask, enable_gqa=KV != H)
+        else:
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=self.causal, enable_gqa=KV != H)
         y = y.transpose(1, 2).reshape(B, L, D)  # [B, L, dim]
         if not self.out_proj:
             return y

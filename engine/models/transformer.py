@@ -21,7 +21,7 @@ from torch import Tensor, nn
 from schemas.models import Transformer as TransformerConfig
 from schemas.models import ffn_hidden
 
-from .layers import MLP, Attention, make_norm, rope_cos_sin
+from .layers import MLP, Attention, KVCache, LayerCache, make_norm, rope_cos_sin
 from .moe import MoE
 
 __all__ = ["Block", "Transformer", "build"]
@@ -50,10 +50,14 @@ class Block(nn.Module):
             self.ffn = MLP(cfg.dim, ffn_hidden(cfg.dim, cfg.ffn), cfg.ffn.activation, cfg.bias)
 
     def forward(
-        self, x: Tensor, cos: Tensor | None = None, sin: Tensor | None = None
+        self,
+        x: Tensor,
+        cos: Tensor | None = None,
+        sin: Tensor | None = None,
+        cache: LayerCache | None = None,
     ) -> tuple[Tensor, dict[str, Tensor]]:
         """x [B, L, dim] -> (x [B, L, dim], aux: {} for dense, {lb_loss, z_loss, load} for MoE)."""
-        x = x + self.attn(self.norm1(x), cos=cos, sin=sin)
+        x = x + self.attn(self.norm1(x), cos=cos, sin=sin, cache=cache)
         if isinstance(self.ffn, MoE):
             h, aux = self.ffn(self.norm2(x))
         else:
@@ -101,10 +105,16 @@ class Transformer(nn.Module):
             elif isinstance(m, nn.RMSNorm | nn.LayerNorm):
                 m.reset_parameters()
 
-    def _position_ids(self, tokens: Tensor, positions: Tensor | None) -> Tensor | None:
-        """Position ids [L] (0..L-1) or [B, L] (coupled, from the batch); None for NoPE."""
+    def _position_ids(self, tokens: Tensor, positions: Tensor | None, cached: bool) -> Tensor | None:
+        """Position ids [L] (0..L-1) or [B, L] (coupled, or the decoder's own under a KV cache); None for NoPE."""
         pos = self.cfg.position
         B, L = tokens.shape
+        if pos.kind == "nope":
+            return None
+        if cached:  # decoding: every sequence's own ids (left padding shifts them), given by the decoder
+            if positions is None or positions.shape != tokens.shape:
+                raise ValueError("decoding with a KV cache needs position ids [B, L] for the new tokens")
+            return positions.long()
         if pos.kind == "coupled":
             if positions is None:
                 raise ValueError(
@@ -116,18 +126,20 @@ class Transformer(nn.Module):
                     f"positions shape {tuple(positions.shape)} != tokens shape {tuple(tokens.shape)}"
                 )
             return positions.long()
-        if pos.kind == "nope":
-            return None
         if pos.kind == "learned" and L > pos.max_len:
             raise ValueError(f"sequence length {L} exceeds position.max_len={pos.max_len}; raise max_len")
         return torch.arange(L, device=tokens.device)
 
-    def forward(self, tokens: Tensor, positions: Tensor | None = None) -> tuple[Tensor, dict[str, Tensor]]:
+    def forward(
+        self, tokens: Tensor, positions: Tensor | None = None, cache: KVCache | None = None
+    ) -> tuple[Tensor, dict[str, Tensor]]:
         """tokens [B, L] (+ positions [B, L] for coupled) -> (logits [B, L, V], aux dict).
 
-        `positions` is ignored unless the position kind is 'coupled'.
+        `positions` is ignored unless the position kind is 'coupled', or a `cache` is given: then tokens are
+        the next columns of the sequences being decoded (`cache.step` was told which are padding), positions
+        are their ids for every position kind, and their keys and values are appended to the cache.
         """
-        ids = self._position_ids(tokens, positions)
+        ids = self._position_ids(tokens, positions, cache is not None)
         x = self.tok_emb(tokens)  # [B, L, dim]
         if self.pos_emb is not None:
             x = x + self.pos_emb(ids)  # ids [L] or [B, L]
@@ -136,8 +148,8 @@ class Transformer(nn.Module):
             cos, sin = rope_cos_sin(ids, self.cfg.head_dim, self.rope_base)  # [B or 1, 1, L, hd]
 
         moe_stats: dict[str, list[Tensor]] = {}
-        for block in self.blocks:
-            x, block_aux = block(x, cos, sin)
+        for i, block in enumerate(self.blocks):
+            x, block_aux = block(x, cos, sin, cache=None if cache is None else cache.layers[i])
             for key, value in block_aux.items():
                 moe_stats.setdefault(key, []).append(value)
 

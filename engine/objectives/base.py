@@ -35,7 +35,7 @@ class Objective:
     """Base of every objective: `models` holds every module it checkpoints and writes to final/.
 
     Subclasses build their extra modules (predictor, EMA target, frozen teacher) from the build context,
-    and implement `collate`, `count` and `__call__`, and whichever of `predict`, `next_logits` and `logits`
+    and implement `collate`, `count` and `__call__`, and whichever of `predict`, `decoder` and `logits`
     their stage's evaluators call. Frozen modules (a teacher) are not in `models`: they are loaded from
     their own final/ weights whenever the stage is built.
     """
@@ -99,8 +99,8 @@ class Objective:
         mask [B, L-1] and the model's auxiliary outputs (exact_match, accuracy_by_length)."""
         raise NotImplementedError(f"{type(self).__name__} predicts no tokens")
 
-    def next_logits(self, tokens: torch.Tensor, positions: torch.Tensor | None) -> torch.Tensor:
-        """Next-token logits [B, L, V] at every position of `tokens` [B, L] (greedy decoding: verified)."""
+    def decoder(self) -> nn.Module:
+        """The token model that generation decodes (`engine.generate`: verified, sampling)."""
         raise NotImplementedError(f"{type(self).__name__} predicts no tokens")
 
     def logits(self, batch: Any) -> torch.Tensor:

@@ -48,9 +48,9 @@ class NextToken(Objective):
         mask = batch.loss_mask[:, 1:]  # position t predicts token t+1
         return logits[mask].float(), batch.tokens[:, 1:][mask], mask, aux
 
-    def next_logits(self, tokens: torch.Tensor, positions: torch.Tensor | None) -> torch.Tensor:
-        """The model's logits [B, L, V] at every position of `tokens`."""
-        return self.model(tokens, positions)[0]
+    def decoder(self) -> nn.Module:
+        """The model, which generation decodes with its KV cache."""
+        return self.model
 
     def __call__(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """The loss to minimise and detached metrics (ce, token accuracy, MoE statistics)."""

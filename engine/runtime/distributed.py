@@ -50,6 +50,12 @@ class Dist:
             dist.all_reduce(t, op=op, group=self.cpu_group)
         return t
 
+    def any(self, flag: bool) -> bool:
+        """Whether `flag` is true on any rank (every rank must call it)."""
+        if not self.distributed:
+            return flag
+        return bool(self.all_reduce(torch.tensor([float(flag)]))[0] > 0)
+
     def all_gather_object(self, obj: Any) -> list[Any]:
         """Every rank's picklable `obj`, in rank order, on every rank (over the CPU group; `[obj]` alone)."""
         if not self.distributed:
