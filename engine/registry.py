@@ -38,6 +38,8 @@ EVALS: dict[type, str] = {
     evals.ExactMatch: "engine.evals.exact_match:ExactMatch",
     evals.Top1: "engine.evals.top1:Top1",
     evals.Verified: "engine.evals.verified:Verified",
+    evals.Sampling: "engine.evals.sampling:SamplingEval",
+    evals.TestTimeScaling: "engine.evals.sampling:TestTimeScalingEval",
 }
 # Stage kind -> what builds its objective (and through it every module the stage trains).
 STAGES: dict[type, str] = {

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
-from .base import Examples, Problems, Steps, Strict, Tokens, kinded
+from .base import Examples, Problems, Steps, Strict, Tokens, kinded, spec_error
 from .data import TokenData
 from .models import AttentiveProbe
 
@@ -115,7 +115,27 @@ class ExactMatch(AnswerEvaluator):
         _known_splits(self.splits, data, at, p)
 
 
-class Verified(AnswerEvaluator):
+def _fits_context(new: int | None, stage: Any, at: str, p: Problems) -> None:
+    """`new` generated tokens leave room for a prompt in the model's position table (learned positions)."""
+    context = getattr(stage.final_model, "context", None)
+    if new is not None and context is not None and new >= context:
+        p.add(
+            f"{at}.max_new_tokens",
+            f"{new} new tokens leave no room for a prompt in the model's {context} positions "
+            f"(position.max_len); lower it below {context} or raise max_len",
+        )
+
+
+class Sampled(AnswerEvaluator):
+    """What evaluators that sample completions share: how a completion is drawn."""
+
+    def check(self, stage: Any, at: str, p: Problems) -> None:
+        """A token model's stage, and generation fits the model's position table."""
+        super().check(stage, at, p)
+        _fits_context(self.max_new_tokens, stage, at, p)
+
+
+class Verified(Sampled):
     """Greedy decoding of the answer to fixed prompts, scored by the generator's own verifier."""
 
     kind: Literal["verified"] = Field(
@@ -141,6 +161,87 @@ class Verified(AnswerEvaluator):
         _known_splits(self.splits, data, at, p)
 
 
+class Sampling(Sampled):
+    """n sampled completions per prompt at each temperature, scored by the data's verifier: pass@k, maj@k,
+    best-of-n, mean completion length and the data's own checks, per split and temperature."""
+
+    kind: Literal["sampling"] = Field(
+        "sampling", description="pass@k, maj@k and best-of-n of sampled completions, per split and temperature."
+    )
+    n: Examples = Field(64, gt=0, description="Samples per prompt at each temperature above 0 (one at T = 0).")
+    k: list[Annotated[int, Field(gt=0)]] = Field(
+        default_factory=lambda: [1, 8, 64],
+        min_length=1,
+        description="The k of pass@k and maj@k (each at most n); logged as pass@<k>/<split>/T<temperature>.",
+    )
+    temperatures: list[Annotated[float, Field(ge=0)]] = Field(
+        default_factory=lambda: [0.0, 0.7, 1.0],
+        min_length=1,
+        description="Sampling temperatures; 0 is greedy decoding (one completion per prompt).",
+    )
+    top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling: keep the smallest set of tokens of this mass.")
+    top_k: int | None = Field(None, gt=0, description="Sample among the k most likely tokens only; null = all.")
+    max_new_tokens: Tokens | None = Field(
+        None, gt=0, description="Tokens generated per completion at most; default: up to the data's longest example."
+    )
+    splits: list[str] = Field(
+        default_factory=lambda: ["eval"], min_length=1, description="Data splits whose prompts are sampled."
+    )
+    examples: Examples = Field(
+        128, gt=0, description="Prompts per split (split over ranks; a fixed set for the whole run)."
+    )
+    batch: Examples = Field(64, gt=0, description="Sequences decoded together on each rank.")
+
+    @model_validator(mode="after")
+    def _k_at_most_n(self) -> Sampling:
+        big = [k for k in self.k if k > self.n]
+        if big:
+            raise spec_error("k", f"k={big} exceed n={self.n} samples per prompt; raise n or lower k")
+        return self
+
+    def check_tokens(self, data: TokenData, at: str, p: Problems) -> None:
+        """Every split evaluated is one of the data's."""
+        _known_splits(self.splits, data, at, p)
+
+
+class TestTimeScaling(Sampled):
+    """Accuracy against inference compute as the number of samples N grows: maj@N, best-of-N (and any@N for
+    tasks with a certificate) with the inference tokens and FLOPs (2·N_active per token) they cost; writes a
+    table (JSON, Markdown) and a plot, one curve per evaluated model."""
+
+    kind: Literal["test_time_scaling"] = Field(
+        "test_time_scaling", description="Accuracy vs inference FLOPs as the number of samples N grows."
+    )
+    samples: list[Annotated[int, Field(gt=0)]] = Field(
+        default_factory=lambda: [1, 2, 4, 8, 16, 32],
+        min_length=1,
+        description="The numbers of samples N per prompt to score (the largest is drawn; smaller N use blocks of it).",
+    )
+    temperature: float = Field(1.0, gt=0, description="Sampling temperature (Let Me Think samples at 1).")
+    top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling: keep the smallest set of tokens of this mass.")
+    top_k: int | None = Field(None, gt=0, description="Sample among the k most likely tokens only; null = all.")
+    max_new_tokens: Tokens | None = Field(
+        None, gt=0, description="Tokens generated per completion at most; default: up to the data's longest example."
+    )
+    split: str = Field("eval", description="The data split whose prompts are sampled.")
+    examples: Examples = Field(
+        128, gt=0, description="Prompts (split over ranks; a fixed set for the whole run)."
+    )
+    batch: Examples = Field(64, gt=0, description="Sequences decoded together on each rank.")
+
+    def check_tokens(self, data: TokenData, at: str, p: Problems) -> None:
+        """The split is one of the data's."""
+        if self.split not in data.SPLITS:
+            p.add(f"{at}.split", f"{data.kind} has no split {self.split!r}; its splits are {list(data.SPLITS)}")
+
+
 Eval = kinded(
-    AccuracyByLength, ExactMatch, Top1, Verified, default=None, description="An evaluator, by `kind`."
+    AccuracyByLength,
+    ExactMatch,
+    Top1,
+    Verified,
+    Sampling,
+    TestTimeScaling,
+    default=None,
+    description="An evaluator, by `kind`.",
 )

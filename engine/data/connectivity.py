@@ -34,6 +34,10 @@ MAX_DEGREE = 5  # a junction: two arcs in, three out
 class Connectivity:
     """Generator of Bridge(d) connectivity examples; train and eval are the same distribution."""
 
+    # The check a sample's certificate passes, and the score of a decision without one (a coin flip between
+    # t1 and t2): Let Me Think's any@N = P(some sample has a certificate) + 0.5 * (1 - that).
+    certificate = ("evidence", 0.5)
+
     def __init__(self, cfg: ConnectivityConfig):
         self.cfg = cfg
         self.vocab = Vocab(cfg.vocab_tokens())

@@ -46,6 +46,16 @@ class Connectivity(TokenData):
         ":", "[", "(", ",", ")", "]",
     )  # fmt: skip
     MAX_DEPTH: ClassVar[int] = 100
+
+    def best_of_n_reference(self, samples: list[int]) -> dict[str, list[float]]:
+        """Let Me Think's analytic best-of-N at each N: a random DFS visitation is a valid Path with probability
+        (2/3)(1/2)^(d-1), and is the shortest path with probability (1/3)(1/4)^(d-1)."""
+        d = self.depth
+        path, shortest = 2**d / (3 * 4 ** (d - 1)), 1 / (3 * 4 ** (d - 1))
+        return {
+            "random Path": [1 - (1 - path) ** n for n in samples],
+            "random shortest path": [1 - (1 - shortest) ** n for n in samples],
+        }
     MAX_WALK: ClassVar[int] = 1000
 
     @model_validator(mode="after")
