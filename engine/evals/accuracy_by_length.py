@@ -8,6 +8,7 @@ import torch
 
 from engine.data.base import Generator
 from engine.data.stream import eval_examples
+from engine.generate import greedy
 from engine.objectives.base import Batch, Objective
 from engine.runtime.distributed import Dist
 from schemas.evals import AccuracyByLength as AccuracyByLengthConfig
@@ -27,7 +28,9 @@ class AccuracyByLength:
 
     Teacher-forced argmax at every answer token; an example is correct when all of them are. This equals
     greedy decoding of the answer: a greedy decoder emits the gold token at each answer position exactly when
-    the teacher-forced argmax there is the gold token, given that all earlier ones were.
+    the teacher-forced argmax there is the gold token, given that all earlier ones were. A model that predicts
+    its own position ids (PPC) is decoded instead (`engine.generate`, feeding back the ids it predicts, as at
+    inference): teacher forcing would hand it the gold ids.
     """
 
     def __init__(
@@ -48,9 +51,17 @@ class AccuracyByLength:
     def __call__(self, objective: Objective, step: int) -> dict[str, float]:
         """Evaluate every length; every rank runs the same number of forward passes."""
         counts = torch.zeros(len(self.lengths), 2, dtype=torch.float64)
+        decoded = getattr(objective.decoder(), "pos_head", None) is not None
         for i, n in enumerate(self.lengths):
             ex = self.sets[n]
             for start in range(0, len(ex), self.cfg.batch):
+                if decoded:
+                    examples = [ex[b] for b in range(start, min(start + self.cfg.batch, len(ex)))]
+                    new = max(len(e.answer) for e in examples)
+                    got = greedy(objective.decoder(), examples, new, self.gen.vocab, self.dist).tokens
+                    counts[i, 0] += sum(g == e.answer.tolist() for g, e in zip(got, examples, strict=True))
+                    counts[i, 1] += len(examples)
+                    continue
                 batch = Batch.from_examples(
                     ex.slice(start, min(start + self.cfg.batch, len(ex))), self.dist.device
                 )
