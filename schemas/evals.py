@@ -166,9 +166,12 @@ class Sampling(Sampled):
     best-of-n, mean completion length and the data's own checks, per split and temperature."""
 
     kind: Literal["sampling"] = Field(
-        "sampling", description="pass@k, maj@k and best-of-n of sampled completions, per split and temperature."
+        "sampling",
+        description="pass@k, maj@k and best-of-n of sampled completions, per split and temperature.",
     )
-    n: Examples = Field(64, gt=0, description="Samples per prompt at each temperature above 0 (one at T = 0).")
+    n: Examples = Field(
+        64, gt=0, description="Samples per prompt at each temperature above 0 (one at T = 0)."
+    )
     k: list[Annotated[int, Field(gt=0)]] = Field(
         default_factory=lambda: [1, 8, 64],
         min_length=1,
@@ -179,10 +182,16 @@ class Sampling(Sampled):
         min_length=1,
         description="Sampling temperatures; 0 is greedy decoding (one completion per prompt).",
     )
-    top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling: keep the smallest set of tokens of this mass.")
-    top_k: int | None = Field(None, gt=0, description="Sample among the k most likely tokens only; null = all.")
+    top_p: float = Field(
+        1.0, gt=0, le=1, description="Nucleus sampling: keep the smallest set of tokens of this mass."
+    )
+    top_k: int | None = Field(
+        None, gt=0, description="Sample among the k most likely tokens only; null = all."
+    )
     max_new_tokens: Tokens | None = Field(
-        None, gt=0, description="Tokens generated per completion at most; default: up to the data's longest example."
+        None,
+        gt=0,
+        description="Tokens generated per completion at most; default: up to the data's longest example.",
     )
     splits: list[str] = Field(
         default_factory=lambda: ["eval"], min_length=1, description="Data splits whose prompts are sampled."
@@ -218,10 +227,16 @@ class TestTimeScaling(Sampled):
         description="The numbers of samples N per prompt to score (the largest is drawn; smaller N use blocks of it).",
     )
     temperature: float = Field(1.0, gt=0, description="Sampling temperature (Let Me Think samples at 1).")
-    top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling: keep the smallest set of tokens of this mass.")
-    top_k: int | None = Field(None, gt=0, description="Sample among the k most likely tokens only; null = all.")
+    top_p: float = Field(
+        1.0, gt=0, le=1, description="Nucleus sampling: keep the smallest set of tokens of this mass."
+    )
+    top_k: int | None = Field(
+        None, gt=0, description="Sample among the k most likely tokens only; null = all."
+    )
     max_new_tokens: Tokens | None = Field(
-        None, gt=0, description="Tokens generated per completion at most; default: up to the data's longest example."
+        None,
+        gt=0,
+        description="Tokens generated per completion at most; default: up to the data's longest example.",
     )
     split: str = Field("eval", description="The data split whose prompts are sampled.")
     examples: Examples = Field(
@@ -232,7 +247,9 @@ class TestTimeScaling(Sampled):
     def check_tokens(self, data: TokenData, at: str, p: Problems) -> None:
         """The split is one of the data's."""
         if self.split not in data.SPLITS:
-            p.add(f"{at}.split", f"{data.kind} has no split {self.split!r}; its splits are {list(data.SPLITS)}")
+            p.add(
+                f"{at}.split", f"{data.kind} has no split {self.split!r}; its splits are {list(data.SPLITS)}"
+            )
 
 
 Eval = kinded(

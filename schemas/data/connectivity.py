@@ -56,6 +56,7 @@ class Connectivity(TokenData):
             "random Path": [1 - (1 - path) ** n for n in samples],
             "random shortest path": [1 - (1 - shortest) ** n for n in samples],
         }
+
     MAX_WALK: ClassVar[int] = 1000
 
     @model_validator(mode="after")
