@@ -3,7 +3,7 @@ what generators share (`UnknownSplit`, the `mix64` hash)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -135,6 +135,13 @@ def cat_meta(arrays: list[np.ndarray]) -> np.ndarray:
     return np.concatenate([np.pad(a, w, constant_values=fill) for a, w in zip(arrays, pads, strict=True)])
 
 
+def through_eos(completion: Sequence[int], eos: int) -> tuple[int, ...]:
+    """The tokens of a completion up to and including its first EOS (all of them without one): the `answer`
+    of tasks whose verifier reads no further."""
+    out = tuple(int(t) for t in completion)
+    return out[: out.index(eos) + 1] if eos in out else out
+
+
 def mix64(x: np.ndarray) -> np.ndarray:
     """splitmix64's finaliser: a bijective, well-mixed hash of uint64 values (wrapping arithmetic)."""
     z = x + np.uint64(0x9E3779B97F4A7C15)
@@ -159,6 +166,12 @@ class Generator(Protocol):
 
     def verify(self, example: Example, completion: Sequence[int]) -> bool:
         """Whether `completion` (token ids generated after the prompt) is a correct answer."""
+        ...
+
+    def answer(self, example: Example, completion: Sequence[int]) -> Hashable | None:
+        """The part of a completion a majority vote is taken over (a decision node, a grid, a path, the tokens
+        through EOS), or None when none can be read. Equal answers are judged alike: if `verify` accepts c1 and
+        answer(c2) == answer(c1), it accepts c2."""
         ...
 
     def render(self, example: Example) -> str:

@@ -283,6 +283,11 @@ class Connectivity:
         """Decision correctness: exactly one decision node, and it is the target connected to s."""
         return self.check(example, completion)["decision"]
 
+    def answer(self, example: Example, completion: Sequence[int]) -> int | None:
+        """The decision node, when exactly one is given (what maj@N votes over)."""
+        decision = self.parse(completion)["decision"]
+        return decision[0] if len(decision) == 1 else None
+
     def render(self, example: Example) -> str:
         """The paper's text: `graph: [..]`, `task: s to t1 or t2 /`, then `work: [..]` and `decision: [..]`."""
         text = []

@@ -31,7 +31,7 @@ import numpy as np
 
 from schemas.data import CopyTask
 
-from .base import Example, Examples, UnknownSplit, Vocab
+from .base import Example, Examples, UnknownSplit, Vocab, through_eos
 
 BOS, EOS, SEP = 1, 2, 3  # symbol s has id SYM0 + s
 SYM0 = 4
@@ -115,6 +115,10 @@ class CopyReverse:
         """Correct iff the completion starts with the copied (or reversed) input and EOS; later tokens are ignored."""
         want = answer(example.prompt, self.reverse)
         return want is not None and [int(t) for t in completion[: len(want)]] == want
+
+    def answer(self, example: Example, completion: Sequence[int]) -> tuple[int, ...]:
+        """The completion through its first EOS (what the verifier compares)."""
+        return through_eos(completion, self.vocab.eos)
 
     def render(self, example: Example) -> str:
         """`BOS x.. SEP -> y.. EOS` with n, o and the coupled ids of prompt | answer."""

@@ -688,6 +688,43 @@ class Countdown:
 
     # -- verifier and renderer
 
+    def solution(self, example: Example, completion: Sequence[int]) -> tuple[tuple, int] | None:
+        """The operations (a, op, b, result) of the path a completion reaches the target by, and its count of
+        Exploring lines up to the goal; None when it reaches none validly (see `rate`)."""
+        comp = np.asarray(completion, dtype=np.int64).reshape(-1)
+        stop = np.flatnonzero((comp == VOCAB.eos) | (comp == VOCAB.pad) | (comp < 0) | (comp >= len(VOCAB)))
+        comp = comp[: stop[0]] if len(stop) else comp
+        trace = compact(np.concatenate([np.asarray(example.prompt, dtype=np.int64)[1:], comp]))
+        goal = _GOAL.search(trace)
+        if goal is None:
+            return None
+        head = trace[: goal.start()]
+        final = _last(_EXPLORING.finditer(head))
+        if final is None or final.end() != goal.start():
+            return None
+        state = _last(_STATE.finditer(head, 0, final.start()))
+        target = int(example.meta["target"])
+        if state is None or int(state[1]) != target or not _OP_LIST.fullmatch(state[2]):
+            return None
+        if int(goal[1]) != int(final[4]) or int(goal[2]) != target:
+            return None
+        path = [m.groups() for m in _OP.finditer(state[2])] + [final.groups()]
+        left = [int(x) for x in np.asarray(example.meta["nums"]).tolist()]
+        ops = []
+        for a, op, b, r in path:
+            a, b, r = int(a), int(b), int(r)
+            if not _exact(a, op, b, r):
+                return None
+            for x in (a, b):
+                if x not in left:
+                    return None
+                left.remove(x)
+            left.append(r)
+            ops.append((a, op, b, r))
+        if left != [target]:
+            return None
+        return tuple(ops), head.count("X")
+
     def rate(self, example: Example, completion: Sequence[int]) -> float:
         """The paper's rating of a completion: 1 - (Exploring lines + 1) / tree size for a valid path, else 0.
 
@@ -696,37 +733,16 @@ class Countdown:
         + and * in either order, - and / larger first, / exact) to a single number equal to the target.
         Exploring lines are counted up to the goal; tokens after the first END are ignored.
         """
-        comp = np.asarray(completion, dtype=np.int64).reshape(-1)
-        stop = np.flatnonzero((comp == VOCAB.eos) | (comp == VOCAB.pad) | (comp < 0) | (comp >= len(VOCAB)))
-        comp = comp[: stop[0]] if len(stop) else comp
-        trace = compact(np.concatenate([np.asarray(example.prompt, dtype=np.int64)[1:], comp]))
-        goal = _GOAL.search(trace)
-        if goal is None:
-            return 0.0
-        head = trace[: goal.start()]
-        final = _last(_EXPLORING.finditer(head))
-        if final is None or final.end() != goal.start():
-            return 0.0
-        state = _last(_STATE.finditer(head, 0, final.start()))
-        target = int(example.meta["target"])
-        if state is None or int(state[1]) != target or not _OP_LIST.fullmatch(state[2]):
-            return 0.0
-        if int(goal[1]) != int(final[4]) or int(goal[2]) != target:
-            return 0.0
-        path = [m.groups() for m in _OP.finditer(state[2])] + [final.groups()]
-        left = [int(x) for x in np.asarray(example.meta["nums"]).tolist()]
-        for a, op, b, r in path:
-            a, b, r = int(a), int(b), int(r)
-            if not _exact(a, op, b, r):
-                return 0.0
-            for x in (a, b):
-                if x not in left:
-                    return 0.0
-                left.remove(x)
-            left.append(r)
-        if left != [target]:
-            return 0.0
-        return max(0.0, 1.0 - (head.count("X") + 1) / self.max_nodes)
+        found = self.solution(example, completion)
+        return 0.0 if found is None else max(0.0, 1.0 - (found[1] + 1) / self.max_nodes)
+
+    def answer(self, example: Example, completion: Sequence[int]) -> tuple | None:
+        """The operations of the valid path to the target (None without one): two traces that find the same
+        solution vote together, however long their search was."""
+        found = self.solution(example, completion)
+        if found is None or found[1] + 1 >= self.max_nodes:  # rated 0: not an answer the verifier accepts
+            return None
+        return found[0]
 
     def verify(self, example: Example, completion: Sequence[int]) -> bool:
         """Correct iff the completion's rating is above 0 (a valid path to the target, as in the paper)."""

@@ -436,6 +436,16 @@ class KgExperts:
             return len(before) >= 1 and before[-1] == gold
         return before == [gold]
 
+    def answer(self, example: Example, completion: Sequence[int]) -> tuple[int, ...] | int | None:
+        """The tokens before the first '.' (with cot: the last of them, the object named); None without '.'."""
+        completion = [int(t) for t in completion]
+        if self.dot not in completion:
+            return None
+        before = completion[: completion.index(self.dot)]
+        if self.cfg.cot:
+            return before[-1] if before else None
+        return tuple(before)
+
     def render(self, example: Example) -> str:
         """Training text (loss on every token), or a cloze prompt -> answer with the experts' chances."""
         if "answer" not in example.meta:

@@ -26,7 +26,7 @@ import numpy as np
 
 from schemas.data import PhoneBook as PhoneBookConfig
 
-from .base import Example, Examples, UnknownSplit, Vocab, mix64
+from .base import Example, Examples, UnknownSplit, Vocab, mix64, through_eos
 
 COLON, SEMI, DIGIT0 = 3, 4, 5  # ids of ':', ';' and '0' (PhoneBookConfig.SPECIALS)
 FIRST0 = len(PhoneBookConfig.SPECIALS)  # id of the first first-name token; last names follow the first names
@@ -183,6 +183,15 @@ class PhoneBook:
         if (entry < 0).any() or (lines[:, 2] != COLON).any() or (lines[:, -1] != SEMI).any():
             return False
         return bool(np.array_equal(lines[:, 3:-1], self.digit_tokens(entry)))
+
+    def answer(self, example: Example, completion: Sequence[int]) -> tuple[int, ...]:
+        """A query's: the leading run of digits (the number recalled; the verifier wants exactly the book's).
+        A document's: the completion through its first EOS."""
+        if len(example.prompt) > 1:
+            out = [int(t) for t in completion]
+            end = next((i for i, t in enumerate(out) if not DIGIT0 <= t < DIGIT0 + 10), len(out))
+            return tuple(out[:end])
+        return through_eos(completion, self.vocab.eos)
 
     def render(self, example: Example) -> str:
         """Query: `F12 L873 : -> 5550123456`; document: its first lines, one per line, numbers run together."""

@@ -245,6 +245,11 @@ class ShortestPath:
             return False
         return len(walk) - 1 == bfs_distance(adj, s, t)
 
+    def answer(self, example: Example, completion: Sequence[int]) -> tuple[int, ...]:
+        """The walk before the first EOS (all of it without one): the path the verifier checks."""
+        out = [int(x) for x in completion]
+        return tuple(out[: out.index(self.vocab.eos)] if self.vocab.eos in out else out)
+
     def render(self, example: Example) -> str:
         """The prompt, then `->` and the answer path, with the graph's size and the query's distance."""
         meta = example.meta

@@ -38,7 +38,7 @@ import numpy as np
 
 from schemas.data import SolutionTree as SolutionTreeConfig
 
-from .base import Example, Examples, UnknownSplit, Vocab
+from .base import Example, Examples, UnknownSplit, Vocab, through_eos
 
 COLON, S_, P_, C_, A_, I_ = range(3, 9)  # marker ids after PAD, BOS, EOS
 NUM = len(SolutionTreeConfig.SPECIAL)  # id of the number token "0"
@@ -317,6 +317,10 @@ class SolutionTree:
             and len(got) >= len(expected)
             and np.array_equal(got[: len(expected)], expected)
         )
+
+    def answer(self, example: Example, completion: Sequence[int]) -> tuple[int, ...]:
+        """The completion through its first EOS (what the verifier compares)."""
+        return through_eos(completion, self.vocab.eos)
 
     def render(self, example: Example) -> str:
         """`BOS S s0 P p0 C c0 ... : -> S s0 A a0 ... EOS` with n and the pool index when there is one."""

@@ -70,6 +70,10 @@ class SparseParity:
         parity = int(((body == ONE_P).sum()) % 2)
         return len(completion) > 0 and int(completion[0]) == (ONE if parity else ZERO)
 
+    def answer(self, example: Example, completion: Sequence[int]) -> int | None:
+        """The first generated token (the parity bit the verifier reads)."""
+        return int(completion[0]) if len(completion) else None
+
     def render(self, example: Example) -> str:
         """`BOS 0 1* 1 ... = y EOS` with the answer marked."""
         return f"{VOCAB.decode(example.prompt)} -> {VOCAB.decode(example.answer)}   (k={int(example.meta['k'])}, L={int(example.meta['length'])})"

@@ -884,6 +884,11 @@ class Sudoku:
         grid = answer_grid(completion)
         return grid is not None and valid_solution(grid, givens(example.prompt))
 
+    def answer(self, example: Example, completion: Sequence[int]) -> tuple[int, ...] | None:
+        """The grid after SOL_S, row-major (None when there is none)."""
+        grid = answer_grid(completion)
+        return None if grid is None else tuple(int(v) for v in np.asarray(grid).reshape(-1))
+
     def render(self, example: Example, max_lines: int = 40) -> str:
         """Puzzle and solution grids side by side, then the trace (up to `max_lines` lines)."""
         puzzle = givens(example.prompt)

@@ -37,7 +37,7 @@ import numpy as np
 
 from schemas.data import VariableAssignment as VariableAssignmentConfig
 
-from .base import Example, Examples, UnknownSplit, Vocab
+from .base import Example, Examples, UnknownSplit, Vocab, through_eos
 
 BOS, EOS, EQ, SEMI, QUERY = 1, 2, 3, 4, 5
 DIGIT0 = len(VariableAssignmentConfig.SPECIALS)  # digit d has id DIGIT0 + d
@@ -206,6 +206,10 @@ class VariableAssignment:
         """Correct iff the completion starts with the chain from the query to its value, then EOS."""
         want = solve(example.prompt)
         return want is not None and [int(t) for t in completion[: len(want)]] == want
+
+    def answer(self, example: Example, completion: Sequence[int]) -> tuple[int, ...]:
+        """The completion through its first EOS (what the verifier compares)."""
+        return through_eos(completion, self.vocab.eos)
 
     def render(self, example: Example) -> str:
         """`BOS statements ? v = -> v .. value EOS` with m, hops, o and the answer's coupled ids."""
