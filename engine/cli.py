@@ -1,4 +1,4 @@
-"""Command line: `engine [run] SPEC [overrides]`, `launch`, `validate`, `plan`, `schema`, `sample`."""
+"""Command line: `engine [run] SPEC [overrides]`, `launch`, `validate`, `plan`, `schema`, `sample`, `evaluate`."""
 
 from __future__ import annotations
 
@@ -12,13 +12,14 @@ from collections.abc import Sequence
 
 from schemas import Issue, Spec, SpecError, load_spec
 
-COMMANDS = ("run", "launch", "validate", "plan", "schema", "sample")
+COMMANDS = ("run", "launch", "validate", "plan", "schema", "sample", "evaluate")
 USER_ERROR = 2
 PLAN_WARNED = 1  # `engine plan --strict` on a plan with warnings
 USAGE = (
     "usage: engine [run] SPEC [key=value ...] [--stage NAME] [--accept-changes] | "
     "launch [torchrun options] SPEC [key=value ...] | validate SPEC... [--format text|json|github] | "
-    "plan SPEC [--json] [--strict] | schema [-o FILE] | sample SPEC [--stage S] [--split eval] [-n 4]"
+    "plan SPEC [--json] [--strict] | schema [-o FILE] | sample SPEC [--stage S] [--split eval] [-n 4] | "
+    "evaluate SPEC [key=value ...] --stage NAME"
 )
 
 
@@ -309,6 +310,38 @@ def cmd_run(argv: Sequence[str]) -> int:
         help="resume stages whose spec changed in fields that may change on resume (schedule.steps)",
     )
     a = p.parse_intermixed_args(argv)
+
+    def work(spec: Spec, dist, identities) -> dict[str, dict[str, float]]:
+        from engine.runtime.trainer import run_spec
+
+        return run_spec(spec, dist, a.stage, identities)
+
+    return _launch(a, argv, work)
+
+
+def cmd_evaluate(argv: Sequence[str]) -> int:
+    """Run a stage's evaluators on its final weights, without training (under torchrun or one process)."""
+    p = argparse.ArgumentParser(
+        prog="engine evaluate",
+        description="Evaluate a finished stage's weights: engine evaluate SPEC --stage NAME.",
+    )
+    p.add_argument("spec", help="spec file")
+    p.add_argument("overrides", nargs="*", help="key.path=value overrides")
+    p.add_argument("--stage", required=True, help="the stage whose evaluators run on its final weights")
+    a = p.parse_intermixed_args(argv)
+    a.accept_changes = False
+
+    def work(spec: Spec, dist, identities) -> dict[str, dict[str, float]]:
+        from engine.runtime.trainer import evaluate_stage
+
+        return {a.stage: evaluate_stage(spec, dist, a.stage)}
+
+    return _launch(a, ["evaluate", *argv], work)
+
+
+def _launch(a: argparse.Namespace, argv: Sequence[str], work) -> int:
+    """Load the spec, start the process group, take the run directory's lease, check it against the spec, run
+    `work(spec, dist, identities)` and report; the exit status says how it ended (0, 2 user error, 3, 128+sig)."""
     rank = int(os.environ.get("RANK", "0"))
     _setup_logging(rank)
     spec = _load(a.spec, a.overrides, report=rank == 0)
@@ -323,7 +356,7 @@ def cmd_run(argv: Sequence[str]) -> int:
     from engine.runtime.lease import LeaseError, take
     from engine.runtime.rundir import RunDirConflict, check_output
     from engine.runtime.signals import Aborted
-    from engine.runtime.trainer import LaunchError, NonFiniteLoss, Preempted, prepare, run_spec
+    from engine.runtime.trainer import LaunchError, NonFiniteLoss, Preempted, prepare
     from engine.runtime.watchdog import watch_launcher
 
     log = logging.getLogger("engine")
@@ -347,7 +380,7 @@ def cmd_run(argv: Sequence[str]) -> int:
                 log.info(
                     "note: running on %d rank(s); resources asks for %d", dist.world, spec.resources.world
                 )
-        results = run_spec(spec, dist, a.stage, identities)
+        results = work(spec, dist, identities)
         if lease is not None:
             lease.check()  # lost while the last steps or final/ were written
         if dist.main:
@@ -424,4 +457,5 @@ def main(argv: Sequence[str] | None = None) -> int:
         "plan": cmd_plan,
         "schema": cmd_schema,
         "sample": cmd_sample,
+        "evaluate": cmd_evaluate,
     }[command](rest)

@@ -48,6 +48,14 @@ STAGES: dict[type, str] = {
 }
 
 
+# Stage kind -> what runs it: the training loop, or evaluation alone.
+RUNNERS: dict[type, str] = {
+    spec.TrainStage: "engine.runtime.trainer:StageRunner",
+    spec.ProbeStage: "engine.runtime.trainer:StageRunner",
+    spec.EvaluateStage: "engine.runtime.evaluate:EvaluateRunner",
+}
+
+
 def _resolve(table: dict[type, str], cfg: Any) -> Any:
     target = table.get(type(cfg))
     if target is None:
@@ -75,6 +83,11 @@ def build_objective(cfg: Any, models: dict[str, Any], ctx: Any) -> Any:
 def build_stage_objective(stage: Any, ctx: Any) -> Any:
     """The objective of a stage, with every module it trains; `ctx` is the stage's BuildContext."""
     return _resolve(STAGES, stage)(stage, ctx)
+
+
+def stage_runner(stage: Any) -> Any:
+    """The class that runs a stage of this kind (`Runner(spec, name, stage, dist)` with `done()` and `run()`)."""
+    return _resolve(RUNNERS, stage)
 
 
 def build_eval(cfg: Any, **context: Any) -> Any:

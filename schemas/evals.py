@@ -32,6 +32,11 @@ class Evaluator(Strict):
         """Record at `at` what this evaluator asks of the token data of a transformer's stage that `data`
         cannot give (e.g. a split). Default: nothing."""
 
+    def inference_tokens(self, data: Any) -> float:
+        """Tokens one evaluation runs through one model (prefilled or generated), expected from the data's
+        length model: what `plan` prices at 2·N_active per token. Default: none (not a token model)."""
+        return 0.0
+
 
 class AnswerEvaluator(Evaluator):
     """Evaluators of the answers of a token model: a train stage of a transformer on token data."""
@@ -42,6 +47,14 @@ class AnswerEvaluator(Evaluator):
             p.add(f"{at}.kind", f"a probe stage is evaluated by top1, not {self.kind}")
         elif not isinstance(stage.data, TokenData):
             p.add(f"{at}.kind", f"{self.kind} evaluates token answers, not video")
+
+
+def mean_tokens(data: TokenData, split: str) -> float:
+    """Expected tokens of one example of `split` (the data's longest where its length model has no such split)."""
+    try:
+        return data.length_stats(split)[0]
+    except (ValueError, KeyError, AttributeError, NotImplementedError):
+        return float(data.max_seq_len())
 
 
 def _known_splits(splits: list[str], data: TokenData, at: str, p: Problems) -> None:
@@ -65,6 +78,10 @@ class AccuracyByLength(AnswerEvaluator):
         256, gt=0, description="Examples per length (split over ranks; a fixed set for the whole run)."
     )
     batch: Examples = Field(128, gt=0, description="Examples per forward pass on each rank.")
+
+    def inference_tokens(self, data: Any) -> float:
+        """Every example of every length, teacher-forced (the default lengths: six)."""
+        return self.examples * len(self.lengths or range(6)) * mean_tokens(data, "eval")
 
     def check_tokens(self, data: TokenData, at: str, p: Problems) -> None:
         """The data has an input-length axis, and every length evaluated lies within what it can make."""
@@ -109,6 +126,10 @@ class ExactMatch(AnswerEvaluator):
         256, gt=0, description="Examples per split (split over ranks; a fixed set for the whole run)."
     )
     batch: Examples = Field(128, gt=0, description="Examples per forward pass on each rank.")
+
+    def inference_tokens(self, data: Any) -> float:
+        """Every example of every split, teacher-forced."""
+        return self.examples * sum(mean_tokens(data, s) for s in self.splits)
 
     def check_tokens(self, data: TokenData, at: str, p: Problems) -> None:
         """Every split evaluated is one of the data's."""
@@ -155,6 +176,10 @@ class Verified(Sampled):
         gt=0,
         description="Tokens generated per prompt at most; default: up to the data's longest example.",
     )
+
+    def inference_tokens(self, data: Any) -> float:
+        """Every prompt of every split, prefilled, and its answer generated (about an example's length)."""
+        return self.examples * sum(mean_tokens(data, s) for s in self.splits)
 
     def check_tokens(self, data: TokenData, at: str, p: Problems) -> None:
         """Every split evaluated is one of the data's."""
@@ -208,6 +233,11 @@ class Sampling(Sampled):
             raise spec_error("k", f"k={big} exceed n={self.n} samples per prompt; raise n or lower k")
         return self
 
+    def inference_tokens(self, data: Any) -> float:
+        """n samples of every prompt at each temperature above 0, one at 0, each about an example long."""
+        per_prompt = sum(1 if t == 0 else self.n for t in self.temperatures)
+        return self.examples * per_prompt * sum(mean_tokens(data, s) for s in self.splits)
+
     def check_tokens(self, data: TokenData, at: str, p: Problems) -> None:
         """Every split evaluated is one of the data's."""
         _known_splits(self.splits, data, at, p)
@@ -243,6 +273,10 @@ class TestTimeScaling(Sampled):
         128, gt=0, description="Prompts (split over ranks; a fixed set for the whole run)."
     )
     batch: Examples = Field(64, gt=0, description="Sequences decoded together on each rank.")
+
+    def inference_tokens(self, data: Any) -> float:
+        """The largest N samples of every prompt, each about an example long."""
+        return self.examples * max(self.samples) * mean_tokens(data, self.split)
 
     def check_tokens(self, data: TokenData, at: str, p: Problems) -> None:
         """The split is one of the data's."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import re
+from dataclasses import dataclass
 from typing import Annotated, ClassVar, Literal
 
 from pydantic import Field, field_validator, model_validator
@@ -17,6 +18,7 @@ from .training import (
     AdamW,
     Batch,
     Checkpointing,
+    CheckpointRef,
     Distributed,
     EncoderRef,
     Logging,
@@ -296,7 +298,114 @@ def _weights_load(
         )
 
 
-Stage = kinded(TrainStage, ProbeStage, default="train", description="A stage, by `kind` (default train).")
+class EvaluateStage(StageRules):
+    """Evaluators run once on finished token models, without training: one model, or several side by side
+    (each evaluator's results hold one entry per model)."""
+
+    # Everything but how the evaluation is logged and sharded determines what it writes.
+    OPERATIONAL: ClassVar[frozenset[str]] = frozenset({"logging", "distributed"})
+
+    kind: Literal["evaluate"] = Field(
+        "evaluate", description="Stage kind: evaluate finished models, no training."
+    )
+    models: dict[str, WeightsRef] = Field(
+        min_length=1,
+        description="The models evaluated, by label: {stage: NAME} (an earlier stage's final weights) or "
+        "{checkpoint: URL} (a final/ directory).",
+    )
+    data: Data | None = Field(
+        None,
+        description="The data the evaluators draw from; default: each model's own stage's data (required when a "
+        "model is a checkpoint).",
+    )
+    distributed: Distributed = Field(default_factory=Distributed, description="Sharding and precision.")
+    logging: Logging = Field(default_factory=Logging, description="Metric logging.")
+    evals: list[Eval] = Field(min_length=1, description="The evaluations, run once on every model.")
+
+    @property
+    def final_model(self) -> None:
+        """Nothing is trained: final/ holds the evaluation's record only."""
+        return None
+
+    @property
+    def vocab_size(self) -> None:
+        """Each model keeps the vocabulary it was built with (its stage's, or its checkpoint's)."""
+        return None
+
+    @model_validator(mode="after")
+    def _data_of_checkpoints(self) -> EvaluateStage:
+        p = Problems()
+        if self.data is None:
+            bare = [label for label, ref in self.models.items() if isinstance(ref, CheckpointRef)]
+            if bare:
+                p.add(
+                    "data", f"models {bare} are checkpoints, whose data the spec does not know; give `data`"
+                )
+        elif not isinstance(self.data, TokenData):
+            p.add("data.kind", f"an evaluate stage scores token models; {self.data.kind!r} makes video clips")
+        p.check()
+        return self
+
+    def data_of(self, label: str, stages: dict[str, StageRules]) -> TokenData | None:
+        """The data a model is evaluated on: the stage's own `data`, else that of the stage the model comes from."""
+        if self.data is not None:
+            return self.data
+        ref = self.models[label]
+        return stages[ref.stage].data if isinstance(ref, StageRef) and ref.stage in stages else None
+
+    def check_models(self, name: str, stages: dict[str, StageRules], p: Problems) -> None:
+        """Each `{stage: X}` is an earlier stage that trains a transformer on tokens, which the data fits, and
+        every evaluator can evaluate every model on its data (a checkpoint's model is checked when it loads)."""
+        earlier = list(stages)
+        for label, ref in self.models.items():
+            at = f"stages.{name}.models.{label}"
+            model = None
+            if isinstance(ref, StageRef):
+                source = stages.get(ref.stage)
+                if source is None:
+                    shown = ", ".join(earlier) or "none"
+                    p.add(f"{at}.stage", f"{ref.stage!r} is not an earlier stage (earlier stages: {shown})")
+                    continue
+                if not isinstance(source, TrainStage) or not isinstance(source.model, Transformer):
+                    p.add(
+                        f"{at}.stage",
+                        f"stage {ref.stage!r} does not train a token transformer; evaluate stages score those",
+                    )
+                    continue
+                model = source.model
+            data = self.data_of(label, stages)
+            if data is None:
+                continue
+            sub = Problems()
+            if model is not None and self.data is not None:
+                _token_rules(model, data, sub)
+                vocab = stages[ref.stage].vocab_size
+                if vocab < data.vocab_size:
+                    sub.add(
+                        "data.kind",
+                        f"the model's vocabulary ({vocab} tokens, from stage {ref.stage!r}) is smaller than "
+                        f"this data's ({data.vocab_size}); evaluate it on data of its own vocabulary",
+                    )
+            for i, ev in enumerate(self.evals):
+                ev.check(_Evaluated(model, data), f"evals.{i}", sub)
+                ev.check_tokens(data, f"evals.{i}", sub)
+            for field, message in sub.items:
+                where = f"{at}.stage" if field.startswith(("model.", "data.")) else f"stages.{name}.{field}"
+                p.add(where, f"{message} (model {label})")
+
+
+@dataclass(frozen=True)
+class _Evaluated:
+    """What an evaluator checks of the stage it evaluates: the model and the data (an evaluate stage's view of
+    one of its models)."""
+
+    final_model: Transformer | None  # None: a checkpoint, whose config the spec does not hold
+    data: TokenData
+
+
+Stage = kinded(
+    TrainStage, ProbeStage, EvaluateStage, default="train", description="A stage, by `kind` (default train)."
+)
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]*$")
 
@@ -323,6 +432,9 @@ class Spec(Strict):
             if not _NAME.match(name):
                 p.add(f"stages.{name}", f"stage name {name!r} must be letters, digits, '_' or '-'")
             earlier = names[:i]
+            if isinstance(stage, EvaluateStage):
+                stage.check_models(name, {n: self.stages[n] for n in earlier}, p)
+                continue
             refs = []  # (dotted field, referenced stage, needs a vit)
             if isinstance(stage, TrainStage):
                 if isinstance(stage.init, StageRef):

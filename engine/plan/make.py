@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import astuple
 from typing import Any
 
 from schemas.models import ParamCount, StepFlops, ViT, probe_classes, vit_block_params
-from schemas.spec import ProbeStage, Resources, Spec, TrainStage
+from schemas.spec import EvaluateStage, ProbeStage, Resources, Spec, TrainStage
 
 from .launch import Launch, sbatch_script, torchrun_command
-from .memory import memory, memory_per_rank
+from .memory import memory, memory_of_nothing, memory_per_rank
 from .report import Flops, Plan, StagePlan, Tokens
 
 
@@ -177,7 +178,42 @@ def _video_plan(
     )
 
 
-def _plan_stage(name: str, stage: TrainStage | ProbeStage, spec: Spec) -> StagePlan:
+def plan_evaluate_stage(stage: EvaluateStage, spec: Spec) -> StagePlan:
+    """Per evaluated model: its active parameters and the tokens its evaluators run through it, priced at
+    2·N_active per token (the papers' inference convention); checkpoints are priced when they load."""
+    inference: dict[str, dict[str, float]] = {}
+    total = ParamCount(0, 0, 0, 0, 0)
+    for label, ref in stage.models.items():
+        source = spec.stages.get(getattr(ref, "stage", ""))
+        if source is None:
+            inference[label] = {"params": 0, "tokens": 0.0, "flops": 0.0}
+            continue
+        params = source.model.param_count(source.vocab_size)
+        data = stage.data_of(label, spec.stages)
+        tokens = sum(e.inference_tokens(data) for e in stage.evals)
+        inference[label] = {"params": params.active, "tokens": tokens, "flops": 2.0 * params.active * tokens}
+        total = ParamCount(*(a + b for a, b in zip(astuple(total), astuple(params), strict=True)))
+    tokens = sum(i["tokens"] for i in inference.values())
+    flops = sum(i["flops"] for i in inference.values())
+    return StagePlan(
+        kind=stage.kind,
+        model="transformer",
+        vocab_size=None,
+        steps=0,
+        global_batch=0,
+        micro_batch=0,
+        grad_accumulation=0,
+        params=total,
+        tokens=Tokens(per_example=0.0, per_step=tokens, total=tokens),
+        flops=Flops.of(StepFlops(frozen_2nd=flops), 1),
+        memory_per_rank=memory_of_nothing(),
+        inference=inference,
+    )
+
+
+def _plan_stage(name: str, stage: TrainStage | ProbeStage | EvaluateStage, spec: Spec) -> StagePlan:
+    if isinstance(stage, EvaluateStage):
+        return plan_evaluate_stage(stage, spec)
     if isinstance(stage, ProbeStage):
         return plan_probe_stage(stage, spec, spec.resources)
     if stage.model.kind == "transformer":

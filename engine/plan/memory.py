@@ -26,6 +26,11 @@ class Memory:
     total: int
 
 
+def memory_of_nothing() -> Memory:
+    """No training state (an evaluate stage): the models' weights are what it holds."""
+    return Memory(False, 1, 4, 0, 0, False, 0, 0, 0, 0, 0, 0)
+
+
 def compute_bytes(stage: TrainStage | ProbeStage, resources: Resources) -> int:
     """Bytes per element of the compute dtype: 2 for bf16 (or auto on CUDA), else 4."""
     precision = stage.distributed.precision

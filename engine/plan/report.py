@@ -72,6 +72,7 @@ class StagePlan:
     flops: Flops
     memory_per_rank: Memory
     unplanned: str | None = None  # why the counts are zero: what the plan cannot know before the run
+    inference: dict[str, dict[str, float]] | None = None  # evaluate stages: per model, params, tokens, FLOPs
 
 
 @dataclass(frozen=True)
@@ -130,6 +131,17 @@ class Plan:
         for name, s in self.stages.items():
             p, t, f, m = s.params, s.tokens, s.flops, s.memory_per_rank
             precision = "bf16" if m.bytes_per_el == 2 else "fp32"
+            if s.inference is not None:
+                out += ["", f"stage {name} ({s.kind}): {len(s.inference)} model(s), no training"]
+                for label, inf in s.inference.items():
+                    if not inf["params"]:
+                        out.append(f"  {label:<12} a checkpoint: its size is known when it loads")
+                        continue
+                    out.append(
+                        f"  {label:<12} params active {fmt_count(inf['params'])}  inference tokens"
+                        f" ~{fmt_count(inf['tokens'])}  FLOPs ~{fmt_flops(inf['flops'])} (2·N per token)"
+                    )
+                continue
             out += [
                 "",
                 f"stage {name} ({s.kind}, {s.model}{f', vocab {s.vocab_size}' if s.vocab_size else ''}): "

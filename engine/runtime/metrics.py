@@ -230,7 +230,7 @@ class Metrics:
         if self.tb is not None:
             for k, v in values.items():
                 if isinstance(v, int | float) and math.isfinite(v):
-                    self.tb.add_scalar(k, v, step)
+                    self.tb.add_scalar(k.replace("@", "_at_"), v, step)  # TensorBoard refuses "@"
 
     def text(self, tag: str, text: str, step: int) -> None:
         """A text sample in TensorBoard (e.g. a rendered example)."""

@@ -225,7 +225,7 @@ def inspect(spec: Spec, precision: dict[str, str]) -> list[StageState]:
     states = []
     for name, stage in spec.stages.items():
         url = f"{output}/{name}"
-        ckpt = getattr(stage.checkpoint, "url", None) or f"{url}/checkpoints"
+        ckpt = getattr(getattr(stage, "checkpoint", None), "url", None) or f"{url}/checkpoints"
         recorded = read_json(f"{url}/{FINGERPRINT}") if exists(f"{url}/{FINGERPRINT}") else None
         states.append(
             StageState(

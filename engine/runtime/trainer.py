@@ -12,6 +12,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
 from torch.distributed.fsdp import FSDPModule
 
 from engine import registry
@@ -21,9 +22,10 @@ from schemas.spec import ProbeStage, Spec, TrainStage
 from schemas.training import AdamW, Schedule
 
 from . import rundir, watchdog
-from .checkpoint import Checkpointer, final_intact, read_json, save_final, write_json
+from .checkpoint import Checkpointer, final_intact, load_final, read_json, save_final, write_json
 from .context import BuildContext
 from .distributed import Dist, LaunchError
+from .evaluate import write_results
 from .metrics import Metrics
 from .parallel import autocast, bf16
 from .signals import Aborted, Preemption
@@ -204,6 +206,7 @@ class StageRunner:
             )
             for e in st.evals
         ]
+        self.last_by_eval: list[dict[str, float]] = [{} for _ in self.evals]  # each evaluator's last results
         self.stream = Stream(
             self.gen,
             self.spec.run.seed,
@@ -275,9 +278,10 @@ class StageRunner:
             every = st.logging.images_every
             if every and self.objective.shows_images and (done % every == 0 or done == st.schedule.steps):
                 self._images(metrics, done)
-            for ev, cfg in zip(self.evals, st.evals, strict=True):
+            for i, (ev, cfg) in enumerate(zip(self.evals, st.evals, strict=True)):
                 if done % cfg.every == 0 or done == st.schedule.steps:
-                    last_eval.update(self._evaluate(ev, done, metrics))
+                    self.last_by_eval[i] = self._evaluate(ev, done, metrics)
+                    last_eval.update(self.last_by_eval[i])
             elapsed = elapsed0 + time.perf_counter() - t_start
             if stats.stop:
                 if not preemption.requested:  # another rank asked: was it for the launcher we share?
@@ -301,9 +305,40 @@ class StageRunner:
         results = self.objective.results(last_eval)
         if results is not None and dist.main:
             write_json(f"{self.url}/results.json", results)
+        if dist.main and all(self.last_by_eval):
+            write_results(
+                self.url, self.name, st.evals, self.evals, [{self.name: r} for r in self.last_by_eval]
+            )
         save_final(f"{self.url}/final", self.models, done_info, dist)
         metrics.close()
         return last_eval
+
+    def evaluate(self) -> dict[str, float]:
+        """Run the stage's evaluators on its final weights, without training, and write their results files
+        (`engine evaluate`); metrics.jsonl is left as the training wrote it."""
+        st, dist = self.stage, self.dist
+        if not st.evals:
+            raise LaunchError(f"stage {self.name} has no evaluators; add some to stages.{self.name}.evals")
+        if not self.done():
+            raise LaunchError(
+                f"stage {self.name} has not finished ({self.url}/final/done.json does not exist); run it first: "
+                f"python -m engine SPEC --stage {self.name}"
+            )
+        self.build()
+        options = StateDictOptions(full_state_dict=True)
+        for key, model in self.models.items():
+            set_model_state_dict(model, load_final(f"{self.url}/final", key), options=options)
+            model.eval()
+        out: dict[str, float] = {}
+        for i, ev in enumerate(self.evals):
+            with autocast(st.distributed, dist, self.sharded):
+                self.last_by_eval[i] = ev(self.objective, st.schedule.steps)
+            out.update(self.last_by_eval[i])
+        if dist.main:
+            write_results(
+                self.url, self.name, st.evals, self.evals, [{self.name: r} for r in self.last_by_eval]
+            )
+        return out
 
     def _nonfinite(self, what: str, value: float, step: int) -> str:
         steps = self.ckpt.complete()
@@ -469,13 +504,21 @@ def run_spec(
         for name, stage in spec.stages.items():
             if only is not None and name != only:
                 continue
-            runner = StageRunner(spec, name, stage, dist)
+            runner = registry.stage_runner(stage)(spec, name, stage, dist)
             if runner.done():
                 log.info("%s: already complete (final/done.json exists); skipping", name)
                 results[name] = read_json(f"{runner.url}/final/done.json").get("metrics", {})
                 continue
             if dist.main:
                 rundir.write_fingerprint(runner.url, identities[name])
-            log.info("%s: starting (%d steps, world %d)", name, stage.schedule.steps, dist.world)
+            steps = getattr(getattr(stage, "schedule", None), "steps", 0)
+            log.info("%s: starting (%d steps, world %d)", name, steps, dist.world)
             results[name] = runner.run(preemption)
     return results
+
+
+def evaluate_stage(spec: Spec, dist: Dist, name: str) -> dict[str, float]:
+    """Run the evaluators of stage `name` on its finished weights (an evaluate stage: run it again)."""
+    stage = spec.stages[name]
+    runner = registry.stage_runner(stage)(spec, name, stage, dist)
+    return runner.evaluate()
