@@ -73,7 +73,9 @@ def binomial_majority(k: int, p: float) -> float:
 def test_sampling_estimates_follow_the_binomial():
     cfg = SparseParityConfig()
     gen = SparseParity(cfg)
-    ev_cfg = Sampling(n=16, k=[1, 3, 16], temperatures=[0.0, 0.5, 1.0], examples=64, batch=48, max_new_tokens=4)
+    ev_cfg = Sampling(
+        n=16, k=[1, 3, 16], temperatures=[0.0, 0.5, 1.0], examples=64, batch=48, max_new_tokens=4
+    )
     ev = SamplingEval(ev_cfg, gen, cfg, 0, "s", Dist())
     ex, _ = ev.sets["eval"]
     out = ev(Decoding(SoftGold(ex, len(gen.vocab), p=0.7)), 0)

@@ -19,7 +19,7 @@ from schemas.training import StageRef
 
 from .checkpoint import final_intact, save_final, write_bytes, write_json
 from .context import BuildContext
-from .distributed import Dist
+from .distributed import Dist, LaunchError
 from .metrics import Metrics
 from .parallel import autocast
 
@@ -116,10 +116,14 @@ class EvaluateRunner:
         source = self.spec.stages[ref.stage] if isinstance(ref, StageRef) else None
         vocab = source.vocab_size if source is not None else cfg.vocab_size or self.stage.data.vocab_size
         model = registry.build_model(cfg, vocab)
+        weights = ctx.weights(ref)
         try:
-            model.load_state_dict(ctx.weights(ref))
-        except RuntimeError as e:  # a checkpoint whose shapes differ from its own recorded config
-            raise ValueError(f"stage {self.name}: the weights of model {label} do not load: {e}") from None
+            model.load_state_dict(weights)
+        except RuntimeError as e:  # a checkpoint's vocabulary is not the data's
+            raise LaunchError(
+                f"stage {self.name}: the weights of model {label} do not fit its config with a vocabulary of "
+                f"{vocab} ({e}); give the evaluate stage the data the model was trained on"
+            ) from None
         model = ctx.shard(model)
         model.eval()
         objective_cfg = source.objective if source is not None else NextToken()
