@@ -18,7 +18,7 @@ class ParamCount:
 
     total: int
     active: int  # MoE: router + top_k experts per layer instead of all experts; equals total for dense
-    embedding: int  # tok_emb + pos_emb + lm_head (0 for lm_head when tied); ViT: the patch embedding
+    embedding: int  # tok_emb + pos_emb + lm_head (0 when tied) + pos_head (PPC); ViT: the patch embedding
     largest_block: int  # one entry of `model.blocks` (all blocks are identical)
     root: int  # parameters outside the blocks: embeddings, position table, final norm, lm_head
     frozen: int = 0  # parameters only run forward (a frozen teacher or encoder, an EMA target)
@@ -94,6 +94,11 @@ class CoupledPosition(Strict):
         "least the data's max_position_id + 1.",
     )
     base: float = Field(10000.0, gt=1.0, description="RoPE frequency base theta (encoding: rope).")
+    predict: bool = Field(
+        False,
+        description="Predictive Position Coupling: a second head Linear(dim -> max_position) predicts each next "
+        "token's position id (trained by next_token's ppc_weight); generation feeds the predicted ids back.",
+    )
 
 
 Position = kinded(
@@ -231,6 +236,7 @@ class Transformer(Strict):
             "ffn hidden width": ffn_hidden(self.dim, ffn),
             "ffn.activation": ffn.activation,
             "ffn.experts": getattr(ffn, "experts", None),
+            "position head": pos.max_position if pos.kind == "coupled" and pos.predict else None,
         }
 
     @property
@@ -269,6 +275,10 @@ class Transformer(Strict):
         elif pos.kind == "coupled" and pos.encoding == "learned":
             table = pos.max_position * self.dim
         lm_head = 0 if self.tie_embeddings else self.dim * vocab_size
+        if (
+            pos.kind == "coupled" and pos.predict
+        ):  # the PPC head: a second output matrix, counted with lm_head
+            lm_head += self.dim * pos.max_position
         embedding = vocab_size * self.dim + table + lm_head
         root = embedding + self._norm_params()  # + final norm
         return ParamCount(

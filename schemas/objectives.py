@@ -39,6 +39,12 @@ class NextToken(TrainingObjective):
         "next_token", description="Next-token cross-entropy on answer tokens."
     )
     label_smoothing: float = Field(0.0, ge=0, lt=1, description="Label smoothing of the cross-entropy.")
+    ppc_weight: float = Field(
+        1.0,
+        ge=0,
+        description="Weight of the position-id cross-entropy when the model predicts positions "
+        "(position.predict: Predictive Position Coupling); unused otherwise.",
+    )
 
     def step_flops(self, model: Transformer, vocab_size: int, tokens: float, sum_t_t1: float) -> StepFlops:
         """One step over sequences of `tokens` unpadded tokens in all whose T*(T+1) sum to `sum_t_t1`."""

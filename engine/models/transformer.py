@@ -85,6 +85,10 @@ class Transformer(nn.Module):
         self.blocks = nn.ModuleList([Block(cfg) for _ in range(cfg.depth)])
         self.norm = make_norm(cfg.norm, cfg.dim, cfg.norm_eps)
         self.lm_head = None if cfg.tie_embeddings else nn.Linear(cfg.dim, vocab_size, bias=False)
+        # Predictive Position Coupling: the position id of the next token, from the same final hidden state
+        self.pos_head: nn.Linear | None = None
+        if pos.kind == "coupled" and pos.predict:
+            self.pos_head = nn.Linear(cfg.dim, pos.max_position, bias=False)
         self.init_weights()
 
     def init_weights(self) -> None:
@@ -94,8 +98,9 @@ class Transformer(nn.Module):
         nn.init.normal_(self.tok_emb.weight, mean=0.0, std=std)
         if self.pos_emb is not None:
             nn.init.normal_(self.pos_emb.weight, mean=0.0, std=std)
-        if self.lm_head is not None:
-            nn.init.normal_(self.lm_head.weight, mean=0.0, std=std)
+        for head in (self.lm_head, self.pos_head):
+            if head is not None:
+                nn.init.normal_(head.weight, mean=0.0, std=std)
         # walk the tree, so blocks wrapped by checkpointing / compile / FSDP are found too
         for m in self.modules():
             if isinstance(m, Attention | MLP):
@@ -159,6 +164,8 @@ class Transformer(nn.Module):
         )  # [B, L, V]
 
         aux: dict[str, Tensor] = {}
+        if self.pos_head is not None:
+            aux["position_logits"] = self.pos_head(x)  # [B, L, max_position]: the next token's position id
         if moe_stats:
             ffn = self.cfg.ffn
             for key, values in moe_stats.items():

@@ -18,7 +18,11 @@ if TYPE_CHECKING:
 
 
 class NextToken(Objective):
-    """loss = CE(logits[t], tokens[t+1]) averaged over the answer tokens + the model's aux_loss (MoE)."""
+    """loss = CE(logits[t], tokens[t+1]) averaged over the answer tokens + the model's aux_loss (MoE).
+
+    A model that predicts position ids (PPC) adds ppc_weight * CE(position logits[t], positions[t+1]) over the
+    same answer tokens: the coupled id each answer token carries (the data's `meta.target_positions`).
+    """
 
     def __init__(self, cfg: NextTokenConfig, models: dict[str, nn.Module], ctx: BuildContext) -> None:
         self.cfg, self.models, self.model, self.stage = cfg, models, models["model"], ctx.stage
@@ -54,9 +58,16 @@ class NextToken(Objective):
 
     def __call__(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """The loss to minimise and detached metrics (ce, token accuracy, MoE statistics)."""
-        logits, targets, _, aux = self.predict(batch)
+        logits, targets, mask, aux = self.predict(batch)
         ce = F.cross_entropy(logits, targets, label_smoothing=self.cfg.label_smoothing)
         loss = ce + aux["aux_loss"]
         metrics = {"ce": ce.detach(), "token_acc": (logits.argmax(-1) == targets).float().mean()}
+        if "position_logits" in aux:  # PPC: the next token's position id, on the same answer tokens
+            pos_logits = aux.pop("position_logits")[mask].float()  # [M, max_position]
+            pos_targets = batch.positions[:, 1:][mask]  # [M]
+            pos_ce = F.cross_entropy(pos_logits, pos_targets)
+            loss = loss + self.cfg.ppc_weight * pos_ce
+            metrics["pos_ce"] = pos_ce.detach()
+            metrics["pos_acc"] = (pos_logits.argmax(-1) == pos_targets).float().mean()
         metrics.update({k: v.detach() for k, v in aux.items() if k != "aux_loss"})
         return loss, metrics
