@@ -42,6 +42,21 @@ TOKEN_BARS: dict[str, tuple[int, list[str], float]] = {
     # sudoku: 4.47 -> 3.07: 0.69 (its rows are 658 tokens long: batch 4)
     "sudoku": (30, ["stages.train.batch.global=4", "stages.train.logging.every=5"], 0.85),
     "variable_assignment": (120, [], 0.93),  # 4.90 -> 4.23: 0.86
+    "variable_assignment_ppc": (120, [], 0.93),  # tokens + position ids: 10.9 -> 9.7: 0.89
+}
+
+# Specs of several token stages and an `evaluate` stage: every train stage runs STEPS steps of the small model
+# above; the evaluate stage's evaluators shrink to a few prompts; (bar on each train stage's loss, overrides of
+# the evaluate stage's evaluators).
+MULTI_STEPS = 40
+MULTI_BARS: dict[str, tuple[float, list[str]]] = {
+    # long 4.33 -> 3.68: 0.85, short 4.38 -> 3.62: 0.83
+    "connectivity_scaling": (
+        0.92,
+        ["stages.compare.evals.0.samples=[1,2,4]", "stages.compare.evals.0.examples=8"],
+    ),
+    # books 5.0 -> 3.5: 0.70; paths 4.2 -> 3.9: 0.93
+    "mop_compare": (0.97, ["stages.compare.evals.0.examples=8"]),
 }
 
 # Video specs: each train stage's bar (last/first loss); probes run 2 steps on 8 clips.
@@ -84,7 +99,7 @@ def video_overrides(name: str) -> list[str]:
 
 def test_every_spec_has_a_case() -> None:
     """A new spec under specs/ gets a bar here (or is listed as plan-only)."""
-    assert set(SPECS) == {*TOKEN_BARS, *VIDEO_BARS, "salt_vitg"}
+    assert set(SPECS) == {*TOKEN_BARS, *MULTI_BARS, *VIDEO_BARS, "salt_vitg"}
 
 
 @pytest.mark.slow
@@ -97,6 +112,28 @@ def test_token_spec_loss_falls(name: str, tmp_path: Path, one_thread: None) -> N
     train_in_process(load_spec(str(REPO / "specs" / f"{name}.yaml"), overrides))
     assert_learns(tmp_path, "train", bar)
     assert (tmp_path / "train" / "final" / "done.json").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(MULTI_BARS))
+def test_multi_stage_token_spec_trains_and_compares(name: str, tmp_path: Path, one_thread: None) -> None:
+    """Every train stage's loss falls; the evaluate stage scores every model and writes its results files."""
+    from schemas import load_spec
+
+    spec = load_spec(str(REPO / "specs" / f"{name}.yaml"))
+    bar, extra = MULTI_BARS[name]
+    overrides = [f"run.output={tmp_path}", *extra]
+    train = [n for n, st in spec.stages.items() if st.kind == "train"]
+    for stage in train:
+        overrides += [o.replace("stages.train.", f"stages.{stage}.") for o in TOKENS]
+        overrides += [f"stages.{stage}.schedule.steps={MULTI_STEPS}", f"stages.{stage}.schedule.warmup=2"]
+    train_in_process(load_spec(str(REPO / "specs" / f"{name}.yaml"), overrides))
+    for stage in train:
+        assert_learns(tmp_path, stage, bar)
+    evaluate = next(n for n, st in spec.stages.items() if st.kind == "evaluate")
+    for ev in spec.stages[evaluate].evals:
+        record = json.loads((tmp_path / evaluate / "evals" / f"{ev.kind}.json").read_text())
+        assert set(record["models"]) == set(spec.stages[evaluate].models), record
 
 
 @pytest.mark.slow
