@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from engine.data.base import Example, Vocab, mix64
+from engine.data.base import Example, mix64
 from engine.models.layers import KVCache
 from engine.runtime.distributed import Dist
 
@@ -245,14 +245,19 @@ def coupled_ids(model: nn.Module, examples: Sequence[Example]) -> dict:
     }
 
 
-def greedy(model: nn.Module, examples: Sequence[Example], new: int, vocab: Vocab, dist: Dist) -> Completions:
+def stop_tokens(gen: object) -> list[int]:
+    """Where a generator's completions end: EOS, and any `stop_tokens` the generator declares."""
+    return [gen.vocab.eos, *getattr(gen, "stop_tokens", ())]
+
+
+def greedy(model: nn.Module, examples: Sequence[Example], new: int, gen: object, dist: Dist) -> Completions:
     """Greedy completions of the examples' prompts by every rank in step (an evaluator's decoding)."""
     return generate(
         model,
         [ex.prompt for ex in examples],
         Sampling(max_new_tokens=new),
-        stop=[vocab.eos],
-        pad=vocab.pad,
+        stop=stop_tokens(gen),
+        pad=gen.vocab.pad,
         device=dist.device,
         any_live=dist.any,
         **coupled_ids(model, examples),

@@ -154,7 +154,9 @@ class GoldModel(torch.nn.Module):
         super().__init__()
         self.gold = [examples[i] for i in range(len(examples))]
         self.vocab, self.corrupt = vocab, corrupt
-        self.cfg = SimpleNamespace(position=SimpleNamespace(kind="rope"))
+        active = SimpleNamespace(active=100)  # parameters a token runs through, for inference FLOPs
+        self.cfg = SimpleNamespace(position=SimpleNamespace(kind="rope"), param_count=lambda vocab: active)
+        self.vocab_size = vocab
         self.blocks = torch.nn.ModuleList()  # no layers to cache
         self.seen = torch.zeros(0, 0, dtype=torch.long)
 
@@ -210,6 +212,12 @@ def test_verified_decodes_greedily_and_scores_with_the_verifier():
             for r in range(world)
         ]
         scores = [ev(ModelObjective(GoldModel(ev.sets["eval"][0], cfg.vocab_size)), 0) for ev in evs]
+        for ev, s in zip(evs, scores, strict=True):
+            ex, _ = ev.sets["eval"]
+            run = sum(
+                len(ex[i].tokens) for i in range(len(ex))
+            )  # each prompt + its gold answer (EOS included)
+            assert s.pop("inference_flops/eval") == 2 * 100 * run, "2·N per token run"
         assert all(
             s == {"verified/eval": 1.0, "check/decision/eval": 1.0, "check/evidence/eval": 1.0}
             for s in scores
@@ -231,5 +239,5 @@ def test_verified_scores_shortest_paths_by_the_verifier():
     gen = ShortestPath(cfg)
     ev = Verified(VerifiedConfig(splits=["eval"], examples=32, batch=8), gen, cfg, 0, "s", Dist())
     ex, _ = ev.sets["eval"]
-    assert ev(ModelObjective(GoldModel(ex, cfg.vocab_size)), 0) == {"verified/eval": 1.0}
+    assert ev(ModelObjective(GoldModel(ex, cfg.vocab_size)), 0)["verified/eval"] == 1.0
     assert ev(ModelObjective(GoldModel(ex, cfg.vocab_size, corrupt=True)), 0)["verified/eval"] < 1.0

@@ -30,13 +30,18 @@ def test_the_head_is_counted_and_only_built_when_asked():
     without = build(config(kind="coupled", encoding="rope", max_position=64), 20)
     assert with_head.pos_head.weight.shape == (64, 32) and without.pos_head is None
     assert set(with_head.state_dict()) - set(without.state_dict()) == {"pos_head.weight"}
-    for cfg, m in ((config(), with_head), (config(kind="coupled", encoding="rope", max_position=64), without)):
+    for cfg, m in (
+        (config(), with_head),
+        (config(kind="coupled", encoding="rope", max_position=64), without),
+    ):
         assert cfg.param_count(20).total == sum(p.numel() for p in m.parameters())
     assert config().weight_shapes(20) != config(kind="coupled", max_position=64).weight_shapes(20)
     logits, aux = with_head(torch.zeros(2, 5, dtype=torch.long), torch.zeros(2, 5, dtype=torch.long))
-    assert aux["position_logits"].shape == (2, 5, 64) and "position_logits" not in without(
-        torch.zeros(2, 5, dtype=torch.long), torch.zeros(2, 5, dtype=torch.long)
-    )[1]
+    assert (
+        aux["position_logits"].shape == (2, 5, 64)
+        and "position_logits"
+        not in without(torch.zeros(2, 5, dtype=torch.long), torch.zeros(2, 5, dtype=torch.long))[1]
+    )
 
 
 @pytest.mark.parametrize(
@@ -61,7 +66,12 @@ def test_ppc_learns_the_positions():
     metric; ppc_weight 0 leaves the head untrained."""
     data = D.Copy(length={"train": [2, 6], "eval": [7, 9]})
     gen = registry.build_data(data)
-    ppc = {"kind": "coupled", "encoding": "learned", "max_position": data.max_position_id + 1, "predict": True}
+    ppc = {
+        "kind": "coupled",
+        "encoding": "learned",
+        "max_position": data.max_position_id + 1,
+        "predict": True,
+    }
     torch.manual_seed(0)
     model = build(config(**ppc), data.vocab_size)
 

@@ -58,7 +58,7 @@ class AccuracyByLength:
                 if decoded:
                     examples = [ex[b] for b in range(start, min(start + self.cfg.batch, len(ex)))]
                     new = max(len(e.answer) for e in examples)
-                    got = greedy(objective.decoder(), examples, new, self.gen.vocab, self.dist).tokens
+                    got = greedy(objective.decoder(), examples, new, self.gen, self.dist).tokens
                     counts[i, 0] += sum(g == e.answer.tolist() for g, e in zip(got, examples, strict=True))
                     counts[i, 1] += len(examples)
                     continue

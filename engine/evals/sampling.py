@@ -13,7 +13,7 @@ import torch
 
 from engine.data.base import Examples, Generator
 from engine.generate import Sampling as Draw
-from engine.generate import coupled_ids, generate, max_positions, sample_keys
+from engine.generate import coupled_ids, generate, max_positions, sample_keys, stop_tokens
 from engine.objectives.base import Objective
 from engine.runtime.distributed import Dist
 from schemas.evals import Sampling as SamplingConfig
@@ -79,7 +79,7 @@ class Sampler:
                 model,
                 prompts,
                 Draw(draw.temperature, draw.top_k, draw.top_p, new),
-                stop=[self.gen.vocab.eos],
+                stop=stop_tokens(self.gen),
                 pad=self.gen.vocab.pad,
                 device=self.dist.device,
                 keys=keys if draw.temperature > 0 else None,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from engine.data.base import Examples, Generator
-from engine.generate import greedy, max_positions
+from engine.generate import Completions, greedy, max_positions
 from engine.objectives.base import Objective
 from engine.runtime.distributed import Dist
 from schemas.evals import Verified as VerifiedConfig
@@ -34,7 +34,7 @@ class Verified:
             ex = next(iter(self.sets.values()))[0][0]
             self.checks = sorted(gen.check(ex, ex.tokens[len(ex.prompt) :].tolist()))
 
-    def _decode(self, objective: Objective, part: Examples) -> list[list[int]]:
+    def _decode(self, objective: Objective, part: Examples) -> Completions:
         """Greedy completions (EOS included when produced) of the prompts in `part`."""
         examples = [part[b] for b in range(len(part))]
         prompts = [ex.prompt for ex in examples]
@@ -44,7 +44,7 @@ class Verified:
         table = max_positions(model)
         if table is not None:  # the model's position table bounds the longest prompt's continuation
             new = min(new, table - longest)
-        return greedy(model, examples, new, self.gen.vocab, self.dist).tokens
+        return greedy(model, examples, new, self.gen, self.dist)
 
     @torch.no_grad()
     def __call__(self, objective: Objective, step: int) -> dict[str, float]:
@@ -54,20 +54,27 @@ class Verified:
         ]
         sums = dict.fromkeys(keys, 0.0)
         counts = dict.fromkeys(self.sets, 0.0)
+        tokens = dict.fromkeys(self.sets, 0.0)  # prefilled and generated, by every rank (padding copies too)
         for split, (ex, real) in self.sets.items():
             for start in range(0, len(ex), self.cfg.batch):
                 part = ex.slice(start, min(start + self.cfg.batch, len(ex)))
-                completions = self._decode(objective, part)
-                for b, completion in enumerate(completions[: max(0, real - start)]):
+                done = self._decode(objective, part)
+                tokens[split] += done.prompt_tokens + done.new_tokens
+                for b, completion in enumerate(done.tokens[: max(0, real - start)]):
                     example = part[b]
                     sums[f"verified/{split}"] += float(self.gen.verify(example, completion))
                     for k, ok in (self.gen.check(example, completion) if self.checks else {}).items():
                         sums[f"check/{k}/{split}"] += float(ok)
                     counts[split] += 1
-        total = self.dist.all_reduce(
-            torch.tensor([sums[k] for k in keys] + [counts[s] for s in self.sets], dtype=torch.float64)
-        ).tolist()
-        n = dict(zip(self.sets, total[len(keys) :], strict=True))
-        return {
-            k: v / max(n[k.rsplit("/", 1)[1]], 1.0) for k, v in zip(keys, total[: len(keys)], strict=True)
-        }
+        local = [sums[k] for k in keys] + [counts[s] for s in self.sets] + [tokens[s] for s in self.sets]
+        total = self.dist.all_reduce(torch.tensor(local, dtype=torch.float64)).tolist()
+        K, S = len(keys), len(self.sets)
+        n = dict(zip(self.sets, total[K : K + S], strict=True))
+        out = {k: v / max(n[k.rsplit("/", 1)[1]], 1.0) for k, v in zip(keys, total[:K], strict=True)}
+        model = objective.decoder()
+        n_params = model.cfg.param_count(model.vocab_size).active
+        for split, t in zip(self.sets, total[K + S :], strict=True):
+            out[f"inference_flops/{split}"] = (
+                2.0 * n_params * t
+            )  # 2·N_active per token run, padding copies too
+        return out
