@@ -271,8 +271,11 @@ def cmd_sample(argv: Sequence[str]) -> int:
     from engine.data.base import UnknownSplit
     from engine.data.stream import counter_rng
 
+    data = getattr(spec.stages[name], "data", None)
+    if data is None:
+        return _fail(f"stage {name!r} has no data of its own (its models' stages have); sample one of those")
     try:
-        gen = registry.build_data(spec.stages[name].data)
+        gen = registry.build_data(data)
         ex = gen.sample(counter_rng(a.seed), a.n, a.split)
     except UnknownSplit:
         return _fail(f"split {a.split!r} does not exist for {spec.stages[name].data.kind}")

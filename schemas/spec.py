@@ -279,12 +279,13 @@ class ProbeStage(StageRules):
         return self
 
 
-def _weights_load(
-    p: Problems, field: str, stage: TrainStage, ref: str, source: TrainStage | ProbeStage
-) -> None:
+def _weights_load(p: Problems, field: str, stage: TrainStage, ref: str, source: StageRules) -> None:
     """`init: {stage: ref}` loads ref's final weights: their names and shapes must be this model's."""
     if isinstance(source, ProbeStage):
         p.add(field, f"stage {ref!r} trains a probe, not a model this stage can start from")
+        return
+    if not isinstance(source, TrainStage):
+        p.add(field, f"stage {ref!r} (kind {source.kind}) trains no model this stage can start from")
         return
     mine = stage.model.weight_shapes(stage.vocab_size)
     theirs = source.model.weight_shapes(source.vocab_size)

@@ -48,10 +48,13 @@ def reduced(path: Path) -> list[str]:
     out = []
     for name, stage in spec.stages.items():
         p = f"stages.{name}"
-        out += [f"{p}.schedule.steps={STEPS}", f"{p}.schedule.warmup=1", f"{p}.batch.global=8"]
-        out += [f"{p}.checkpoint.every={STEPS // 2}", f"{p}.logging.every=1"]
+        if hasattr(stage, "schedule"):  # evaluate stages train nothing
+            out += [f"{p}.schedule.steps={STEPS}", f"{p}.schedule.warmup=1", f"{p}.batch.global=8"]
+            out += [f"{p}.checkpoint.every={STEPS // 2}", f"{p}.logging.every=1"]
         for i, _ in enumerate(getattr(stage, "evals", None) or []):
             out += [f"{p}.evals.{i}.every={STEPS}", f"{p}.evals.{i}.examples=16"]
+            if hasattr(stage.evals[i], "samples"):
+                out.append(f"{p}.evals.{i}.samples=[1,2]")
             if getattr(stage.evals[i], "batch", None) is not None:
                 out.append(f"{p}.evals.{i}.batch=8")
     return out
