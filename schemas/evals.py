@@ -147,6 +147,18 @@ def _fits_context(new: int | None, stage: Any, at: str, p: Problems) -> None:
         )
 
 
+# How sampling evaluators draw a completion (each declares the fields itself, where its field order wants them).
+TOP_P: Any = Field(
+    1.0, gt=0, le=1, description="Nucleus sampling: keep the smallest set of tokens of this mass."
+)
+TOP_K: Any = Field(None, gt=0, description="Sample among the k most likely tokens only; null = all.")
+MAX_NEW_TOKENS: Any = Field(
+    None,
+    gt=0,
+    description="Tokens generated per completion at most; default: up to the data's longest example.",
+)
+
+
 class Sampled(AnswerEvaluator):
     """What evaluators that sample completions share: how a completion is drawn."""
 
@@ -207,17 +219,9 @@ class Sampling(Sampled):
         min_length=1,
         description="Sampling temperatures; 0 is greedy decoding (one completion per prompt).",
     )
-    top_p: float = Field(
-        1.0, gt=0, le=1, description="Nucleus sampling: keep the smallest set of tokens of this mass."
-    )
-    top_k: int | None = Field(
-        None, gt=0, description="Sample among the k most likely tokens only; null = all."
-    )
-    max_new_tokens: Tokens | None = Field(
-        None,
-        gt=0,
-        description="Tokens generated per completion at most; default: up to the data's longest example.",
-    )
+    top_p: float = TOP_P
+    top_k: int | None = TOP_K
+    max_new_tokens: Tokens | None = MAX_NEW_TOKENS
     splits: list[str] = Field(
         default_factory=lambda: ["eval"], min_length=1, description="Data splits whose prompts are sampled."
     )
@@ -257,17 +261,9 @@ class TestTimeScaling(Sampled):
         description="The numbers of samples N per prompt to score (the largest is drawn; smaller N use blocks of it).",
     )
     temperature: float = Field(1.0, gt=0, description="Sampling temperature (Let Me Think samples at 1).")
-    top_p: float = Field(
-        1.0, gt=0, le=1, description="Nucleus sampling: keep the smallest set of tokens of this mass."
-    )
-    top_k: int | None = Field(
-        None, gt=0, description="Sample among the k most likely tokens only; null = all."
-    )
-    max_new_tokens: Tokens | None = Field(
-        None,
-        gt=0,
-        description="Tokens generated per completion at most; default: up to the data's longest example.",
-    )
+    top_p: float = TOP_P
+    top_k: int | None = TOP_K
+    max_new_tokens: Tokens | None = MAX_NEW_TOKENS
     split: str = Field("eval", description="The data split whose prompts are sampled.")
     examples: Examples = Field(
         128, gt=0, description="Prompts (split over ranks; a fixed set for the whole run)."

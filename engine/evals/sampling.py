@@ -299,24 +299,11 @@ def plot(rows: list[dict[str, Any]], curves: dict[str, list[float]], cfg: TestTi
             if acc not in mine[0]:
                 continue
             name = {"maj": "maj@N", "best": "best-of-N", "any": "any@N"}[acc]
-            by_flops.plot(
-                [r["flops"] for r in mine],
-                [r[acc] for r in mine],
-                style,
-                marker="o",
-                ms=3,
-                color=color,
-                label=f"{label} {name}",
-            )
-            by_n.plot(
-                [r["N"] for r in mine],
-                [r[acc] for r in mine],
-                style,
-                marker="o",
-                ms=3,
-                color=color,
-                label=f"{label} {name}",
-            )
+            for ax, x in ((by_flops, "flops"), (by_n, "N")):
+                ys = [r[acc] for r in mine]
+                ax.plot(
+                    [r[x] for r in mine], ys, style, marker="o", ms=3, color=color, label=f"{label} {name}"
+                )
     for j, (name, values) in enumerate(curves.items()):
         by_n.plot(cfg.samples, values, color="gray", ls=["-.", (0, (1, 3))][j % 2], label=f"analytic: {name}")
     by_flops.set(xscale="log", xlabel="inference FLOPs per prompt (2·N_active per token)", ylabel="accuracy")
