@@ -42,7 +42,7 @@ TOKEN_BARS: dict[str, tuple[int, list[str], float]] = {
     # sudoku: 4.47 -> 3.07: 0.69 (its rows are 658 tokens long: batch 4)
     "sudoku": (30, ["stages.train.batch.global=4", "stages.train.logging.every=5"], 0.85),
     "variable_assignment": (120, [], 0.93),  # 4.90 -> 4.23: 0.86
-    "variable_assignment_ppc": (120, [], 0.93),  # tokens + position ids: 10.9 -> 9.7: 0.89
+    "variable_assignment_ppc": (120, [], 0.93),  # token and position-id losses together
 }
 
 # Specs of several token stages and an `evaluate` stage: every train stage runs STEPS steps of the small model
@@ -50,12 +50,10 @@ TOKEN_BARS: dict[str, tuple[int, list[str], float]] = {
 # the evaluate stage's evaluators).
 MULTI_STEPS = 40
 MULTI_BARS: dict[str, tuple[float, list[str]]] = {
-    # long 4.33 -> 3.68: 0.85, short 4.38 -> 3.62: 0.83
     "connectivity_scaling": (
         0.92,
         ["stages.compare.evals.0.samples=[1,2,4]", "stages.compare.evals.0.examples=8"],
     ),
-    # books 5.0 -> 3.5: 0.70; paths 4.2 -> 3.9: 0.93
     "mop_compare": (0.97, ["stages.compare.evals.0.examples=8"]),
 }
 
