@@ -17,12 +17,14 @@ or the world size.
 from __future__ import annotations
 
 import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import Tensor, nn
+from torch.distributed.fsdp import FSDPModule
 
 from engine.data.base import Example, mix64
 from engine.models.layers import KVCache
@@ -86,6 +88,29 @@ def uniforms(keys: np.ndarray, step: int) -> np.ndarray:
     return (z >> np.uint64(11)).astype(np.float64) / float(2**53)
 
 
+def _sorted_support(logits: Tensor, sampling: Sampling) -> tuple[Tensor, Tensor, Tensor]:
+    """Probabilities at the sampling temperature sorted in decreasing order (ties by id) [..., V], their token
+    ids, and which of them top-k and top-p keep (a token is kept while the mass before it is below top_p: the
+    smallest nucleus)."""
+    z = logits.float() / sampling.temperature
+    probs, order = torch.sort(z.softmax(-1), dim=-1, descending=True, stable=True)
+    keep = torch.ones_like(probs, dtype=torch.bool)
+    if sampling.top_k is not None:
+        keep[..., sampling.top_k :] = False
+    if sampling.top_p < 1:
+        keep &= (probs.cumsum(-1) - probs) < sampling.top_p
+    return probs, order, keep
+
+
+def support(logits: Tensor, sampling: Sampling) -> Tensor | None:
+    """The tokens sampling may draw from logits [..., V] (bool [..., V] in vocabulary order), or None when
+    nothing is filtered out (no top-k, top-p 1): what the policy's log-probabilities of RL are restricted to."""
+    if sampling.top_k is None and sampling.top_p >= 1:
+        return None
+    _, order, keep = _sorted_support(logits, sampling)
+    return torch.zeros_like(keep).scatter_(-1, order, keep)
+
+
 def choose(logits: Tensor, sampling: Sampling, u: Tensor | None) -> Tensor:
     """Next tokens [B] from logits [B, V]: argmax at temperature 0, else the inverse CDF at u [B] of the
     distribution filtered by top-k and top-p (tokens sorted by probability, ties by id)."""
@@ -93,13 +118,7 @@ def choose(logits: Tensor, sampling: Sampling, u: Tensor | None) -> Tensor:
         return logits.argmax(-1)
     if u is None:
         raise ValueError("sampling at temperature > 0 needs uniforms (sequence keys)")
-    z = logits.float() / sampling.temperature
-    probs, order = torch.sort(z.softmax(-1), dim=-1, descending=True, stable=True)  # [B, V]
-    keep = torch.ones_like(probs, dtype=torch.bool)
-    if sampling.top_k is not None:
-        keep[:, sampling.top_k :] = False
-    if sampling.top_p < 1:  # keep a token while the mass before it is below top_p: the smallest nucleus
-        keep &= (probs.cumsum(-1) - probs) < sampling.top_p
+    probs, order, keep = _sorted_support(logits, sampling)  # [B, V]
     probs = probs * keep
     cdf = probs.cumsum(-1)  # [B, V]
     target = (u.to(cdf) * cdf[:, -1]).unsqueeze(1)  # [B, 1]
@@ -123,6 +142,30 @@ def max_positions(model: nn.Module) -> int | None:
     """The most tokens a sequence may hold under the model's position table (None: unbounded)."""
     pos = _config(model).position
     return pos.max_len if pos.kind == "learned" else None
+
+
+@contextmanager
+def gathered(model: nn.Module) -> Iterator[None]:
+    """Keep an FSDP2-sharded model's parameters gathered for the whole block (one all-gather per module, not
+    one per module and decode step), then free them; nothing for an unsharded model.
+
+    Every rank must enter and leave together (the gathers are collectives), as generation's ranks do.
+    """
+    mods = [m for m in model.modules() if isinstance(m, FSDPModule)]
+    if not mods:
+        yield
+        return
+    # whether each module frees its parameters after forward, as sharding set it up
+    before = [any(g.post_forward_mesh_info is not None for g in m._get_fsdp_state()._fsdp_param_groups) for m in mods]
+    for m in mods:
+        m.set_reshard_after_forward(False, recurse=False)
+        m.unshard()
+    try:
+        yield
+    finally:
+        for m, reshard in zip(mods, before, strict=True):
+            m.set_reshard_after_forward(reshard, recurse=False)
+            m.reshard()
 
 
 @torch.no_grad()
@@ -194,6 +237,37 @@ def generate(
         elif not coupled:
             planned[b] = lengths[b] + np.arange(T)
 
+    with gathered(model):
+        out, out_pos, steps = _decode(
+            model, tokens, positions, real, planned, sampling, stop, pad, device, keys, predict_positions, any_live
+        )
+    out_l, pos_l, stop_set = out.tolist(), out_pos.tolist(), set(stop)
+    completions, ids = [], []
+    for b in range(B):
+        n = next((i + 1 for i, tok in enumerate(out_l[b]) if tok in stop_set), T)
+        completions.append(out_l[b][:n])
+        ids.append(pos_l[b][:n])
+    return Completions(completions, ids, int(lengths.sum()), sum(len(c) for c in completions), steps)
+
+
+def _decode(
+    model: nn.Module,
+    tokens: np.ndarray,
+    positions: np.ndarray,
+    real: np.ndarray,
+    planned: np.ndarray,
+    sampling: Sampling,
+    stop: Sequence[int],
+    pad: int,
+    device: torch.device,
+    keys: np.ndarray | None,
+    predict_positions: bool,
+    any_live: Callable[[bool], bool] | None,
+) -> tuple[Tensor, Tensor, int]:
+    """Prefill the left-padded prompts [B, P], then decode up to T tokens: (tokens [B, T], their position ids
+    [B, T], forwards run)."""
+    B, P = tokens.shape
+    T = sampling.max_new_tokens
     stops = torch.tensor(sorted(set(stop)), dtype=torch.long, device=device)
     cache = KVCache(len(model.blocks), B, P + T, device)
     cache.step(torch.from_numpy(real).to(device))
@@ -221,14 +295,7 @@ def generate(
         cache.step((~was_done)[:, None])
         logits, aux = model(nxt[:, None], out_pos[:, t : t + 1], cache=cache)
         steps += 1
-
-    out_l, pos_l, stop_set = out.tolist(), out_pos.tolist(), set(stop)
-    completions, ids = [], []
-    for b in range(B):
-        n = next((i + 1 for i, tok in enumerate(out_l[b]) if tok in stop_set), T)
-        completions.append(out_l[b][:n])
-        ids.append(pos_l[b][:n])
-    return Completions(completions, ids, int(lengths.sum()), sum(len(c) for c in completions), steps + 1)
+    return out, out_pos, steps + 1
 
 
 def coupled_ids(model: nn.Module, examples: Sequence[Example]) -> dict:

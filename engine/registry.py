@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from schemas import data, evals, models, objectives, spec
+from schemas import data, evals, models, objectives, rl, spec
 
 # Builders are named as "module:attribute" so that importing the registry imports no torch code.
 MODELS: dict[type, str] = {
@@ -48,11 +48,19 @@ STAGES: dict[type, str] = {
 }
 
 
-# Stage kind -> what runs it: the training loop, or evaluation alone.
+# Stage kind -> what runs it: the training loop, evaluation alone, or RL post-training.
 RUNNERS: dict[type, str] = {
     spec.TrainStage: "engine.runtime.trainer:StageRunner",
     spec.ProbeStage: "engine.runtime.trainer:StageRunner",
     spec.EvaluateStage: "engine.runtime.evaluate:EvaluateRunner",
+    spec.RLStage: "engine.runtime.rl:RLRunner",
+}
+# RL algorithm config -> its losses and advantages.
+ALGORITHMS: dict[type, str] = {
+    rl.GRPO: "engine.objectives.rl:GRPOAlgorithm",
+    rl.PPO: "engine.objectives.rl:PPOAlgorithm",
+    rl.Reinforce: "engine.objectives.rl:ReinforceAlgorithm",
+    rl.ExpertIteration: "engine.objectives.rl:ExpertIterationAlgorithm",
 }
 
 
@@ -93,3 +101,8 @@ def stage_runner(stage: Any) -> Any:
 def build_eval(cfg: Any, **context: Any) -> Any:
     """An evaluator; `context` holds the generator, data config, seed, stage name and Dist."""
     return _resolve(EVALS, cfg)(cfg, **context)
+
+
+def build_algorithm(cfg: Any, **rollout: Any) -> Any:
+    """An RL algorithm; `rollout` holds the sampling temperature, samples per prompt and max new tokens."""
+    return _resolve(ALGORITHMS, cfg)(cfg, **rollout)

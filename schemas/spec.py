@@ -7,13 +7,14 @@ import re
 from dataclasses import dataclass
 from typing import Annotated, ClassVar, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, PrivateAttr, field_validator, model_validator
 
 from .base import Nodes, Problems, ProcsPerNode, Strict, kinded, spec_error
 from .data import Data, TokenData
 from .evals import Eval, Top1
 from .models import AttentiveProbe, Model, Predictor, Transformer, ViT
 from .objectives import NextToken, Objective
+from .rl import Algorithm, Reward, Rollout
 from .training import (
     AdamW,
     Batch,
@@ -284,11 +285,11 @@ def _weights_load(p: Problems, field: str, stage: TrainStage, ref: str, source: 
     if isinstance(source, ProbeStage):
         p.add(field, f"stage {ref!r} trains a probe, not a model this stage can start from")
         return
-    if not isinstance(source, TrainStage):
+    if source.final_model is None:
         p.add(field, f"stage {ref!r} (kind {source.kind}) trains no model this stage can start from")
         return
     mine = stage.model.weight_shapes(stage.vocab_size)
-    theirs = source.model.weight_shapes(source.vocab_size)
+    theirs = source.final_model.weight_shapes(source.vocab_size)
     diff = [k for k in mine if mine[k] != theirs.get(k)]
     if diff:
         shown = ", ".join(f"{k} {theirs.get(k)} vs {mine[k]}" for k in diff)
@@ -352,7 +353,11 @@ class EvaluateStage(StageRules):
         if self.data is not None:
             return self.data
         ref = self.models[label]
-        return stages[ref.stage].data if isinstance(ref, StageRef) and ref.stage in stages else None
+        if not isinstance(ref, StageRef) or ref.stage not in stages:
+            return None
+        source = stages[ref.stage]
+        data = getattr(source, "prompts", None) or source.data  # an RL stage's data defaults to its policy's
+        return data if isinstance(data, TokenData) else None  # video: the source stage reports it
 
     def check_models(self, name: str, stages: dict[str, StageRules], p: Problems) -> None:
         """Each `{stage: X}` is an earlier stage that trains a transformer on tokens, which the data fits, and
@@ -367,13 +372,13 @@ class EvaluateStage(StageRules):
                     shown = ", ".join(earlier) or "none"
                     p.add(f"{at}.stage", f"{ref.stage!r} is not an earlier stage (earlier stages: {shown})")
                     continue
-                if not isinstance(source, TrainStage) or not isinstance(source.model, Transformer):
+                if not isinstance(source.final_model, Transformer) or source.vocab_size is None:
                     p.add(
                         f"{at}.stage",
                         f"stage {ref.stage!r} does not train a token transformer; evaluate stages score those",
                     )
                     continue
-                model = source.model
+                model = source.final_model
             data = self.data_of(label, stages)
             if data is None:
                 continue
@@ -395,6 +400,176 @@ class EvaluateStage(StageRules):
                 p.add(where, f"{message} (model {label})")
 
 
+class RLStage(StageRules):
+    """RL post-training of a token model against the data's verifier: at every step, completions of a batch of
+    prompts are sampled from the policy, rewarded, and the policy is updated by the algorithm."""
+
+    kind: Literal["rl"] = Field("rl", description="Stage kind: RL post-training with verifiable rewards.")
+    policy: WeightsRef = Field(
+        description="The model trained: {stage: NAME} (an earlier stage's final weights) or {checkpoint: URL}."
+    )
+    reference: WeightsRef | Literal["policy"] | None = Field(
+        "policy",
+        description="Frozen reference of the KL term (and of the logged KL): `policy` (the policy's starting "
+        "weights, the default), {stage: NAME}, {checkpoint: URL}, or null for none.",
+    )
+    data: Data | None = Field(
+        None,
+        description="Where prompts come from (and the verifier that rewards them); default: the policy's stage's "
+        "data (required when the policy is a checkpoint).",
+    )
+    split: str | None = Field(
+        None, description="The data split whose prompts are used; default `rl` where the data has one, else train."
+    )
+    rollout: Rollout = Field(default_factory=Rollout, description="How completions are sampled.")
+    reward: Reward = Field(default_factory=Reward, description="The reward of a completion.")
+    algorithm: Algorithm = Field(default_factory=lambda: _default_algorithm(), description="The RL algorithm.")
+    optim: Optim = Field(
+        default_factory=lambda: AdamW(lr=1e-6, betas=(0.9, 0.999), weight_decay=0.0),
+        description="The policy's optimizer.",
+    )
+    schedule: Schedule = Field(description="RL steps (one rollout batch each) and the learning-rate schedule.")
+    batch: Batch = Field(
+        description="global: prompts per RL step (each sampled rollout.samples times), split over ranks; micro: "
+        "sequences per forward pass on one rank in updates."
+    )
+    distributed: Distributed = Field(default_factory=Distributed, description="Sharding, precision, compile.")
+    checkpoint: Checkpointing = Field(
+        default_factory=Checkpointing, description="Checkpoint period and retention."
+    )
+    logging: Logging = Field(default_factory=Logging, description="Metric logging.")
+    evals: list[Eval] = Field(
+        default_factory=list, description="Evaluations of the policy, run periodically and at the end."
+    )
+
+    # Resolved from the policy's stage by the spec's cross-stage rules (None for a checkpoint policy).
+    _model: Transformer | None = PrivateAttr(None)
+    _vocab: int | None = PrivateAttr(None)
+    _data: TokenData | None = PrivateAttr(None)
+
+    @property
+    def final_model(self) -> Transformer | None:
+        """The policy's model config (None when the policy is a checkpoint: read from it when it loads)."""
+        return self._model
+
+    @property
+    def vocab_size(self) -> int | None:
+        """The policy's vocabulary (its stage's)."""
+        return self._vocab
+
+    @property
+    def prompts(self) -> TokenData | None:
+        """The data prompts are drawn from: `data`, else the policy's stage's."""
+        return self.data if self.data is not None else self._data
+
+    @property
+    def prompt_split(self) -> str:
+        """The split prompts are drawn from: `split`, else `rl` where the data has one, else train."""
+        if self.split is not None:
+            return self.split
+        data = self.prompts
+        return "rl" if data is not None and "rl" in data.SPLITS else "train"
+
+    @property
+    def reference_needed(self) -> bool:
+        """Whether reference log-probabilities are computed: a reference is named (they give the logged KL)."""
+        return self.reference is not None
+
+    def check_stages(self, name: str, stages: dict[str, StageRules], world: int, p: Problems) -> None:
+        """Policy and reference are earlier token transformers of one shape, the data fits them and has a
+        verifier, the rollout fits the positions, and the algorithm and evaluators accept the stage."""
+        at = f"stages.{name}"
+        policy = self._resolve(self.policy, "policy", stages, at, p)
+        if policy is not None:
+            self._model, self._vocab = policy.final_model, policy.vocab_size
+            self._data = policy.prompts if isinstance(policy, RLStage) else policy.data
+        if isinstance(self.reference, StageRef | CheckpointRef):
+            ref = self._resolve(self.reference, "reference", stages, at, p)
+            if ref is not None and self._model is not None:
+                mine = self._model.weight_shapes(self._vocab)
+                theirs = ref.final_model.weight_shapes(ref.vocab_size)
+                if mine != theirs:
+                    p.add(
+                        f"{at}.reference.stage",
+                        f"the reference of stage {self.reference.stage!r} differs in shape from the policy; "
+                        "use a model of the policy's shape or reference: policy",
+                    )
+        data = self.prompts
+        if data is None:
+            if policy is None and isinstance(self.policy, CheckpointRef):
+                p.add(f"{at}.data", "the policy is a checkpoint, whose data the spec does not know; give `data`")
+            return
+        if not isinstance(data, TokenData):
+            p.add(
+                f"{at}.data.kind",
+                f"{data.kind!r} makes video clips, which have no verifier to reward; RL needs token data",
+            )
+            return
+        if self.prompt_split not in data.SPLITS:
+            p.add(f"{at}.split", f"{data.kind} has no split {self.prompt_split!r}; its splits are {list(data.SPLITS)}")
+        model = self._model
+        if model is not None:
+            if self.data is not None:
+                sub = Problems()
+                _token_rules(model, data, sub)
+                for field, message in sub.items:
+                    p.add(f"{at}.policy.stage", message)
+                if self._vocab is not None and self._vocab < data.vocab_size:
+                    p.add(
+                        f"{at}.data.kind",
+                        f"the policy's vocabulary ({self._vocab} tokens) is smaller than this data's "
+                        f"({data.vocab_size}); use data of the policy's vocabulary",
+                    )
+            if model.position.kind == "coupled":
+                p.add(
+                    f"{at}.policy.stage",
+                    "the policy takes coupled position ids from its data; RL samples free-form completions, "
+                    "which have none: post-train a model with rope, learned or nope positions",
+                )
+            elif model.position.kind == "learned":
+                need = data.max_seq_len() + self.rollout.max_new_tokens
+                if model.position.max_len < need:
+                    p.add(
+                        f"{at}.rollout.max_new_tokens",
+                        f"prompts of up to {data.max_seq_len()} tokens + {self.rollout.max_new_tokens} new tokens "
+                        f"exceed the policy's {model.position.max_len} positions; lower max_new_tokens to "
+                        f"{max(0, model.position.max_len - data.max_seq_len())} or less",
+                    )
+        sub = Problems()
+        self.algorithm.check(self, world, sub)
+        for i, ev in enumerate(self.evals):
+            ev.check(_Evaluated(model, data), f"evals.{i}", sub)
+            ev.check_tokens(data, f"evals.{i}", sub)
+        for field, message in sub.items:
+            p.add(f"{at}.{field}", message)
+
+    @staticmethod
+    def _resolve(
+        ref: StageRef | CheckpointRef, what: str, stages: dict[str, StageRules], at: str, p: Problems
+    ) -> StageRules | None:
+        """The earlier stage a reference names, if it trains a token transformer (None for a checkpoint)."""
+        if not isinstance(ref, StageRef):
+            return None
+        source = stages.get(ref.stage)
+        if source is None:
+            shown = ", ".join(stages) or "none"
+            p.add(f"{at}.{what}.stage", f"{ref.stage!r} is not an earlier stage (earlier stages: {shown})")
+            return None
+        if not isinstance(source.final_model, Transformer) or source.vocab_size is None:
+            p.add(
+                f"{at}.{what}.stage",
+                f"stage {ref.stage!r} does not train a token transformer; RL post-trains those",
+            )
+            return None
+        return source
+
+
+def _default_algorithm() -> Algorithm:
+    from .rl import GRPO
+
+    return GRPO()
+
+
 @dataclass(frozen=True)
 class _Evaluated:
     """What an evaluator checks of the stage it evaluates: the model and the data (an evaluate stage's view of
@@ -405,7 +580,12 @@ class _Evaluated:
 
 
 Stage = kinded(
-    TrainStage, ProbeStage, EvaluateStage, default="train", description="A stage, by `kind` (default train)."
+    TrainStage,
+    ProbeStage,
+    EvaluateStage,
+    RLStage,
+    default="train",
+    description="A stage, by `kind` (default train).",
 )
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]*$")
@@ -436,6 +616,8 @@ class Spec(Strict):
             if isinstance(stage, EvaluateStage):
                 stage.check_models(name, {n: self.stages[n] for n in earlier}, p)
                 continue
+            if isinstance(stage, RLStage):
+                stage.check_stages(name, {n: self.stages[n] for n in earlier}, world, p)
             refs = []  # (dotted field, referenced stage, needs a vit)
             if isinstance(stage, TrainStage):
                 if isinstance(stage.init, StageRef):
@@ -443,7 +625,7 @@ class Spec(Strict):
                 for key, loaded in stage.objective.loads().items():
                     if isinstance(loaded, StageRef):
                         refs.append((f"objective.{key}.stage", loaded.stage, True))
-            else:
+            elif isinstance(stage, ProbeStage):
                 enc = stage.encoder
                 if isinstance(enc, StageRef | RandomInit):
                     key = "stage" if isinstance(enc, StageRef) else "random"

@@ -67,3 +67,10 @@ def test_sampling_is_the_same_on_two_sharded_ranks_and_in_one_process(tmp_path):
     whole = generate_check.complete(generate_check.model(), generate_check.ROWS, 8, Dist())
     assert sharded == whole
     assert len({tuple(c) for c in whole.values()}) > 6, "samples differ between rows"
+    # each generate call gathers every FSDP module once (2 blocks + the root), not once per decode step, and
+    # both ranks run the same number of decode steps although their sequences stop at different lengths
+    counts = json.loads((tmp_path / "gathers.json").read_text())
+    calls = len(counts[0]["steps"])
+    assert calls == 2 and counts[0]["steps"] == counts[1]["steps"]
+    assert max(counts[0]["steps"]) > 3, "decoding ran too few steps to tell one gather from one per step"
+    assert [c["gathers"] for c in counts] == [3 * calls, 3 * calls]

@@ -56,6 +56,7 @@ class Stream:
     consecutive examples of the global batch (`group` of them; the whole global batch when None) from a
     counter-keyed generator (seed, stage, step, group index); this rank keeps its rows of each array it returns,
     which are added to the batch's `meta` (per-token arrays of groups of different widths padded with -1).
+    `split` is the data split drawn (train; an RL stage's prompts come from its own).
     """
 
     def __init__(
@@ -68,18 +69,19 @@ class Stream:
         world: int = 1,
         augment: Callable[[np.random.Generator, int], dict[str, np.ndarray]] | None = None,
         group: int | None = None,
+        split: str = "train",
     ):
         self.gen, self.seed, self.stage = gen, seed, stage_key(stage)
         self.rank, self.per_rank, self.world = rank, per_rank, world
         self.chunk = chunk_size(gen)
-        self.augment, self.group = augment, group
+        self.augment, self.group, self.split = augment, group, split
 
     def batch(self, step: int) -> Any:
         """The examples of `step` on this rank; the same whenever, however often and on whatever world size."""
         lo, hi = self.rank * self.per_rank, (self.rank + 1) * self.per_rank
         first, last = lo // self.chunk, (hi - 1) // self.chunk
         rngs = [counter_rng(self.seed, self.stage, TRAIN, step, c) for c in range(first, last + 1)]
-        examples = sample_chunks(self.gen, rngs, self.chunk, "train")
+        examples = sample_chunks(self.gen, rngs, self.chunk, self.split)
         offset = first * self.chunk
         if offset != lo or len(examples) != hi - lo:
             examples = examples.slice(lo - offset, hi - offset)

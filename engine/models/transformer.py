@@ -136,9 +136,14 @@ class Transformer(nn.Module):
         return torch.arange(L, device=tokens.device)
 
     def forward(
-        self, tokens: Tensor, positions: Tensor | None = None, cache: KVCache | None = None
+        self,
+        tokens: Tensor,
+        positions: Tensor | None = None,
+        cache: KVCache | None = None,
+        head: bool = True,
     ) -> tuple[Tensor, dict[str, Tensor]]:
-        """tokens [B, L] (+ positions [B, L] for coupled) -> (logits [B, L, V], aux dict).
+        """tokens [B, L] (+ positions [B, L] for coupled) -> (logits [B, L, V], aux dict); with `head=False`, the
+        final normalised hidden states [B, L, dim] instead of logits (what a value head reads).
 
         `positions` is ignored unless the position kind is 'coupled', or a `cache` is given: then tokens are
         the next columns of the sequences being decoded (`cache.step` was told which are padding), positions
@@ -159,6 +164,8 @@ class Transformer(nn.Module):
                 moe_stats.setdefault(key, []).append(value)
 
         x = self.norm(x)
+        if not head:
+            return x, {}
         logits = (
             self.lm_head(x) if self.lm_head is not None else F.linear(x, self.tok_emb.weight)
         )  # [B, L, V]

@@ -7,7 +7,8 @@ from dataclasses import astuple
 from typing import Any
 
 from schemas.models import ParamCount, StepFlops, ViT, probe_classes, vit_block_params
-from schemas.spec import EvaluateStage, ProbeStage, Resources, Spec, TrainStage
+from schemas.objectives import NextToken
+from schemas.spec import EvaluateStage, ProbeStage, Resources, RLStage, Spec, TrainStage
 
 from .launch import Launch, sbatch_script, torchrun_command
 from .memory import memory, memory_of_nothing, memory_per_rank
@@ -188,7 +189,7 @@ def plan_evaluate_stage(stage: EvaluateStage, spec: Spec) -> StagePlan:
         if source is None:
             inference[label] = {"params": 0, "tokens": 0.0, "flops": 0.0}
             continue
-        params = source.model.param_count(source.vocab_size)
+        params = source.final_model.param_count(source.vocab_size)
         data = stage.data_of(label, spec.stages)
         tokens = sum(e.inference_tokens(data) for e in stage.evals)
         inference[label] = {"params": params.active, "tokens": tokens, "flops": 2.0 * params.active * tokens}
@@ -211,9 +212,94 @@ def plan_evaluate_stage(stage: EvaluateStage, spec: Spec) -> StagePlan:
     )
 
 
-def _plan_stage(name: str, stage: TrainStage | ProbeStage | EvaluateStage, spec: Spec) -> StagePlan:
+def plan_rl_stage(stage: RLStage, resources: Resources) -> StagePlan:
+    """One RL step: the rollout (2·N per prompt and generated token), the scoring forwards (old policy, reference,
+    critic: 2·N each) and the updates (6·N per token each, twice with a critic), over sequences of about the
+    data's example length; memory of the policy (+ critic) trained and the reference frozen."""
+    cfg, vocab, data = stage.final_model, stage.vocab_size, stage.prompts
+    world = resources.world
+    sequences = stage.batch.global_ * stage.rollout.samples
+    per_rank = sequences // world
+    micro = stage.batch.micro or per_rank
+    batching = {
+        "kind": stage.kind,
+        "steps": stage.schedule.steps,
+        "global_batch": stage.batch.global_,
+        "micro_batch": micro,
+        "grad_accumulation": max(1, per_rank // stage.algorithm.minibatches // micro),
+    }
+    if cfg is None or data is None:
+        return StagePlan(
+            **batching,
+            model="transformer",
+            vocab_size=None,
+            params=ParamCount(0, 0, 0, 0, 0),
+            tokens=Tokens(0.0, 0.0, 0.0),
+            flops=Flops.of(StepFlops(), 1),
+            memory_per_rank=memory_of_nothing(),
+            unplanned="the policy is a checkpoint: its size is known when it loads",
+        )
+    params = cfg.param_count(vocab)
+    try:
+        mean_t, mean_t_t1 = data.length_stats(stage.prompt_split)
+    except (ValueError, KeyError, NotImplementedError):
+        mean_t, mean_t_t1 = data.length_stats("train")
+    tokens = sequences * mean_t
+    f = NextToken().step_flops(cfg, vocab, tokens, sequences * mean_t_t1)  # one forward + backward
+    alg = stage.algorithm
+    critic = getattr(alg, "value_coef", None) is not None
+    r = stage.rollout
+    filtered = r.top_k is not None or r.top_p < 1
+    old = alg.updates > 1 or stage.reference_needed or critic or filtered
+    forwards = int(old) + int(stage.reference_needed) + int(critic)
+    updates = alg.updates * (2 if critic else 1)
+    fwd = f.six_nd / 3
+    step = StepFlops(
+        six_nd=f.six_nd * updates,
+        frozen_2nd=fwd * (1 + forwards),
+        attention=f.attention * (updates + (1 + forwards) / 3),
+    )
+    trained = params.total * (2 if critic else 1)
+    frozen = params.total if stage.reference_needed else 0
+    held = min(2, cfg.depth) if stage.distributed.reshard_after_forward else cfg.depth
+    t_max = data.max_seq_len() + r.max_new_tokens
+    mem = memory(
+        stage,
+        resources,
+        trained=trained,
+        frozen=frozen,
+        gathered_params=held * params.largest_block + params.root,
+        seq_len=t_max,
+        dim=cfg.dim,
+        depth=cfg.depth,
+        extra_activations=micro * t_max * vocab * 4 * 2,
+        micro=micro,
+    )
+    return StagePlan(
+        **batching,
+        model=cfg.kind,
+        vocab_size=vocab,
+        params=params,
+        tokens=Tokens(per_example=mean_t, per_step=tokens, total=tokens * stage.schedule.steps),
+        flops=Flops.of(step, stage.schedule.steps),
+        memory_per_rank=mem,
+        rl={
+            "sequences": float(sequences),
+            "tokens": tokens,
+            "rollout_flops": fwd,
+            "scoring_forwards": float(forwards),
+            "scoring_flops": fwd * forwards,
+            "updates": float(updates),
+            "update_flops": f.six_nd * updates,
+        },
+    )
+
+
+def _plan_stage(name: str, stage: TrainStage | ProbeStage | EvaluateStage | RLStage, spec: Spec) -> StagePlan:
     if isinstance(stage, EvaluateStage):
         return plan_evaluate_stage(stage, spec)
+    if isinstance(stage, RLStage):
+        return plan_rl_stage(stage, spec.resources)
     if isinstance(stage, ProbeStage):
         return plan_probe_stage(stage, spec, spec.resources)
     if stage.model.kind == "transformer":

@@ -48,6 +48,7 @@ def memory(
     dim: int,
     depth: int,
     extra_activations: int = 0,
+    micro: int | None = None,
 ) -> Memory:
     """Sharded fp32 state, compute-dtype gathered parameters and one micro-batch of block activations.
 
@@ -59,7 +60,7 @@ def memory(
     shards = world if sharded else 1
     el = compute_bytes(stage, resources)
     states = 2 if stage.optim.kind == "adamw" else (1 if stage.optim.momentum > 0 else 0)
-    micro = stage.batch.micro or stage.batch.global_ // world
+    micro = micro or stage.batch.micro or stage.batch.global_ // world
     tokens = micro * seq_len
     per_block = 34 * tokens * dim * el // 2
     if stage.distributed.activation_checkpointing:

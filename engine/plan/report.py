@@ -73,6 +73,7 @@ class StagePlan:
     memory_per_rank: Memory
     unplanned: str | None = None  # why the counts are zero: what the plan cannot know before the run
     inference: dict[str, dict[str, float]] | None = None  # evaluate stages: per model, params, tokens, FLOPs
+    rl: dict[str, float] | None = None  # rl stages: one step's sequences, tokens and FLOPs by phase
 
 
 @dataclass(frozen=True)
@@ -161,6 +162,16 @@ class Plan:
                 f" {fmt_flops(f.six_nd_per_step)}"
                 + (f" + 2ND frozen {fmt_flops(f.frozen_2nd_per_step)}" if f.frozen_2nd_per_step else "")
                 + f" + attention {fmt_flops(f.attention_per_step)}",
+            ]
+            if s.rl is not None:
+                r = s.rl
+                out.append(
+                    f"  RL step      {r['sequences']:.0f} sequences, ~{fmt_count(r['tokens'])} tokens: rollout"
+                    f" ~{fmt_flops(r['rollout_flops'])} (2N per token) + {r['scoring_forwards']:.0f} scoring"
+                    f" forward(s) ~{fmt_flops(r['scoring_flops'])} + {r['updates']:.0f} update(s)"
+                    f" ~{fmt_flops(r['update_flops'])} (6N per token)"
+                )
+            out += [
                 f"  FLOPs total  {fmt_flops(f.papers_total)} papers' {'6ND + 2ND' if f.frozen_2nd_total else '6ND'}"
                 f" (no attention); {fmt_flops(f.total)} with attention",
                 f"  memory/rank  ~{fmt_bytes(m.total)} (estimate; {precision} compute, sharded over {m.shards},"

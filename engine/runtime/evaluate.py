@@ -126,7 +126,7 @@ class EvaluateRunner:
             ) from None
         model = ctx.shard(model)
         model.eval()
-        objective_cfg = source.objective if source is not None else NextToken()
+        objective_cfg = getattr(source, "objective", None) or NextToken()
         return registry.build_objective(objective_cfg, {"model": model}, ctx)
 
     def evaluate(self) -> dict[str, float]:

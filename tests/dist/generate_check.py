@@ -51,14 +51,38 @@ def complete(m: torch.nn.Module, rows: list[tuple[int, int]], batch: int, dist) 
 
 
 def main(out: str) -> None:
-    """Each rank takes every other row (rank r: rows r, r+2, ...), 3 per call; rank 0 writes them all."""
+    """Each rank takes every other row (rank r: rows r, r+2, ...), 3 per call; rank 0 writes them all, with
+    the all-gathers FSDP ran and each rank's decode steps per call."""
+    from torch.distributed.fsdp._fully_shard import _fsdp_param_group as group
+
     dist = distributed.init("cpu")
     m = parallelize(model(), Distributed(), dist)
+    gathers = [0]
+    real = group.foreach_all_gather
+
+    def counted(*args, **kwargs):
+        gathers[0] += 1
+        return real(*args, **kwargs)
+
+    group.foreach_all_gather = counted
+    steps: list[int] = []
+    global generate
+    plain = generate
+
+    def recorded(*args, **kwargs):
+        done = plain(*args, **kwargs)
+        steps.append(done.steps)
+        return done
+
+    generate = recorded
     mine = complete(m, ROWS[dist.rank :: dist.world], 3, dist)
     merged = {k: v for part in dist.all_gather_object(mine) for k, v in part.items()}
+    counts = dist.all_gather_object({"gathers": gathers[0], "steps": steps})
     if dist.main:
         with open(f"{out}/completions.json", "w") as f:
             json.dump(merged, f)
+        with open(f"{out}/gathers.json", "w") as f:
+            json.dump(counts, f)
     dist.close()
 
 
