@@ -79,6 +79,8 @@ class _Parser:
 
     def program(self) -> int:
         while self.peek() != "return":
+            if self.peek() is None:
+                raise ProgramError("the program ends without return")
             var = self.take()
             if var not in VARIABLES:
                 raise ProgramError(f"{var!r} at {self.i - 1} is not a variable")
@@ -280,9 +282,9 @@ class MathFormats:
         item = int(next(u) * len(cfg.ITEMS))
         starts = self._starts[held][name * len(cfg.ITEMS) + item]
         cur = start = starts[int(next(u) * len(starts))]
-        P, I = cfg.NAMES[name], cfg.ITEMS[item]
+        who, what = cfg.NAMES[name], cfg.ITEMS[item]
         steps: list[tuple[str, list[tuple[int, int, int, int]]]] = []  # (sentence, [(op, x, n, y)])
-        prompt = ["BOS", *_fill(cfg.STORY["start"], P=P, V=cur, I=I)]
+        prompt = ["BOS", *_fill(cfg.STORY["start"], P=who, V=cur, I=what)]
         left = ops
         while left:
             feasible = []
@@ -302,29 +304,29 @@ class MathFormats:
             if kind == "add":
                 k = 1 + int(r1 * min(ADD_MAX, M - cur))
                 prims = [(0, cur, k, cur + k)]
-                prompt += _fill(cfg.STORY["add"], P=P, N=k)
+                prompt += _fill(cfg.STORY["add"], P=who, N=k)
             elif kind == "sub":
                 k = 1 + int(r1 * min(ADD_MAX, cur))
                 prims = [(1, cur, k, cur - k)]
-                prompt += _fill(cfg.STORY["sub"], P=P, N=k)
+                prompt += _fill(cfg.STORY["sub"], P=who, N=k)
             elif kind == "mul":
                 k = 2 + int(r1 * (min(FACTOR_MAX, M // cur) - 1))
                 prims = [(2, cur, k, cur * k)]
-                prompt += _fill(cfg.STORY["mul"], P=P, N=k)
+                prompt += _fill(cfg.STORY["mul"], P=who, N=k)
             elif kind == "div":
                 k = divisors[int(r1 * len(divisors))]
                 prims = [(3, cur, k, cur // k)]
-                prompt += _fill(cfg.STORY["div"], P=P, N=k)
+                prompt += _fill(cfg.STORY["div"], P=who, N=k)
             else:  # box: A boxes of B, added
                 room = M - cur
                 A = 2 + int(r1 * (min(FACTOR_MAX, room // 2) - 1))
                 B = 2 + int(r2 * (min(BOX_MAX, room // A) - 1))
                 prims = [(2, A, B, A * B), (0, cur, A * B, cur + A * B)]
-                prompt += _fill(cfg.STORY["box"], P=P, A=A, B=B, I=I)
+                prompt += _fill(cfg.STORY["box"], P=who, A=A, B=B, I=what)
             steps.append((kind, prims))
             cur = prims[-1][3]
             left -= len(prims)
-        prompt += _fill(cfg.STORY["question"], I=I, P=P)
+        prompt += _fill(cfg.STORY["question"], I=what, P=who)
         prompt.append(cfg.DELIMITER)
         solution = self.solution(fmt, start, steps)
         prims = [p for _, ps in steps for p in ps]
@@ -371,13 +373,13 @@ class MathFormats:
         words = ["BOS"]
         for _ in range(lo + int(next(u) * (hi - lo + 1))):
             kind = kinds[int(next(u) * len(kinds))]
-            P = cfg.NAMES[int(next(u) * len(cfg.NAMES))]
-            I = cfg.ITEMS[int(next(u) * len(cfg.ITEMS))]
+            who = cfg.NAMES[int(next(u) * len(cfg.NAMES))]
+            what = cfg.ITEMS[int(next(u) * len(cfg.ITEMS))]
             r1, r2 = next(u), next(u)
             V = int(r1 * (M + 1))
             N = 1 + int(r1 * ADD_MAX) if kind in ("add", "sub") else 2 + int(r1 * (FACTOR_MAX - 1))
             B = 2 + int(r2 * (BOX_MAX - 1))
-            words += _fill(cfg.STORY[kind], P=P, I=I, V=V, N=N, A=N, B=B)
+            words += _fill(cfg.STORY[kind], P=who, I=what, V=V, N=N, A=N, B=B)
         words.append("EOS")
         return {"prompt": words[:1], "solution": words[1:], "format": FILLER, "answer": -1, "prims": []}
 
