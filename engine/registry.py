@@ -24,6 +24,7 @@ DATA: dict[type, str] = {
     data.PhoneBook: "engine.data.phonebook:PhoneBook",
     data.ShortestPath: "engine.data.shortest_path:ShortestPath",
     data.KgExperts: "engine.data.kg_experts:KgExperts",
+    data.MathFormats: "engine.data.math_formats:MathFormats",
     data.SyntheticVideo: "engine.data.video:SyntheticVideo",
     data.VideoFiles: "engine.data.video_files:VideoFiles",
 }

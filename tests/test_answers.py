@@ -24,6 +24,8 @@ KINDS = {
     "shortest_path": (D.ShortestPath(), "eval"),
     "kg_experts": (D.KgExperts(), "test"),
     "kg_experts_cot": (D.KgExperts(cot=True, mode="generalization"), "test"),
+    "math_formats": (D.MathFormats(formats=(1, 1, 1)), "easy"),
+    "math_formats_hard": (D.MathFormats(formats=(1, 1, 1)), "hard"),
 }
 MANY_ANSWERS = {"countdown", "shortest_path"}  # several right answers (other paths); elsewhere one
 _GENS: dict = {}

@@ -12,6 +12,7 @@ from .connectivity import PETAL, Connectivity, ConnectivityStrategy
 from .copy_reverse import Copy, CopyTask, Reverse
 from .countdown import Countdown
 from .kg_experts import KgExperts
+from .math_formats import FormatWeights, MathFormats
 from .phonebook import PhoneBook
 from .shortest_path import MIN_ACCEPT, SIM_GRAPHS, SIM_SIZES, SIM_SOURCES, ShortestPath
 from .solution_tree import SolutionTree
@@ -41,9 +42,11 @@ __all__ = [
     "Countdown",
     "Data",
     "FloatRange",
+    "FormatWeights",
     "IntRange",
     "KgExperts",
     "LengthRanges",
+    "MathFormats",
     "PhoneBook",
     "Reverse",
     "ShortestPath",
@@ -72,6 +75,7 @@ Data = kinded(
     PhoneBook,
     ShortestPath,
     KgExperts,
+    MathFormats,
     SyntheticVideo,
     VideoFiles,
     default=None,
