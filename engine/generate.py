@@ -156,7 +156,10 @@ def gathered(model: nn.Module) -> Iterator[None]:
         yield
         return
     # whether each module frees its parameters after forward, as sharding set it up
-    before = [any(g.post_forward_mesh_info is not None for g in m._get_fsdp_state()._fsdp_param_groups) for m in mods]
+    before = [
+        any(g.post_forward_mesh_info is not None for g in m._get_fsdp_state()._fsdp_param_groups)
+        for m in mods
+    ]
     for m in mods:
         m.set_reshard_after_forward(False, recurse=False)
         m.unshard()
@@ -239,7 +242,18 @@ def generate(
 
     with gathered(model):
         out, out_pos, steps = _decode(
-            model, tokens, positions, real, planned, sampling, stop, pad, device, keys, predict_positions, any_live
+            model,
+            tokens,
+            positions,
+            real,
+            planned,
+            sampling,
+            stop,
+            pad,
+            device,
+            keys,
+            predict_positions,
+            any_live,
         )
     out_l, pos_l, stop_set = out.tolist(), out_pos.tolist(), set(stop)
     completions, ids = [], []

@@ -22,7 +22,9 @@ class Rollout(Strict):
     top_p: float = Field(
         1.0, gt=0, le=1, description="Nucleus sampling: the smallest set of tokens of mass >= top_p; 1 = all."
     )
-    top_k: int | None = Field(None, gt=0, description="Sample among the k most likely tokens only; null = all.")
+    top_k: int | None = Field(
+        None, gt=0, description="Sample among the k most likely tokens only; null = all."
+    )
     max_new_tokens: Tokens = Field(64, gt=0, description="Most tokens generated per completion.")
     batch: Examples = Field(
         256, gt=0, description="Sequences decoded together on one rank (a rollout's memory, not its result)."
@@ -88,7 +90,10 @@ class PolicyGradient(Strict):
 
     epochs: int = Field(1, ge=1, le=1000, description="Passes over each rollout batch (updates reuse it).")
     minibatches: int = Field(
-        1, ge=1, le=4096, description="Optimizer steps per pass: each rank's rollout is cut into this many parts."
+        1,
+        ge=1,
+        le=4096,
+        description="Optimizer steps per pass: each rank's rollout is cut into this many parts.",
     )
     kl: KL = Field(default_factory=KL, description="KL to the reference model.")
     entropy: float = Field(0.0, ge=0, le=100, description="Entropy bonus coefficient (0 = none).")
@@ -143,7 +148,9 @@ def _minibatches(minibatches: int, stage: Any, world: int, p: Problems) -> None:
 class GRPO(PolicyGradient):
     """Group Relative Policy Optimisation: G samples per prompt, advantages normalised within the group."""
 
-    kind: Literal["grpo"] = Field("grpo", description="GRPO (DeepSeekMath), with DAPO's and Dr. GRPO's options.")
+    kind: Literal["grpo"] = Field(
+        "grpo", description="GRPO (DeepSeekMath), with DAPO's and Dr. GRPO's options."
+    )
     scale: Literal["std", "none"] = Field(
         "std",
         description="Advantage = (r - group mean) / group std (std, GRPO) or r - group mean (none, Dr. GRPO).",
@@ -183,7 +190,9 @@ class PPO(PolicyGradient):
     lam: float = Field(0.95, ge=0, le=1, description="GAE's lambda.")
     clip: tuple[float, float] = Field((0.8, 1.2), description="Range [low, high] of the importance ratio.")
     value_clip: float = Field(
-        0.2, gt=0, description="The new value stays within this of the rollout's value in the clipped value loss."
+        0.2,
+        gt=0,
+        description="The new value stays within this of the rollout's value in the clipped value loss.",
     )
     value_coef: float = Field(0.5, gt=0, description="Weight of the value loss.")
     critic_lr: float | None = Field(None, gt=0, description="Learning rate of the critic; default optim.lr.")
@@ -198,7 +207,9 @@ class PPO(PolicyGradient):
 class Reinforce(PolicyGradient):
     """REINFORCE with a baseline (one on-policy update per rollout batch)."""
 
-    kind: Literal["reinforce"] = Field("reinforce", description="REINFORCE with a baseline (RLOO by default).")
+    kind: Literal["reinforce"] = Field(
+        "reinforce", description="REINFORCE with a baseline (RLOO by default)."
+    )
     baseline: Literal["rloo", "mean", "none"] = Field(
         "rloo",
         description="rloo: the mean reward of the prompt's other samples (leave-one-out); mean: of all its "
@@ -209,7 +220,8 @@ class Reinforce(PolicyGradient):
     def _on_policy(self) -> Reinforce:
         if self.epochs != 1:
             raise spec_error(
-                "epochs", f"REINFORCE is on-policy: one pass per rollout, not {self.epochs}; use grpo or ppo to reuse it"
+                "epochs",
+                f"REINFORCE is on-policy: one pass per rollout, not {self.epochs}; use grpo or ppo to reuse it",
             )
         return self
 
@@ -230,9 +242,14 @@ class ExpertIteration(Strict):
     kind: Literal["expert_iteration"] = Field(
         "expert_iteration", description="Expert iteration (rejection-sampling fine-tuning)."
     )
-    epochs: int = Field(2, ge=1, le=1000, description="Fine-tuning passes over each round's kept completions.")
+    epochs: int = Field(
+        2, ge=1, le=1000, description="Fine-tuning passes over each round's kept completions."
+    )
     minibatches: int = Field(
-        1, ge=1, le=4096, description="Optimizer steps per pass: each rank's kept completions are cut in this many."
+        1,
+        ge=1,
+        le=4096,
+        description="Optimizer steps per pass: each rank's kept completions are cut in this many.",
     )
     dedupe: bool = Field(True, description="Keep one copy of completions repeated within a prompt's samples.")
 

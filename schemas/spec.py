@@ -419,16 +419,21 @@ class RLStage(StageRules):
         "data (required when the policy is a checkpoint).",
     )
     split: str | None = Field(
-        None, description="The data split whose prompts are used; default `rl` where the data has one, else train."
+        None,
+        description="The data split whose prompts are used; default `rl` where the data has one, else train.",
     )
     rollout: Rollout = Field(default_factory=Rollout, description="How completions are sampled.")
     reward: Reward = Field(default_factory=Reward, description="The reward of a completion.")
-    algorithm: Algorithm = Field(default_factory=lambda: _default_algorithm(), description="The RL algorithm.")
+    algorithm: Algorithm = Field(
+        default_factory=lambda: _default_algorithm(), description="The RL algorithm."
+    )
     optim: Optim = Field(
         default_factory=lambda: AdamW(lr=1e-6, betas=(0.9, 0.999), weight_decay=0.0),
         description="The policy's optimizer.",
     )
-    schedule: Schedule = Field(description="RL steps (one rollout batch each) and the learning-rate schedule.")
+    schedule: Schedule = Field(
+        description="RL steps (one rollout batch each) and the learning-rate schedule."
+    )
     batch: Batch = Field(
         description="global: prompts per RL step (each sampled rollout.samples times), split over ranks; micro: "
         "sequences per forward pass on one rank in updates."
@@ -479,6 +484,11 @@ class RLStage(StageRules):
         """Policy and reference are earlier token transformers of one shape, the data fits them and has a
         verifier, the rollout fits the positions, and the algorithm and evaluators accept the stage."""
         at = f"stages.{name}"
+        if self.batch.global_ % world:
+            p.add(
+                f"{at}.batch.global",
+                f"{self.batch.global_} prompts are not divisible by the world size {world}; use a multiple of {world}",
+            )
         policy = self._resolve(self.policy, "policy", stages, at, p)
         if policy is not None:
             self._model, self._vocab = policy.final_model, policy.vocab_size
@@ -497,7 +507,9 @@ class RLStage(StageRules):
         data = self.prompts
         if data is None:
             if policy is None and isinstance(self.policy, CheckpointRef):
-                p.add(f"{at}.data", "the policy is a checkpoint, whose data the spec does not know; give `data`")
+                p.add(
+                    f"{at}.data", "the policy is a checkpoint, whose data the spec does not know; give `data`"
+                )
             return
         if not isinstance(data, TokenData):
             p.add(
@@ -506,13 +518,16 @@ class RLStage(StageRules):
             )
             return
         if self.prompt_split not in data.SPLITS:
-            p.add(f"{at}.split", f"{data.kind} has no split {self.prompt_split!r}; its splits are {list(data.SPLITS)}")
+            p.add(
+                f"{at}.split",
+                f"{data.kind} has no split {self.prompt_split!r}; its splits are {list(data.SPLITS)}",
+            )
         model = self._model
         if model is not None:
             if self.data is not None:
                 sub = Problems()
                 _token_rules(model, data, sub)
-                for field, message in sub.items:
+                for _field, message in sub.items:
                     p.add(f"{at}.policy.stage", message)
                 if self._vocab is not None and self._vocab < data.vocab_size:
                     p.add(
@@ -618,6 +633,7 @@ class Spec(Strict):
                 continue
             if isinstance(stage, RLStage):
                 stage.check_stages(name, {n: self.stages[n] for n in earlier}, world, p)
+                continue
             refs = []  # (dotted field, referenced stage, needs a vit)
             if isinstance(stage, TrainStage):
                 if isinstance(stage.init, StageRef):

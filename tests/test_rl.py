@@ -137,7 +137,14 @@ def _tiny_model():
     from schemas.models import Transformer as Config
 
     torch.manual_seed(0)
-    cfg = Config(kind="transformer", dim=16, depth=1, heads=2, position={"kind": "rope"}, ffn={"kind": "dense", "hidden": 32})
+    cfg = Config(
+        kind="transformer",
+        dim=16,
+        depth=1,
+        heads=2,
+        position={"kind": "rope"},
+        ffn={"kind": "dense", "hidden": 32},
+    )
     return Transformer(cfg, 7)
 
 
@@ -194,7 +201,9 @@ def test_reinforce_rloo_and_dropped_uniform_groups():
     loo = r - (r.sum(1, keepdim=True) - r) / 3
     assert torch.allclose(roll.adv[:, 3], loo.reshape(-1))  # every sequence acts at position 3
     roll = _rollout()
-    GRPOAlgorithm(GRPO(drop_uniform_groups=True), temperature=1.0, samples=4, max_new_tokens=8).advantages(roll)
+    GRPOAlgorithm(GRPO(drop_uniform_groups=True), temperature=1.0, samples=4, max_new_tokens=8).advantages(
+        roll
+    )
     assert roll.keep.tolist() == [True] * 4 + [False] * 4 + [True] * 4
     assert roll.stats["uniform_groups"] == pytest.approx(1 / 3)
 
@@ -285,7 +294,10 @@ def _errors(tmp_path: Path, *overrides: str) -> str:
         (["stages.grpo.algorithm.minibatches=100"], "100 minibatches but each rank holds 64 sequences"),
         (["stages.grpo.reward.correct=0"], "every completion gets the same reward"),
         (
-            ["stages.sft.model.position={kind: learned, max_len: 20}", "stages.grpo.rollout.max_new_tokens=12"],
+            [
+                "stages.sft.model.position={kind: learned, max_len: 20}",
+                "stages.grpo.rollout.max_new_tokens=12",
+            ],
             "stages.grpo.rollout.max_new_tokens: prompts of up to 17 tokens + 12 new tokens exceed the policy's 20",
         ),
         (["stages.grpo.algorithm={kind: reinforce, epochs: 2}"], "REINFORCE is on-policy"),
@@ -346,7 +358,16 @@ def test_grpo_raises_pass_at_1_and_starts_at_zero_kl(tiny_run):
     first = rows[0]
     assert first["kl"] == 0.0  # the reference is the policy's start
     assert first["first_ratio"] == pytest.approx(1.0, abs=1e-6)  # recomputed log-probs of the same model
-    for key in ("pass_rate", "entropy", "clip_frac", "completion_len", "adv_std", "rollout_s", "update_s", "flops"):
+    for key in (
+        "pass_rate",
+        "entropy",
+        "clip_frac",
+        "completion_len",
+        "adv_std",
+        "rollout_s",
+        "update_s",
+        "flops",
+    ):
         assert key in first
     assert rows[-1]["flops"] > rows[0]["flops"] > 0
     models = json.loads((tiny_run / "compare" / "evals" / "sampling.json").read_text())["models"]
@@ -374,3 +395,79 @@ def test_rl_resumes_to_the_same_weights(tiny_run, tmp_path):
     assert a.keys() == b.keys()
     for k in a:
         assert torch.equal(a[k], b[k]), k
+
+
+def test_target_outside_the_support_gives_finite_logprobs_and_gradients():
+    """Prompt positions (and a sampled token at the nucleus's edge) may fall outside the recomputed support."""
+    logits = torch.tensor([[4.0, 3.0, -2.0, -3.0]], requires_grad=True)
+    s = Sampling(temperature=1.0, top_p=0.5)
+    mask = support(logits.detach(), s)
+    assert mask.tolist() == [[True, False, False, False]]
+    logp, ent = token_logprobs(logits, torch.tensor([2]), 1.0, mask)
+    (logp.sum() + ent.sum()).backward()
+    assert torch.isfinite(logp).all() and torch.isfinite(logits.grad).all()
+
+
+@pytest.mark.parametrize(
+    ("algorithm", "key"),
+    [
+        ("{kind: ppo, epochs: 2, kl: {coef: 0.001, apply: reward}}", "value_loss"),
+        ("{kind: reinforce, baseline: rloo}", "pg_loss"),
+        ("{kind: expert_iteration, epochs: 2}", "kept"),
+        (
+            "{kind: grpo, drop_uniform_groups: true, aggregate: sequence_mean, minibatches: 2}",
+            "uniform_groups",
+        ),
+    ],
+)
+def test_every_algorithm_runs_with_top_p(tiny_run, tmp_path, algorithm, key):
+    """Each algorithm post-trains the tiny SFT model for 8 steps with nucleus sampling (a truncated support)."""
+    out = tmp_path / "run"
+    shutil.copytree(tiny_run, out)
+    shutil.rmtree(out / "rl")
+    shutil.rmtree(out / "compare")  # it scored the old rl stage: the run directory would refuse the change
+    spec = tmp_path / "tiny.yaml"
+    spec.write_text(TINY.replace("OUT", str(out)))
+    r = engine(
+        str(spec),
+        "--stage",
+        "rl",
+        f"stages.rl.algorithm={algorithm}",
+        "stages.rl.rollout.top_p=0.9",
+        "stages.rl.schedule.steps=8",
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    rows = [row for row in _rows(out) if "reward" in row]
+    assert len(rows) == 8 and all(np.isfinite(row["loss"]) for row in rows)
+    assert key in rows[-1], rows[-1]
+    assert (out / "rl" / "final" / "done.json").exists()
+
+
+@pytest.mark.distributed
+@pytest.mark.parametrize(
+    "algorithm", ["{kind: grpo, epochs: 2, kl: {coef: 0.001}}", "{kind: ppo, epochs: 2}"]
+)
+def test_two_sharded_ranks_match_one_process(tiny_run, tmp_path, algorithm):
+    """5 RL steps on 2 FSDP2 ranks (each sampling half the prompts) and in one process: the same rewards at every
+    step and the same final weights up to float reduction order."""
+    from helpers import torchrun
+
+    runs = {}
+    for name, launch in (("one", "engine"), ("two", "torchrun")):
+        out = tmp_path / name
+        shutil.copytree(tiny_run, out)
+        shutil.rmtree(out / "rl")
+        shutil.rmtree(out / "compare")
+        spec = tmp_path / f"{name}.yaml"
+        spec.write_text(TINY.replace("OUT", str(out)))
+        args = [str(spec), "--stage", "rl", f"stages.rl.algorithm={algorithm}", "stages.rl.schedule.steps=5"]
+        r = engine(*args) if launch == "engine" else torchrun("-m", "engine", *args)
+        assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
+        runs[name] = out
+    rewards = {n: [row["reward"] for row in _rows(out) if "reward" in row] for n, out in runs.items()}
+    assert rewards["one"] == rewards["two"] and len(rewards["one"]) == 5
+    for key in ("model", "critic") if "ppo" in algorithm else ("model",):
+        a = torch.load(runs["one"] / "rl" / "final" / f"{key}.pt", weights_only=True)
+        b = torch.load(runs["two"] / "rl" / "final" / f"{key}.pt", weights_only=True)
+        for k in a:
+            assert torch.allclose(a[k], b[k], atol=1e-5, rtol=1e-4), (key, k, (a[k] - b[k]).abs().max())

@@ -57,6 +57,27 @@ MULTI_BARS: dict[str, tuple[float, list[str]]] = {
     "mop_compare": (0.97, ["stages.compare.evals.0.examples=8"]),
 }
 
+# Specs with RL stages: train stages as in MULTI_BARS; each rl stage runs RL_STEPS steps of 2 prompts x 2 samples
+# of 8 new tokens; evaluate stages sample a few prompts (overrides by spec).
+RL_STEPS = 2
+RL_SPECS: dict[str, list[str]] = {
+    "solution_tree_rl": [
+        "stages.compare.evals.0.examples=4",
+        "stages.compare.evals.0.n=2",
+        "stages.compare.evals.0.k=[1,2]",
+    ],
+    "countdown_rl": [
+        "stages.compare.evals.0.examples=4",
+        "stages.compare.evals.0.n=2",
+        "stages.compare.evals.0.k=[1,2]",
+    ],
+    "echo_chamber": [
+        "stages.compare.evals.0.examples=4",
+        "stages.compare.evals.0.n=2",
+        "stages.compare.evals.0.k=[1,2]",
+    ],
+}
+
 # Video specs: each train stage's bar (last/first loss); probes run 2 steps on 8 clips.
 VIDEO_BARS: dict[str, dict[str, float]] = {
     "salt_tiny": {"teacher": 0.6, "student": 0.75},  # 0.073 -> 0.025: 0.34; 0.68 -> 0.35: 0.51
@@ -97,7 +118,7 @@ def video_overrides(name: str) -> list[str]:
 
 def test_every_spec_has_a_case() -> None:
     """A new spec under specs/ gets a bar here (or is listed as plan-only)."""
-    assert set(SPECS) == {*TOKEN_BARS, *MULTI_BARS, *VIDEO_BARS, "salt_vitg"}
+    assert set(SPECS) == {*TOKEN_BARS, *MULTI_BARS, *RL_SPECS, *VIDEO_BARS, "salt_vitg"}
 
 
 @pytest.mark.slow
@@ -132,6 +153,41 @@ def test_multi_stage_token_spec_trains_and_compares(name: str, tmp_path: Path, o
     for ev in spec.stages[evaluate].evals:
         record = json.loads((tmp_path / evaluate / "evals" / f"{ev.kind}.json").read_text())
         assert set(record["models"]) == set(spec.stages[evaluate].models), record
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(RL_SPECS))
+def test_rl_spec_runs_every_stage(name: str, tmp_path: Path, one_thread: None) -> None:
+    """Pretraining or SFT (loss falls), then each rl stage logs reward, pass rate and KL at every step and writes
+    final/; the evaluate stage scores every model."""
+    from schemas import load_spec
+
+    spec = load_spec(str(REPO / "specs" / f"{name}.yaml"))
+    overrides = [f"run.output={tmp_path}", "resources.procs_per_node=1", *RL_SPECS[name]]
+    for stage, st in spec.stages.items():
+        p = f"stages.{stage}"
+        if st.kind == "train":
+            overrides += [o.replace("stages.train.", f"{p}.") for o in TOKENS]
+            overrides += [f"{p}.schedule.steps={MULTI_STEPS}", f"{p}.schedule.warmup=2"]
+        elif st.kind == "rl":
+            overrides += [f"{p}.schedule.steps={RL_STEPS}", f"{p}.batch.global=2", f"{p}.batch.micro=null"]
+            overrides += [f"{p}.rollout.samples=2", f"{p}.rollout.max_new_tokens=8", f"{p}.evals=[]"]
+            overrides += [f"{p}.checkpoint.every=1", f"{p}.logging.every=1"]
+    train_in_process(load_spec(str(REPO / "specs" / f"{name}.yaml"), overrides))
+    for stage, st in spec.stages.items():
+        assert (tmp_path / stage / "final" / "done.json").exists(), f"{stage} did not finish"
+        if st.kind == "train":
+            assert_learns(tmp_path, stage, 0.97)
+        elif st.kind == "rl":
+            from engine.runtime.metrics import read_metrics
+
+            rows = [r for r in read_metrics(str(tmp_path / stage)) if "reward" in r]
+            assert [r["step"] for r in rows] == list(range(1, RL_STEPS + 1))
+            assert all("pass_rate" in r and "kl" in r for r in rows), rows[0]
+        elif st.kind == "evaluate":
+            for ev in st.evals:
+                record = json.loads((tmp_path / stage / "evals" / f"{ev.kind}.json").read_text())
+                assert set(record["models"]) == set(st.models), record
 
 
 @pytest.mark.slow

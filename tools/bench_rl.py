@@ -248,17 +248,74 @@ def trl_step(trainer) -> dict[str, float]:
     }
 
 
-# --- ours: filled in by the lead engineer with the rl stage ---------------------------------------------
+# --- ours ----------------------------------------------------------------------------------------------
 
 
 def ours_setup(seed: int, s: Setting = Setting()) -> object:
-    """Our engine's GRPO iteration in the same setting (placeholder until the rl stage lands)."""
-    raise NotImplementedError("filled in by the rl stage")
+    """Our `rl` stage in the same setting, built in this process: the same Qwen2 shape over RL-Wall's own
+    29-token vocabulary, prompts from the solution_tree `rl` pool (46-66 tokens), its verifier as the reward.
+    The policy is the random init (a 1-step train stage at lr 1e-12 writes it, so the stage can load it)."""
+    from engine.runtime.distributed import Dist
+    from engine.runtime.rl import RLRunner
+    from engine.runtime.trainer import run_spec
+    from schemas import load_spec
+
+    tmp = tempfile.mkdtemp(prefix="bench_rl_ours_")
+    spec_file = Path(tmp) / "bench.yaml"
+    spec_file.write_text(
+        f"""
+run: {{name: bench_rl, output: {tmp}/run, seed: {seed}}}
+stages:
+  init:
+    model: {{kind: transformer, dim: {s.dim}, depth: {s.depth}, heads: {s.heads}, kv_heads: {s.kv_heads},
+            position: {{kind: rope}}, ffn: {{kind: dense, hidden: {s.mlp}, activation: swiglu}}}}
+    data: {{kind: solution_tree}}
+    optim: {{kind: adamw, lr: 1.0e-12}}
+    schedule: {{steps: 1}}
+    batch: {{global: 2}}
+    logging: {{every: 1, tensorboard: false, console: false}}
+  rl:
+    kind: rl
+    policy: {{stage: init}}
+    split: rl
+    rollout: {{samples: {s.group}, temperature: {s.temperature}, max_new_tokens: {s.max_new}, batch: 256}}
+    algorithm: {{kind: grpo, clip: [{1 - s.clip}, {1 + s.clip}], epochs: {s.updates}, kl: {{coef: {s.kl}, estimator: k3}}}}
+    optim: {{kind: adamw, lr: {s.lr}, betas: [0.9, 0.999], weight_decay: 0.0, grad_clip: {s.grad_clip}}}
+    schedule: {{steps: 1000, decay: constant}}
+    batch: {{global: {s.prompts}, micro: {s.micro}}}
+    logging: {{every: 1, tensorboard: false, console: false}}
+"""
+    )
+    spec = load_spec(str(spec_file))
+    dist = Dist()
+    run_spec(spec, dist, only="init")
+    runner = RLRunner(spec, "rl", spec.stages["rl"], dist)
+    runner.build()
+    runner._bench_step = 0
+    return runner
 
 
-def ours_step(state: object) -> dict[str, float]:
-    """One iteration of ours: the same keys as `trl_step` (iteration, rollout, logps, update)."""
-    raise NotImplementedError("filled in by the rl stage")
+class _NoSignal:
+    requested = 0
+    abort = None
+
+
+def ours_step(runner: Any) -> dict[str, float]:
+    """One RL step of the runner (rollout, scoring, advantages, updates), timed by its own clocks."""
+    t0 = time.perf_counter()
+    _, mets, _ = runner._step(runner._bench_step, _NoSignal())
+    wall = time.perf_counter() - t0
+    runner._bench_step += 1
+    return {
+        "iteration": wall,
+        "rollout": float(mets["rollout_s"]),
+        "logps": float(mets["score_s"]),
+        "update": float(mets["update_s"]),
+        "overhead": 0.0,
+        "mean_len": float(mets["completion_len"]),
+        "clipped": float(mets["truncated"]),
+        "reward": float(mets["reward"]),
+    }
 
 
 # --- driver --------------------------------------------------------------------------------------------

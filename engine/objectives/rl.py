@@ -23,13 +23,17 @@ def token_logprobs(
     logits: Tensor, targets: Tensor, temperature: float = 1.0, support: Tensor | None = None
 ) -> tuple[Tensor, Tensor]:
     """log pi(target) and the entropy of pi per position, in fp32, for pi = softmax(logits / temperature)
-    restricted to `support` (bool [..., V]; the tokens sampling could draw) when given."""
+    restricted to `support` (bool [..., V]; the tokens sampling could draw, and the target) when given."""
     z = logits.float() / temperature
-    if support is not None:
-        z = z.masked_fill(~support, float("-inf"))
+    if support is not None:  # the target always counts as inside: a sampled token is (up to rounding at the
+        # nucleus's edge), and positions that are not actions (the prompt) must not give -inf
+        inside = support.scatter(-1, targets.unsqueeze(-1), True)
+        z = z.masked_fill(~inside, float("-inf"))
     logp_all = torch.log_softmax(z, dim=-1)
     logp = logp_all.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
-    entropy = torch.special.entr(logp_all.exp()).sum(-1)
+    # -sum p log p over the support; tokens outside it (log p = -inf) add 0 with a zero gradient, not inf * 0
+    inside = logp_all.masked_fill(~torch.isfinite(logp_all), 0.0)
+    entropy = -(logp_all.exp() * inside).sum(-1)
     return logp, entropy
 
 
@@ -142,6 +146,7 @@ class Rollout:
     act: Tensor  # [N, L-1] bool: position predicts a completion token
     group: Tensor  # [N] long: the prompt on this rank
     rewards: Tensor  # [N] float
+    lengths: Tensor | None = None  # [N] long: prompt + completion tokens
     correct: Tensor | None = None  # [N] bool: the verifier accepted the completion
     support: Tensor | None = None  # [N, L-1, V] bool: the tokens sampling could draw (top-k / top-p)
     old_logp: Tensor | None = None  # [N, L-1] the policy's at rollout time (when updates reuse the batch)
@@ -191,7 +196,13 @@ class Algorithm:
         raise NotImplementedError
 
     def loss(
-        self, roll: Rollout, rows: slice, logp: Tensor, entropy: Tensor, weights: Tensor, values: Tensor | None
+        self,
+        roll: Rollout,
+        rows: slice,
+        logp: Tensor,
+        entropy: Tensor,
+        weights: Tensor,
+        values: Tensor | None,
     ) -> tuple[Tensor, dict[str, Tensor]]:
         """The weighted loss of rows `rows` of the rollout, given the policy's new log-probs and entropies."""
         raise NotImplementedError

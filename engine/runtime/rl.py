@@ -109,12 +109,20 @@ class RLRunner(StageRunner):
                 self.optim.add_param_group({k: v for k, v in g.items() if k not in ("initial_lr",)})
         self.params = [p for m in self.models.values() for p in m.parameters() if p.requires_grad]
         self.evals = [
-            registry.build_eval(e, gen=self.gen, data_cfg=data, seed=self.spec.run.seed, stage=self.name, dist=dist)
+            registry.build_eval(
+                e, gen=self.gen, data_cfg=data, seed=self.spec.run.seed, stage=self.name, dist=dist
+            )
             for e in st.evals
         ]
         self.last_by_eval: list[dict[str, float]] = [{} for _ in self.evals]
         self.stream = Stream(
-            self.gen, self.spec.run.seed, self.name, dist.rank, self.per_rank, dist.world, split=st.prompt_split
+            self.gen,
+            self.spec.run.seed,
+            self.name,
+            dist.rank,
+            self.per_rank,
+            dist.world,
+            split=st.prompt_split,
         )
         ckpt_url = st.checkpoint.url or f"{self.url}/checkpoints"
         self.ckpt = Checkpointer(ckpt_url, st.checkpoint.keep_last, dist, name=self.name)
@@ -128,7 +136,7 @@ class RLRunner(StageRunner):
 
     def _step(self, step: int, preemption: Preemption) -> tuple[StepStats, dict[str, torch.Tensor], float]:
         """Rollout, reward, score, advantages, then epochs x minibatches optimizer steps."""
-        st, dist = self.stage, self.dist
+        dist = self.dist
         for g in self.optim.param_groups:  # the loop set the schedule's lr; the critic's is scaled
             g["lr"] *= g["lr_scale"]
         t0 = time.perf_counter()
@@ -142,7 +150,9 @@ class RLRunner(StageRunner):
 
         # FLOPs: generation and the scoring forwards at 2N per token, each update at 6N per token
         lengths = judged["lengths"]
-        f = NextToken().step_flops(self.cfg, self.vocab, float(lengths.sum()), float((lengths * (lengths + 1)).sum()))
+        f = NextToken().step_flops(
+            self.cfg, self.vocab, float(lengths.sum()), float((lengths * (lengths + 1)).sum())
+        )
         forwards = 1 + (roll.old_logp is not None) + (roll.ref_logp is not None) + (roll.values is not None)
         updates = self.algorithm.updates * (2 if self.critic is not None else 1)
         flops = f.total / 3 * forwards + f.total * updates
@@ -157,7 +167,9 @@ class RLRunner(StageRunner):
             **{k: v for k, v in upd.items()},
         }
         adv = roll.adv[roll.act & roll.keep[:, None]] if roll.keep is not None else roll.adv[roll.act]
-        sums.update({"adv_sum": float(adv.sum()), "adv_sq": float((adv * adv).sum()), "adv_n": float(adv.numel())})
+        sums.update(
+            {"adv_sum": float(adv.sum()), "adv_sq": float((adv * adv).sum()), "adv_n": float(adv.numel())}
+        )
         if roll.ref_logp is not None:
             k3 = kl_estimate(roll.old_logp, roll.ref_logp, "k3")
             sums["kl"] = float((k3 * roll.act).sum())
@@ -188,7 +200,9 @@ class RLRunner(StageRunner):
             "truncated": g["truncated"] / seqs,
             "entropy": g.get("entropy", 0.0) / actions,
             "adv_mean": g["adv_sum"] / max(g["adv_n"], 1.0),
-            "adv_std": math.sqrt(max(g["adv_sq"] / max(g["adv_n"], 1.0) - (g["adv_sum"] / max(g["adv_n"], 1.0)) ** 2, 0)),
+            "adv_std": math.sqrt(
+                max(g["adv_sq"] / max(g["adv_n"], 1.0) - (g["adv_sum"] / max(g["adv_n"], 1.0)) ** 2, 0)
+            ),
             "rollout_s": t1 - t0,
             "score_s": t2 - t1,
             "update_s": t3 - t2,
@@ -282,6 +296,7 @@ class RLRunner(StageRunner):
             act[n, len(p) - 1 : len(p) - 1 + len(c)] = True
         dev = dist.device
         roll = Rollout(
+            lengths=torch.tensor([len(p) + len(c) for p, c in seqs], device=dev),
             tokens=torch.from_numpy(tokens).to(dev),
             act=torch.from_numpy(act).to(dev),
             group=torch.from_numpy(np.repeat(np.arange(len(exs)), G)).to(dev),
@@ -312,26 +327,39 @@ class RLRunner(StageRunner):
         alg, st = self.algorithm, self.stage
         s = self.train_sampling
         truncated_support = s is not None and (s.top_k is not None or s.top_p < 1)
-        need_old = alg.updates > 1 or self.reference is not None or self.critic is not None or truncated_support
+        need_old = (
+            alg.updates > 1 or self.reference is not None or self.critic is not None or truncated_support
+        )
         if not need_old:
             roll.stats["rollout_actions"] = float(roll.act.sum())
             return
         old, ref, values, supports = [], [], [], []
+        full = roll.tokens.shape[1] - 1
+
+        def pad(x: torch.Tensor, value: float | bool = 0) -> torch.Tensor:
+            """Per-position entries of a micro-batch trimmed to its longest sequence, padded back to [n, L-1]."""
+            extra = full - x.shape[1]
+            if not extra:
+                return x
+            shape = (x.shape[0], extra, *x.shape[2:])
+            return torch.cat([x, torch.full(shape, value, dtype=x.dtype, device=x.device)], dim=1)
+
         with autocast(st.distributed, self.dist, self.sharded):
             for lo in range(0, len(roll.tokens), self.micro):
-                tok = roll.tokens[lo : lo + self.micro]
+                width = int(roll.lengths[lo : lo + self.micro].max())
+                tok = roll.tokens[lo : lo + self.micro, :width]
                 tgt = tok[:, 1:]
                 logits, _ = self.policy(tok[:, :-1])
                 supp = support(logits, self.train_sampling) if self.train_sampling is not None else None
                 T = 1.0 if self.train_sampling is None else self.train_sampling.temperature
-                old.append(token_logprobs(logits, tgt, T, supp)[0])
+                old.append(pad(token_logprobs(logits, tgt, T, supp)[0]))
                 if supp is not None:
-                    supports.append(supp)
+                    supports.append(pad(supp, True))
                 if self.reference is not None:
                     ref_logits, _ = self.reference(tok[:, :-1])
-                    ref.append(token_logprobs(ref_logits, tgt, T, supp)[0])
+                    ref.append(pad(token_logprobs(ref_logits, tgt, T, supp)[0]))
                 if self.critic is not None:
-                    values.append(self.critic(tok)[:, :-1])
+                    values.append(pad(self.critic(tok)[:, :-1]))
         roll.old_logp = torch.cat(old)
         roll.support = torch.cat(supports) if supports else None
         roll.ref_logp = torch.cat(ref) if ref else None
@@ -361,19 +389,21 @@ class RLRunner(StageRunner):
                 for j, lo in enumerate(micros):
                     hi = min(lo + self.micro, sl.stop)
                     rows = slice(lo, hi)
+                    width = int(roll.lengths[rows].max())  # these rows' longest sequence: no padding beyond
+                    at = (rows, slice(0, width - 1))  # their per-position entries
                     if self.sharded:
                         for mod in self.models.values():
                             if isinstance(mod, FSDPModule):
                                 mod.set_requires_gradient_sync(j == len(micros) - 1)
                     with autocast(st.distributed, dist, self.sharded):
-                        tok = roll.tokens[rows]
-                        supp = roll.support[rows] if roll.support is not None else None
+                        tok = roll.tokens[rows, :width]
+                        supp = roll.support[at] if roll.support is not None else None
                         logp, ent, _, aux = self._forward_logp(self.policy, tok, tok[:, 1:], supp)
                         values = self.critic(tok)[:, :-1] if self.critic is not None else None
                         weights = aggregation_weights(
-                            roll.act[rows], kept[rows], alg.aggregate, seqs, toks, alg.max_new
+                            roll.act[at], kept[rows], alg.aggregate, seqs, toks, alg.max_new
                         )
-                        loss, mstats = alg.loss(roll, rows, logp, ent, weights, values)
+                        loss, mstats = alg.loss(roll, at, logp, ent, weights, values)
                         share = (hi - lo) / max(1, N)  # MoE balance terms, weighed by the rows' share
                         loss = loss + aux["aux_loss"] * share / M
                     loss.backward()
