@@ -88,6 +88,7 @@ class KL(Strict):
 class PolicyGradient(Strict):
     """What the policy-gradient algorithms share: updates per rollout, KL, entropy bonus, loss aggregation."""
 
+    kind: str  # declared first, so that each algorithm's `kind` leads its fields
     epochs: int = Field(1, ge=1, le=1000, description="Passes over each rollout batch (updates reuse it).")
     minibatches: int = Field(
         1,

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import engine
+from helpers import REPO, engine
 
 from engine.generate import Sampling, choose, support
 from engine.objectives.rl import (
@@ -309,31 +309,8 @@ def test_bad_rl_specs_are_spec_errors(tmp_path, overrides, expect):
 
 # ----------------------------------------------------------------------------- tiny runs
 
-TINY = """
-run: {name: tiny_rl, output: OUT, seed: 0}
-stages:
-  sft:
-    model: {kind: transformer, dim: 32, depth: 1, heads: 2, position: {kind: rope}, ffn: {kind: dense, hidden: 64}}
-    data: {kind: reverse, symbols: 4, length: {train: [2, 5], eval: [6, 7]}}
-    optim: {kind: adamw, lr: 3.0e-3, weight_decay: 0.0}
-    schedule: {steps: 200, warmup: 5}
-    batch: {global: 32}
-    logging: {every: 100}
-  rl:
-    kind: rl
-    policy: {stage: sft}
-    rollout: {samples: 8, temperature: 1.0, max_new_tokens: 8}
-    algorithm: {kind: grpo, epochs: 2, kl: {coef: 0.001}}
-    optim: {kind: adamw, lr: 1.0e-3, weight_decay: 0.0}
-    schedule: {steps: 30, decay: constant}
-    batch: {global: 32}
-    checkpoint: {every: 10, keep_last: 4}
-    logging: {every: 1}
-  compare:
-    kind: evaluate
-    models: {before: {stage: sft}, after: {stage: rl}}
-    evals: [{kind: sampling, splits: [train], n: 16, k: [1, 16], temperatures: [0.0, 1.0], examples: 128, batch: 512}]
-"""
+# specs/reverse_rl.yaml (SFT on short reversals, 30 GRPO steps, pass@k of both models) writing to OUT
+TINY = (REPO / "specs" / "reverse_rl.yaml").read_text().replace("output: runs/reverse_rl", "output: OUT")
 
 
 def _rows(out: Path, stage: str = "rl") -> list[dict]:

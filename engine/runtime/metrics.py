@@ -251,13 +251,16 @@ class Metrics:
         if not (self.enabled and self.console):
             return
         baseline = values.get("loss/mean_baseline")
+        # RL steps: what was sampled matters more than the loss
+        rl = "".join(f"  {k} {values[k]:.3f}" for k in ("reward", "pass_rate", "kl") if k in values)
         log.info(
-            "%s  step %d/%d  loss %.4f%s  lr %.2e  gnorm %.3f  %s tok/s  %s ex/s  eta %s",
+            "%s  step %d/%d  loss %.4f%s%s  lr %.2e  gnorm %.3f  %s tok/s  %s ex/s  eta %s",
             self.stage,
             step,
             self.steps,
             values["loss"],
             "" if baseline is None else f" (mean predictor {baseline:.4f})",
+            rl,
             values["lr"],
             values.get("grad_norm", float("nan")),
             _si(values["tokens_per_s"]),
