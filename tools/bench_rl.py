@@ -15,6 +15,12 @@ random model samples it about once in 29 tokens, so most completions stop early,
 always run the full 64 tokens: every rollout decodes 64 steps, and log-probs and updates see 64-token
 completions padded to the longest. The table prints TRL's mean completion length and the share cut at 64.
 
+Ours is the engine's `rl` stage (`RLRunner`, built in this process): the same model shape over RL-Wall's own
+29-token vocabulary, prompts from the solution_tree `rl` pool (46-66 tokens), the same sampling, clip, KL
+(k3, 0.001), learning rate, gradient clip, updates and micro-batch; its reward is the data's verifier, so both
+sides pay a cheap reward function. Its split is the runner's own clocks: rollout (generation and judging),
+log-probs (scoring: old policy and reference), update (advantages aside, the optimizer steps).
+
 TRL runs through its public `train()` (`max_steps` = `--updates`, one generation batch per call); the split
 comes from timers wrapped around the trainer instance's own methods, TRL unchanged: rollout (`_generate`:
 tokenize, `generate`, decode), log-probs (`_get_per_token_logps_and_entropies` under no_grad: reference and

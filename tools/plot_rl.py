@@ -56,12 +56,14 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("stage", help="an RL stage's directory: {output}/{stage}")
     ap.add_argument("-o", "--out", help="PNG path (default: {stage}/rl_curves.png)")
+    ap.add_argument("--title", help="figure title (default: run directory / stage)")
     a = ap.parse_args()
     rows = read_rows(a.stage)
     if not rows:
         raise SystemExit(f"{a.stage}/metrics.jsonl holds no RL steps (no `reward` rows)")
     out = a.out or f"{a.stage.rstrip('/')}/rl_curves.png"
-    fig = plot(rows, Path(a.stage.rstrip("/")).name)
+    path = Path(a.stage.rstrip("/"))
+    fig = plot(rows, a.title or f"{path.parent.name}/{path.name}")
     with fsspec.open(out, "wb") as f:
         fig.savefig(f, format="png", dpi=110)
     print(out)

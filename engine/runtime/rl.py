@@ -43,16 +43,7 @@ class RLRunner(StageRunner):
     """Runs one `rl` stage on this rank: the training stage's loop with an RL step."""
 
     def __init__(self, spec: Spec, name: str, stage: RLStage, dist: Dist):
-        self.spec, self.name, self.stage, self.dist = spec, name, stage, dist
-        self.output = spec.run.output.rstrip("/")
-        self.url = f"{self.output}/{name}"
-        world = dist.world
-        if stage.batch.global_ % world:
-            raise LaunchError(
-                f"stages.{name}.batch.global={stage.batch.global_} prompts are not divisible by the {world} ranks "
-                f"launched; launch a world size that divides it or override stages.{name}.batch.global"
-            )
-        self.per_rank = stage.batch.global_ // world  # prompts
+        self._place(spec, name, stage, dist, unit="prompts")
         self.sequences = self.per_rank * stage.rollout.samples
         self.micro = stage.batch.micro or self.sequences
 

@@ -154,22 +154,26 @@ class StageRunner:
     """Runs one stage (train or probe) end to end on this rank."""
 
     def __init__(self, spec: Spec, name: str, stage: TrainStage | ProbeStage, dist: Dist):
+        self._place(spec, name, stage, dist)
+        self.micro = stage.batch.micro or self.per_rank
+        if self.per_rank % self.micro:
+            raise LaunchError(
+                f"stages.{name}.batch.micro={self.micro} does not divide the per-rank batch {self.per_rank} "
+                f"with {dist.world} ranks; pick a divisor"
+            )
+
+    def _place(self, spec: Spec, name: str, stage: Any, dist: Dist, unit: str = "examples") -> None:
+        """The stage, its directory, and this rank's share of the global batch (of `unit`), which must divide."""
         self.spec, self.name, self.stage, self.dist = spec, name, stage, dist
         self.output = spec.run.output.rstrip("/")
         self.url = f"{self.output}/{name}"
         world = dist.world
         if stage.batch.global_ % world:
             raise LaunchError(
-                f"stages.{name}.batch.global={stage.batch.global_} is not divisible by the {world} ranks launched; "
-                f"launch a world size that divides it or override stages.{name}.batch.global"
+                f"stages.{name}.batch.global={stage.batch.global_} {unit} are not divisible by the {world} ranks "
+                f"launched; launch a world size that divides it or override stages.{name}.batch.global"
             )
         self.per_rank = stage.batch.global_ // world
-        self.micro = stage.batch.micro or self.per_rank
-        if self.per_rank % self.micro:
-            raise LaunchError(
-                f"stages.{name}.batch.micro={self.micro} does not divide the per-rank batch {self.per_rank} "
-                f"with {world} ranks; pick a divisor"
-            )
 
     def done(self) -> bool:
         """Whether the stage already finished: final/done.json exists and final/ is intact (verified; a
