@@ -61,7 +61,11 @@ MULTI_BARS: dict[str, tuple[float, list[str]]] = {
 # of 8 new tokens; evaluate stages sample a few prompts (overrides by spec).
 RL_STEPS = 2
 RL_SPECS: dict[str, list[str]] = {
-    "reverse_rl": ["stages.compare.evals.0.examples=4", "stages.compare.evals.0.n=2", "stages.compare.evals.0.k=[1,2]"],
+    "reverse_rl": [
+        "stages.compare.evals.0.examples=4",
+        "stages.compare.evals.0.n=2",
+        "stages.compare.evals.0.k=[1,2]",
+    ],
     "solution_tree_rl": [
         "stages.compare.evals.0.examples=4",
         "stages.compare.evals.0.n=2",
