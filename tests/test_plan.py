@@ -481,7 +481,15 @@ def reduced_spec(name: str, tmp_path: Path, steps: int) -> Spec:
                 overrides.append(f"{p}.evals.{i}.examples=4")
                 if hasattr(ev, "samples"):
                     overrides.append(f"{p}.evals.{i}.samples=[1,2]")
+                if hasattr(ev, "n"):  # sampling: two samples of at most 8 tokens per prompt
+                    overrides += [
+                        f"{p}.evals.{i}.n=2",
+                        f"{p}.evals.{i}.k=[1,2]",
+                        f"{p}.evals.{i}.max_new_tokens=8",
+                    ]
             continue
+        if stage.kind == "rl":  # 8 prompts x 2 samples of at most 8 new tokens
+            overrides += [f"{p}.rollout.samples=2", f"{p}.rollout.max_new_tokens=8", f"{p}.batch.micro=null"]
         overrides += [f"{p}.schedule.steps={steps}", f"{p}.schedule.warmup=0", f"{p}.batch.global=8"]
         overrides += [f"{p}.logging.every=1", f"{p}.checkpoint.every={steps}"]
         overrides += [f"{p}.evals.{i}.every={steps + 1}" for i in range(len(getattr(stage, "evals", [])))]

@@ -60,27 +60,16 @@ MULTI_BARS: dict[str, tuple[float, list[str]]] = {
 # Specs with RL stages: train stages as in MULTI_BARS; each rl stage runs RL_STEPS steps of 2 prompts x 2 samples
 # of 8 new tokens; evaluate stages sample a few prompts (overrides by spec).
 RL_STEPS = 2
+RL_EVAL = [
+    "stages.compare.evals.0.examples=4",
+    "stages.compare.evals.0.n=2",
+    "stages.compare.evals.0.k=[1,2]",
+]
 RL_SPECS: dict[str, list[str]] = {
-    "reverse_rl": [
-        "stages.compare.evals.0.examples=4",
-        "stages.compare.evals.0.n=2",
-        "stages.compare.evals.0.k=[1,2]",
-    ],
-    "solution_tree_rl": [
-        "stages.compare.evals.0.examples=4",
-        "stages.compare.evals.0.n=2",
-        "stages.compare.evals.0.k=[1,2]",
-    ],
-    "countdown_rl": [
-        "stages.compare.evals.0.examples=4",
-        "stages.compare.evals.0.n=2",
-        "stages.compare.evals.0.k=[1,2]",
-    ],
-    "echo_chamber": [
-        "stages.compare.evals.0.examples=4",
-        "stages.compare.evals.0.n=2",
-        "stages.compare.evals.0.k=[1,2]",
-    ],
+    "reverse_rl": RL_EVAL,
+    "solution_tree_rl": [*RL_EVAL, "stages.compare.evals.0.max_new_tokens=8"],
+    "countdown_rl": [*RL_EVAL, "stages.compare.evals.0.max_new_tokens=8"],
+    "echo_chamber": [*RL_EVAL, "stages.compare.evals.0.max_new_tokens=8"],
 }
 
 # Video specs: each train stage's bar (last/first loss); probes run 2 steps on 8 clips.

@@ -170,7 +170,7 @@ class StageRunner:
         world = dist.world
         if stage.batch.global_ % world:
             raise LaunchError(
-                f"stages.{name}.batch.global={stage.batch.global_} {unit} are not divisible by the {world} ranks "
+                f"stages.{name}.batch.global={stage.batch.global_} ({unit}) is not divisible by the {world} ranks "
                 f"launched; launch a world size that divides it or override stages.{name}.batch.global"
             )
         self.per_rank = stage.batch.global_ // world
