@@ -120,7 +120,6 @@ class RLRunner(StageRunner):
         r = st.rollout
         self.sampling = Sampling(r.temperature, r.top_k, r.top_p, r.max_new_tokens)
         self.train_sampling = None if self.algorithm.temperature_free else self.sampling
-        self.params_active = cfg.param_count(vocab).active
         self.cfg, self.vocab = cfg, vocab
 
     # ------------------------------------------------------------------------- one RL step
@@ -395,8 +394,10 @@ class RLRunner(StageRunner):
                             roll.act[at], kept[rows], alg.aggregate, seqs, toks, alg.max_new
                         )
                         loss, mstats = alg.loss(roll, at, logp, ent, weights, values)
-                        share = (hi - lo) / max(1, N)  # MoE balance terms, weighed by the rows' share
-                        loss = loss + aux["aux_loss"] * share / M
+                        # MoE balance terms: once per minibatch over all ranks (the rows' share of the minibatch;
+                        # the ranks' gradients are summed)
+                        share = (hi - lo) / max(1, sl.stop - sl.start) / dist.world
+                        loss = loss + aux["aux_loss"] * share
                     loss.backward()
                     loss_total += float(loss.detach())
                     for k, v in mstats.items():  # entropy and actions: of the first pass
