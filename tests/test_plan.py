@@ -492,7 +492,8 @@ def reduced_spec(name: str, tmp_path: Path, steps: int) -> Spec:
             overrides += [f"{p}.rollout.samples=2", f"{p}.rollout.max_new_tokens=8", f"{p}.batch.micro=null"]
         overrides += [f"{p}.schedule.steps={steps}", f"{p}.schedule.warmup=0", f"{p}.batch.global=8"]
         overrides += [f"{p}.logging.every=1", f"{p}.checkpoint.every={steps}"]
-        overrides += [f"{p}.evals.{i}.every={steps + 1}" for i in range(len(getattr(stage, "evals", [])))]
+        for i in range(len(getattr(stage, "evals", []))):  # evaluated once, at the end, on 4 examples
+            overrides += [f"{p}.evals.{i}.every={steps + 1}", f"{p}.evals.{i}.examples=4"]
         if getattr(stage, "model", None) is not None and stage.model.kind == "transformer":
             overrides.append(f"{p}.model.depth=1")
     return load_spec(str(ROOT / "specs" / name), overrides)
