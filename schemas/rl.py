@@ -197,7 +197,6 @@ class PPO(PolicyGradient):
     )
     value_coef: float = Field(0.5, gt=0, description="Weight of the value loss.")
     critic_lr: float | None = Field(None, gt=0, description="Learning rate of the critic; default optim.lr.")
-    whiten: bool = Field(True, description="Normalise the advantages of each rollout to mean 0, std 1.")
 
     @model_validator(mode="after")
     def _ranges(self) -> PPO:
