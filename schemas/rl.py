@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field, model_validator
 
@@ -89,6 +89,9 @@ class PolicyGradient(Strict):
     """What the policy-gradient algorithms share: updates per rollout, KL, entropy bonus, loss aggregation."""
 
     kind: str  # declared first, so that each algorithm's `kind` leads its fields
+
+    CRITIC: ClassVar[bool] = False  # trains a value model beside the policy
+    FINE_TUNES: ClassVar[bool] = False  # trains on log-probs at temperature 1 over the whole vocabulary
     epochs: int = Field(1, ge=1, le=1000, description="Passes over each rollout batch (updates reuse it).")
     minibatches: int = Field(
         1,
@@ -110,11 +113,6 @@ class PolicyGradient(Strict):
     def updates(self) -> int:
         """Optimizer steps per rollout batch."""
         return self.epochs * self.minibatches
-
-    @property
-    def reference_needed(self) -> bool:
-        """Whether the KL term needs reference log-probabilities."""
-        return self.kl.coef > 0
 
     def check(self, stage: Any, world: int, p: Problems) -> None:
         """Rules against the stage (rollout sizes, the reference) at world size `world`."""
@@ -186,6 +184,8 @@ class GRPO(PolicyGradient):
 class PPO(PolicyGradient):
     """PPO with a critic initialised from the policy (its trunk plus a value head), GAE and a clipped value loss."""
 
+    CRITIC: ClassVar[bool] = True
+
     kind: Literal["ppo"] = Field("ppo", description="PPO with a learned critic and GAE.")
     gamma: float = Field(1.0, ge=0, le=1, description="Discount of GAE.")
     lam: float = Field(0.95, ge=0, le=1, description="GAE's lambda.")
@@ -239,6 +239,9 @@ class ExpertIteration(Strict):
     """Expert Iteration: sample, keep the verified and distinct completions, fine-tune on them; every RL step is a
     round."""
 
+    CRITIC: ClassVar[bool] = False
+    FINE_TUNES: ClassVar[bool] = True
+
     kind: Literal["expert_iteration"] = Field(
         "expert_iteration", description="Expert iteration (rejection-sampling fine-tuning)."
     )
@@ -257,11 +260,6 @@ class ExpertIteration(Strict):
     def updates(self) -> int:
         """Optimizer steps per round."""
         return self.epochs * self.minibatches
-
-    @property
-    def reference_needed(self) -> bool:
-        """Fine-tuning on kept samples has no KL term."""
-        return False
 
     def check(self, stage: Any, world: int, p: Problems) -> None:
         """Each rank holds at least one sequence per minibatch."""

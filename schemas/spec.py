@@ -12,7 +12,7 @@ from pydantic import Field, PrivateAttr, field_validator, model_validator
 from .base import Nodes, Problems, ProcsPerNode, Strict, kinded, spec_error
 from .data import Data, TokenData
 from .evals import Eval, Top1
-from .models import AttentiveProbe, Model, Predictor, Transformer, ViT
+from .models import AttentiveProbe, Model, Predictor, StepFlops, Transformer, ViT
 from .objectives import NextToken, Objective
 from .rl import Algorithm, Reward, Rollout
 from .training import (
@@ -479,6 +479,28 @@ class RLStage(StageRules):
     def reference_needed(self) -> bool:
         """Whether reference log-probabilities are computed: a reference is named (they give the logged KL)."""
         return self.reference is not None
+
+    @property
+    def scores_old(self) -> bool:
+        """Whether a scoring forward recomputes the policy's log-probs at rollout time: updates reuse the batch,
+        the logged KL, a reward-side KL or the critic's GAE needs them, or top-k/top-p truncates the support the
+        policy-gradient log-probs are taken over."""
+        alg, r = self.algorithm, self.rollout
+        truncated = not alg.FINE_TUNES and (r.top_k is not None or r.top_p < 1)
+        return alg.updates > 1 or self.reference_needed or alg.CRITIC or truncated
+
+    def step_flops(self, vocab_size: int, tokens: float, sum_t_t1: float) -> StepFlops:
+        """FLOPs of one RL step over sequences of `tokens` tokens in all (sum of T*(T+1): `sum_t_t1`): the rollout
+        and each scoring forward (old policy, reference, critic) at 2·N per token, filed as frozen 2ND; each
+        update at 6·N per token, twice with a critic. The plan passes expected lengths, the run the real ones."""
+        f = NextToken().step_flops(self.final_model, vocab_size, tokens, sum_t_t1)  # one forward + backward
+        forwards = 1 + int(self.scores_old) + int(self.reference_needed) + int(self.algorithm.CRITIC)
+        updates = self.algorithm.updates * (2 if self.algorithm.CRITIC else 1)
+        return StepFlops(
+            six_nd=f.six_nd * updates,
+            frozen_2nd=f.six_nd / 3 * forwards,
+            attention=f.attention * (updates + forwards / 3),
+        )
 
     def check_stages(self, name: str, stages: dict[str, StageRules], world: int, p: Problems) -> None:
         """Policy and reference are earlier token transformers of one shape, the data fits them and has a

@@ -170,9 +170,6 @@ class Algorithm:
     micro-batches and ranks add up) and summed metrics with their counts.
     """
 
-    critic: bool = False  # whether it trains a value model
-    temperature_free: bool = False  # trains on log-probabilities at temperature 1 over the whole vocabulary
-
     def __init__(self, cfg, *, temperature: float, samples: int, max_new_tokens: int):
         self.cfg, self.temperature, self.samples, self.max_new = cfg, temperature, samples, max_new_tokens
 
@@ -274,8 +271,6 @@ class ReinforceAlgorithm(PolicyGradientAlgorithm):
 class PPOAlgorithm(PolicyGradientAlgorithm):
     """Token-level advantages by GAE on the critic's values; the sequence's reward at its last action."""
 
-    critic = True
-
     def __init__(self, cfg: PPO, **rollout):
         super().__init__(cfg, **rollout)
         self.clip = cfg.clip
@@ -295,8 +290,6 @@ class PPOAlgorithm(PolicyGradientAlgorithm):
 
 class ExpertIterationAlgorithm(Algorithm):
     """Fine-tune on the verified completions (one copy of each distinct one per prompt): NLL at temperature 1."""
-
-    temperature_free = True
 
     @property
     def aggregate(self) -> str:

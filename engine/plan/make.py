@@ -7,7 +7,6 @@ from dataclasses import astuple
 from typing import Any
 
 from schemas.models import ParamCount, StepFlops, ViT, probe_classes, vit_block_params
-from schemas.objectives import NextToken
 from schemas.spec import EvaluateStage, ProbeStage, Resources, RLStage, Spec, TrainStage
 
 from .launch import Launch, sbatch_script, torchrun_command
@@ -245,20 +244,14 @@ def plan_rl_stage(stage: RLStage, resources: Resources) -> StagePlan:
     except (ValueError, KeyError, NotImplementedError):
         mean_t, mean_t_t1 = data.length_stats("train")
     tokens = sequences * mean_t
-    f = NextToken().step_flops(cfg, vocab, tokens, sequences * mean_t_t1)  # one forward + backward
-    alg = stage.algorithm
-    critic = getattr(alg, "value_coef", None) is not None
+    step = stage.step_flops(vocab, tokens, sequences * mean_t_t1)
+    critic = stage.algorithm.CRITIC
+    forwards = (
+        int(stage.scores_old) + int(stage.reference_needed) + int(critic)
+    )  # scoring, besides the rollout
+    updates = stage.algorithm.updates * (2 if critic else 1)
+    fwd = step.frozen_2nd / (1 + forwards)  # one forward pass over the step's sequences
     r = stage.rollout
-    filtered = r.top_k is not None or r.top_p < 1
-    old = alg.updates > 1 or stage.reference_needed or critic or filtered
-    forwards = int(old) + int(stage.reference_needed) + int(critic)
-    updates = alg.updates * (2 if critic else 1)
-    fwd = f.six_nd / 3
-    step = StepFlops(
-        six_nd=f.six_nd * updates,
-        frozen_2nd=fwd * (1 + forwards),
-        attention=f.attention * (updates + (1 + forwards) / 3),
-    )
     trained = params.total * (2 if critic else 1)
     frozen = params.total if stage.reference_needed else 0
     held = min(2, cfg.depth) if stage.distributed.reshard_after_forward else cfg.depth
@@ -290,7 +283,7 @@ def plan_rl_stage(stage: RLStage, resources: Resources) -> StagePlan:
             "scoring_forwards": float(forwards),
             "scoring_flops": fwd * forwards,
             "updates": float(updates),
-            "update_flops": f.six_nd * updates,
+            "update_flops": step.six_nd,
         },
     )
 

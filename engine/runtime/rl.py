@@ -29,7 +29,6 @@ from schemas.models import Transformer
 from schemas.objectives import NextToken
 from schemas.spec import RLStage, Spec
 
-from .checkpoint import Checkpointer
 from .context import BuildContext
 from .distributed import Dist, LaunchError
 from .parallel import autocast
@@ -80,7 +79,7 @@ class RLRunner(StageRunner):
         )
         self.models: dict[str, nn.Module] = {"model": policy}
         self.critic = None
-        if self.algorithm.critic:
+        if st.algorithm.CRITIC:
             trunk = registry.build_model(cfg, vocab)
             trunk.load_state_dict(ctx.weights(st.policy))
             self.critic = ctx.shard(Critic(trunk))
@@ -99,28 +98,22 @@ class RLRunner(StageRunner):
                 g["lr_scale"] = scale
                 self.optim.add_param_group({k: v for k, v in g.items() if k not in ("initial_lr",)})
         self.params = [p for m in self.models.values() for p in m.parameters() if p.requires_grad]
-        self.evals = [
-            registry.build_eval(
-                e, gen=self.gen, data_cfg=data, seed=self.spec.run.seed, stage=self.name, dist=dist
-            )
-            for e in st.evals
-        ]
-        self.last_by_eval: list[dict[str, float]] = [{} for _ in self.evals]
-        self.stream = Stream(
-            self.gen,
-            self.spec.run.seed,
-            self.name,
-            dist.rank,
-            self.per_rank,
-            dist.world,
-            split=st.prompt_split,
+        self._attach(
+            data,
+            Stream(
+                self.gen,
+                self.spec.run.seed,
+                self.name,
+                dist.rank,
+                self.per_rank,
+                dist.world,
+                split=st.prompt_split,
+            ),
         )
-        ckpt_url = st.checkpoint.url or f"{self.url}/checkpoints"
-        self.ckpt = Checkpointer(ckpt_url, st.checkpoint.keep_last, dist, name=self.name)
         r = st.rollout
         self.sampling = Sampling(r.temperature, r.top_k, r.top_p, r.max_new_tokens)
-        self.train_sampling = None if self.algorithm.temperature_free else self.sampling
-        self.cfg, self.vocab = cfg, vocab
+        self.train_sampling = None if st.algorithm.FINE_TUNES else self.sampling
+        self.vocab = vocab
 
     # ------------------------------------------------------------------------- one RL step
 
@@ -138,15 +131,9 @@ class RLRunner(StageRunner):
         upd, gnorm = self._update(roll, step)
         t3 = time.perf_counter()
 
-        # FLOPs: generation and the scoring forwards at 2N per token, each update at 6N per token
-        lengths = judged["lengths"]
-        f = NextToken().step_flops(
-            self.cfg, self.vocab, float(lengths.sum()), float((lengths * (lengths + 1)).sum())
-        )
-        forwards = 1 + (roll.old_logp is not None) + (roll.ref_logp is not None) + (roll.values is not None)
-        updates = self.algorithm.updates * (2 if self.critic is not None else 1)
-        flops = f.total / 3 * forwards + f.total * updates
-        attention = f.attention / 3 * forwards + f.attention * updates
+        lengths = judged["lengths"]  # the plan's formula over the real sequences
+        f = self.stage.step_flops(self.vocab, float(lengths.sum()), float((lengths * (lengths + 1)).sum()))
+        flops, attention = f.total, f.attention
 
         sums = {
             "reward": float(roll.rewards.sum()),
@@ -314,13 +301,8 @@ class RLRunner(StageRunner):
     def _score(self, roll: Rollout) -> None:
         """The rollout's support (top-k / top-p), the policy's log-probs at rollout time (when updates reuse the
         batch, or for the KL), the reference's, and the critic's values: micro-batch by micro-batch."""
-        alg, st = self.algorithm, self.stage
-        s = self.train_sampling
-        truncated_support = s is not None and (s.top_k is not None or s.top_p < 1)
-        need_old = (
-            alg.updates > 1 or self.reference is not None or self.critic is not None or truncated_support
-        )
-        if not need_old:
+        st = self.stage
+        if not st.scores_old:
             roll.stats["rollout_actions"] = float(roll.act.sum())
             return
         old, ref, values, supports = [], [], [], []

@@ -204,23 +204,31 @@ class StageRunner:
         self.params = [
             p for m in self.objective.trainable().values() for p in m.parameters() if p.requires_grad
         ]
+        self._attach(
+            st.data,
+            Stream(
+                self.gen,
+                self.spec.run.seed,
+                self.name,
+                dist.rank,
+                self.per_rank,
+                dist.world,
+                augment=self.objective.augment,
+                group=group,
+            ),
+        )
+
+    def _attach(self, data_cfg: Any, stream: Stream) -> None:
+        """What every stage runner builds last: the evaluators over `data_cfg`, the batch stream, the checkpointer."""
+        st, dist = self.stage, self.dist
         self.evals = [
             registry.build_eval(
-                e, gen=self.gen, data_cfg=st.data, seed=self.spec.run.seed, stage=self.name, dist=dist
+                e, gen=self.gen, data_cfg=data_cfg, seed=self.spec.run.seed, stage=self.name, dist=dist
             )
             for e in st.evals
         ]
         self.last_by_eval: list[dict[str, float]] = [{} for _ in self.evals]  # each evaluator's last results
-        self.stream = Stream(
-            self.gen,
-            self.spec.run.seed,
-            self.name,
-            dist.rank,
-            self.per_rank,
-            dist.world,
-            augment=self.objective.augment,
-            group=group,
-        )
+        self.stream = stream
         ckpt_url = st.checkpoint.url or f"{self.url}/checkpoints"
         self.ckpt = Checkpointer(ckpt_url, st.checkpoint.keep_last, dist, name=self.name)
 
