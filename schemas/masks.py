@@ -85,10 +85,11 @@ class MultiBlock(Strict):
         "masks are drawn per group, so they do not depend on the world size the run is launched with.",
     )
     truncation: Literal["first", "random"] = Field(
-        "first",
+        "random",
         description=(
-            "Which indices survive the cut to the batch's smallest count: 'first' keeps the lowest indices "
-            "(as V-JEPA 2), 'random' a uniform subset (no bias towards early frames)."
+            "Which indices survive the cut to the batch's smallest count: 'random' (default) a uniform "
+            "subset; 'first' the lowest indices, as V-JEPA 2's code, which biases the kept context towards "
+            "early frames (mean kept frame 1.14 of 0-7 instead of 3.5); use it only for parity with V-JEPA 2."
         ),
     )
 

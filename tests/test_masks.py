@@ -61,11 +61,12 @@ def guarded(fn: Callable[[], object]) -> object:
 
 
 def test_defaults_are_vjepa2() -> None:
-    """Short-range 8 x 0.15 and long-range 2 x 0.7, whole clip in time, aspect [0.75, 1.5], V-JEPA 2 cut."""
+    """Short-range 8 x 0.15 and long-range 2 x 0.7, whole clip in time, aspect [0.75, 1.5]; the cut to the
+    batch's smallest count is random, not V-JEPA 2's lowest indices (which favour early frames)."""
     cfg = MultiBlock()
     got = [(m.blocks, m.spatial_scale, m.temporal_scale, m.aspect, m.min_context) for m in cfg.masks]
     assert got == [(8, 0.15, 1.0, (0.75, 1.5), 1), (2, 0.7, 1.0, (0.75, 1.5), 1)]
-    assert cfg.truncation == "first" and cfg.kind == "multi_block"
+    assert cfg.truncation == "random" and cfg.kind == "multi_block"
 
 
 @pytest.mark.parametrize(
@@ -164,7 +165,7 @@ def test_first_truncation_keeps_lowest_indices(
     gens: list[MaskGenerator], grid: tuple[int, int, int], batch: int, seed: int
 ) -> None:
     """`truncation: first` (V-JEPA 2) keeps each clip's lowest target and context indices."""
-    masks = build(MultiBlock(masks=gens), grid)
+    masks = build(MultiBlock(masks=gens, truncation="first"), grid)
     pairs = guarded(lambda: masks.sample(counter_rng(seed), batch))
     for (context, target), d in zip(pairs, masks.draw(counter_rng(seed), batch), strict=True):
         for b in range(batch):
@@ -174,12 +175,23 @@ def test_first_truncation_keeps_lowest_indices(
 
 def test_random_truncation_is_not_first() -> None:
     """`truncation: random` keeps subsets that are not the lowest indices, reaching late frames too."""
-    first = MultiBlockMasks(MultiBlock(), GRID).sample(counter_rng(3), 64)
+    first = MultiBlockMasks(MultiBlock(truncation="first"), GRID).sample(counter_rng(3), 64)
     rand = MultiBlockMasks(MultiBlock(truncation="random"), GRID).sample(counter_rng(3), 64)
     for (c1, t1), (c2, t2) in zip(first, rand, strict=True):
         assert c1.shape == c2.shape and t1.shape == t2.shape
         assert not np.array_equal(t1, t2)
         assert t2.mean() > t1.mean()  # the cut no longer drops only the highest indices
+
+
+def test_random_truncation_keeps_context_from_every_frame_alike() -> None:
+    """The default cut keeps the long-range context centred in time (mean frame ~3.5 of 0-7 at 8x14x14, group
+    24); V-JEPA 2's `first` keeps mostly early frames (~1.2), the bias that made `random` the default."""
+    mean_frame = {}
+    for truncation in ("first", "random"):
+        masks = MultiBlockMasks(MultiBlock(truncation=truncation), GRID)
+        frames = [masks.sample(counter_rng(4, s), 24)[1][0] // (14 * 14) for s in range(8)]
+        mean_frame[truncation] = float(np.mean(np.concatenate([f.ravel() for f in frames])))
+    assert abs(mean_frame["random"] - 3.5) < 0.2 and mean_frame["first"] < 1.6, mean_frame
 
 
 def test_context_resampled_until_large_enough() -> None:

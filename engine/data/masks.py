@@ -9,8 +9,9 @@ For each mask config, and for a whole batch at once:
    where the block fits). Their union is the target, the rest the context. A clip whose context has fewer
    than `min_context` tokens redraws all its placements (at most `MAX_ROUNDS` times, then an error).
 3. Trim: every clip keeps as many context (target) indices as the clip with the fewest, so the batch stacks
-   into rectangular arrays. `truncation: first` keeps the lowest indices (as V-JEPA 2, which biases what is
-   dropped towards late frames and bottom rows); `random` keeps a uniform subset. Kept indices stay sorted.
+   into rectangular arrays. `truncation: random` (the default) keeps a uniform subset; `first` keeps the
+   lowest indices (as V-JEPA 2's code, which drops late frames and bottom rows first, so the kept context
+   leans towards early frames). Kept indices stay sorted.
 
 Numpy only. Everything random comes from the `rng` passed in, so equal generator states give equal masks.
 """
