@@ -157,6 +157,41 @@ def test_mean_baseline_is_the_loss_of_predicting_the_batch_mean(trained, one_thr
     assert all(r["loss/mean_baseline"] > 0 for r in rows if "loss" in r), "the baseline is not logged"
 
 
+def test_one_encoder_call_per_step_gives_the_loss_and_gradients_of_one_call_per_mask(tmp_path, one_thread):
+    """The objective calls the encoder once (the clip embedded once, the blocks per mask's context); its loss
+    and gradients equal those of the encoder called once per mask (the objective before), to 1e-6 (modules in float64; the loss is float32 as in the run)."""
+    spec = load_spec(str(SALT), [f"run.output={tmp_path}", *train("teacher", 4)])
+    runner = StageRunner(spec, "teacher", spec.stages["teacher"], Dist())
+    runner.build()
+    obj = runner.objective
+    modules = [obj.encoder, obj.predictor]
+    for m in modules:
+        m.double()
+    batch = obj.collate(runner.stream.batch(0).slice(0, runner.micro), torch.device("cpu"))
+    batch = {**batch, "video": batch["video"].double(), "pixels": batch["pixels"].double()}
+    calls = []
+    obj.encoder.register_forward_hook(lambda *_: calls.append(1))
+
+    def loss_and_grads(loss: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        for m in modules:
+            m.zero_grad(set_to_none=True)
+        loss.backward()
+        return loss.detach(), [p.grad.clone() for m in modules for p in m.parameters()]
+
+    new_loss, new_grads = loss_and_grads(obj(batch)[0])
+    assert len(calls) == 1
+    targets = obj.targets(batch)
+    per_mask = []
+    for i, (context, target) in enumerate(batch["masks"]):
+        pred = obj.predictor(obj.encoder(batch["video"], keep=context), context, target, i)
+        per_mask.append(obj.regress(pred.float(), gather(targets, target).float()))  # as __call__ does
+    old_loss, old_grads = loss_and_grads(torch.stack(per_mask).mean())
+    assert len(calls) == 1 + len(batch["masks"]) == 3
+    torch.testing.assert_close(new_loss, old_loss, rtol=1e-6, atol=1e-6)
+    for new, old in zip(new_grads, old_grads, strict=True):
+        torch.testing.assert_close(new, old, rtol=1e-6, atol=1e-6)
+
+
 # ----------------------------------------------------------------------------- the objectives learn
 
 

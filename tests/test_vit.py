@@ -209,6 +209,46 @@ def test_subset_is_permutation_equivariant_and_per_clip() -> None:
     assert not torch.allclose(out, full_rows, atol=1e-3)  # attention over the subset only
 
 
+@pytest.mark.parametrize("position", ["rope", "sincos"])
+def test_list_of_keeps_embeds_once_and_equals_one_call_per_keep(position: str) -> None:
+    """forward(video, keep=[k1, k2]) runs the patch embedding once and gives the outputs, the loss and the
+    gradients of forward(video, keep=k1) and forward(video, keep=k2) called apart (to 1e-6; in float64, where
+    the two only differ in the order the patch embedding's gradient is summed)."""
+    model = vit(position=position).double()
+    video = clip(model.cfg).double()
+    keeps = [random_keep(2, model.cfg.tokens, 9, seed=2), random_keep(2, model.cfg.tokens, 20, seed=3)]
+    g = torch.Generator().manual_seed(4)
+    weights = [torch.randn(2, k.shape[1], model.cfg.dim, generator=g, dtype=torch.float64) for k in keeps]
+
+    def loss_and_grads(outputs: list[torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        loss = sum((o * w).sum() for o, w in zip(outputs, weights, strict=True))
+        model.zero_grad(set_to_none=True)
+        loss.backward()
+        return loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters()}
+
+    embeds = []
+    model.patch_embed.register_forward_hook(lambda *_: embeds.append(1))
+    apart = [model(video, keep=k) for k in keeps]
+    assert len(embeds) == 2
+    together = model(video, keep=keeps)
+    assert len(embeds) == 3 and isinstance(together, list)
+    for a, b in zip(apart, together, strict=True):
+        torch.testing.assert_close(b, a, rtol=0, atol=1e-6)
+    loss_apart, grads_apart = loss_and_grads(apart)
+    loss_together, grads_together = loss_and_grads(together)
+    torch.testing.assert_close(loss_together, loss_apart, rtol=1e-6, atol=1e-6)
+    assert grads_apart.keys() == grads_together.keys()
+    for name in grads_apart:
+        torch.testing.assert_close(grads_together[name], grads_apart[name], rtol=1e-6, atol=1e-6, msg=name)
+
+
+def test_empty_list_of_keeps_is_refused() -> None:
+    """An empty list is a caller's mistake, not a request for the whole clip."""
+    model = vit()
+    with pytest.raises(ValueError, match="keep is an empty list"):
+        model(clip(model.cfg), keep=[])
+
+
 def test_sincos_positions_are_fixed_buffers() -> None:
     """Sin-cos positions are a non-persistent buffer of shape [N, dim]: no parameters, no state-dict entry."""
     model = vit(position="sincos")

@@ -6,8 +6,8 @@ measures, side by side and interleaved (the machine is shared and noisy: compare
 
 - the large-matmul rate of this machine (an n x n fp32 matmul, or bf16 with --precision bf16, repeated);
 - the trainer's own student step (`StageRunner._step`: synthetic clips and masks, collation, teacher forward
-  on the full clip under no_grad, student encoder on each mask's context, predictor, L1 loss, backward, clip,
-  AdamW), in tokens per second (clip tokens, as metrics.jsonl counts them);
+  on the full clip under no_grad, student encoder (the clip embedded once, the blocks on each mask's context),
+  predictor, L1 loss, backward, clip, AdamW), in tokens per second (clip tokens, as metrics.jsonl counts them);
 - the same work in pieces, each timed on its own with synchronisation: data, teacher forward, student encoder
   (forward + backward), predictor (forward + loss + backward), optimizer (clip + AdamW step + zero_grad);
 - FLOPs of the step by the paper's accounting (the objective's `count()`: 6ND trained, 2ND frozen, plus
@@ -172,19 +172,19 @@ def time_pieces(runner: StageRunner, step: int, clock: Clock) -> dict[str, float
         t0 = clock()
         targets = obj.targets(batch)  # no_grad, full clip
         t["teacher"] = clock() - t0
-        for i, (context, target) in enumerate(masks):
-            t0 = clock()
-            z = obj.encoder(batch["video"], keep=context)
-            t["encoder"] += clock() - t0
-            zd = z.detach().requires_grad_()
+        t0 = clock()
+        zs = obj.encoder(batch["video"], keep=[context for context, _ in masks])  # one call, as the objective
+        t["encoder"] += clock() - t0
+        detached = [z.detach().requires_grad_() for z in zs]
+        for i, ((context, target), zd) in enumerate(zip(masks, detached, strict=True)):
             t0 = clock()
             pred = obj.predictor(zd, context, target, i)
             loss = obj.regress(pred.float(), gather(targets, target)) / len(masks)
             loss.backward()
             t["predictor"] += clock() - t0
-            t0 = clock()
-            z.backward(zd.grad)
-            t["encoder"] += clock() - t0
+        t0 = clock()
+        torch.autograd.backward(zs, [zd.grad for zd in detached])
+        t["encoder"] += clock() - t0
     t0 = clock()
     clip = st.optim.grad_clip if st.optim.grad_clip is not None else float("inf")
     torch.nn.utils.clip_grad_norm_(runner.params, clip, foreach=True)

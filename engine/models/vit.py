@@ -4,7 +4,8 @@ A clip [B, C, T, H, W] is cut into tubelets of (tubelet, patch, patch) pixels by
 its stride; the t x h x w tokens are flattened in (t, h, w) order (flat index (ti * h + hi) * w + wi). There
 is no CLS token. Positions are 3D RoPE on queries and keys (default, `layers.rope3d_cos_sin`) or a fixed
 3D sin-cos table added after the patch embedding (`layers.sincos3d_table`, a non-persistent buffer).
-`forward(video, keep)` runs the blocks on the kept token indices only: the masked tokens never enter them.
+`forward(video, keep)` runs the blocks on the kept token indices only: the masked tokens never enter them; a
+list of keeps embeds the clip once and runs the blocks once per entry.
 
 Parameters: `schemas.models.ViT.params()` counts them from the config in pure Python; tests compare it
 with this module's.
@@ -19,6 +20,7 @@ Init (V-JEPA): Linear and Conv3d weights ~ trunc-normal(0, init_std) cut at +-2 
 from __future__ import annotations
 
 import math
+from typing import overload
 
 import torch
 from torch import Tensor, nn
@@ -141,12 +143,31 @@ class VisionTransformer(nn.Module):
         """Patch embedding only: clip [B, C, T, H, W] -> tokens [B, N, dim] in (t, h, w) order."""
         return self.patch_embed(video)
 
-    def forward(self, video: Tensor, keep: Tensor | None = None) -> Tensor:
-        """Clip [B, C, T, H, W] (+ kept token indices [B, K] into the t*h*w grid) -> [B, K or N, dim]."""
+    @overload
+    def forward(self, video: Tensor, keep: Tensor | None = None) -> Tensor: ...
+
+    @overload
+    def forward(self, video: Tensor, keep: list[Tensor]) -> list[Tensor]: ...
+
+    def forward(self, video: Tensor, keep: Tensor | list[Tensor] | None = None) -> Tensor | list[Tensor]:
+        """Clip [B, C, T, H, W] (+ kept token indices [B, K] into the t*h*w grid) -> [B, K or N, dim].
+
+        `keep` may be a list of index tensors (one per mask): the clip is embedded once and the blocks run
+        once per entry, returning a list in the same order. This stays one call of the root module, which is
+        where FSDP2 gathers and frees the root's parameters (the patch embedding) around the forward.
+        """
         grid = self.grid_of(video)
         x = self.embed(video)  # [B, N, D]
         if self.pos_table is not None:
             x = x + self.pos_table.to(x.dtype)  # [N, D] broadcast over the batch
+        if isinstance(keep, list):
+            if not keep:
+                raise ValueError("keep is an empty list; give one [B, K] index tensor per mask, or None")
+            return [self._blocks(x, k, grid) for k in keep]
+        return self._blocks(x, keep, grid)
+
+    def _blocks(self, x: Tensor, keep: Tensor | None, grid: tuple[int, int, int]) -> Tensor:
+        """Embedded tokens [B, N, D] -> the blocks and final norm on the kept tokens (all when None)."""
         idx = torch.arange(x.shape[1], device=x.device)  # [N]
         if keep is not None:  # only the kept tokens enter the blocks, with the positions of their indices
             if keep.dim() != 2 or keep.shape[0] != x.shape[0]:

@@ -1,8 +1,9 @@
 """Masked video objectives: SALT's pixel reconstruction (stage 1) and frozen-teacher latent prediction
 (stage 2), and the V-JEPA baseline with an EMA target encoder (docs/papers/salt.md).
 
-Every objective runs the encoder on the context tokens of each mask generator and the predictor from those
-to the target tokens, one loss per generator, averaged. Masks are drawn for the step's global batch from a
+Every objective embeds the clip once and runs the encoder's blocks on the context tokens of each mask
+generator (one call of the encoder), then the predictor from those to the target tokens, one loss per
+generator, averaged. Masks are drawn for the step's global batch from a
 counter-based generator (`augment`), so a resumed run, on any world size, sees the masks an uninterrupted one would.
 """
 
@@ -156,9 +157,10 @@ class MaskedVideo(Objective):
         """
         targets = self.targets(batch)
         losses, baselines = [], []
-        for i, (context, target) in enumerate(batch["masks"]):
-            z = self.encoder(batch["video"], keep=context)  # [B, Kc, D]
-            pred = self.predictor(z, context, target, i)  # [B, Kt, out_dim]
+        # one encoder call: the clip's patch embedding once, the blocks once per mask's context
+        encoded = self.encoder(batch["video"], keep=[context for context, _ in batch["masks"]])
+        for i, ((context, target), z) in enumerate(zip(batch["masks"], encoded, strict=True)):
+            pred = self.predictor(z, context, target, i)  # [B, Kt, out_dim] from z [B, Kc, D]
             truth = gather(targets, target).float()  # [B, Kt, out_dim]
             losses.append(self.regress(pred.float(), truth))
             with torch.no_grad():  # what predicting the batch's mean target would score
