@@ -492,8 +492,11 @@ def reduced_spec(name: str, tmp_path: Path, steps: int) -> Spec:
             overrides += [f"{p}.rollout.samples=2", f"{p}.rollout.max_new_tokens=8", f"{p}.batch.micro=null"]
         overrides += [f"{p}.schedule.steps={steps}", f"{p}.schedule.warmup=0", f"{p}.batch.global=8"]
         overrides += [f"{p}.logging.every=1", f"{p}.checkpoint.every={steps}"]
-        for i in range(len(getattr(stage, "evals", []))):  # evaluated once, at the end, on 4 examples
-            overrides += [f"{p}.evals.{i}.every={steps + 1}", f"{p}.evals.{i}.examples=4"]
+        evals = [  # evaluated once, at the end, on 4 examples (the whole list: it may be the objective's default)
+            {**e.model_dump(mode="json"), "every": steps + 1, "examples": 4}
+            for e in getattr(stage, "evals", [])
+        ]
+        overrides.append(f"{p}.evals={json.dumps(evals)}")
         if getattr(stage, "model", None) is not None and stage.model.kind == "transformer":
             overrides.append(f"{p}.model.depth=1")
     return load_spec(str(ROOT / "specs" / name), overrides)
@@ -509,7 +512,7 @@ def logged_rows(spec: Spec, stage: str) -> list[dict[str, Any]]:
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["salt_tiny.yaml", "vjepa_tiny.yaml"])
 def test_masked_video_plan_flops_equal_the_logged_first_step(name: str, tmp_path: Path) -> None:
-    """The plan draws the first step's masks as the run does: planned FLOPs per step = the logged ones, every
+    """The plan draws the step's masks as the run does: planned FLOPs per step = the logged ones, every
     stage (pixel reconstruction, frozen teacher, EMA target, probes)."""
     from helpers import train_in_process
 
@@ -521,6 +524,50 @@ def test_masked_video_plan_flops_equal_the_logged_first_step(name: str, tmp_path
         planned = plan.stages[stage].flops
         assert row["flops"] == pytest.approx(planned.per_step, rel=1e-9), stage
         assert row["attention_flops"] == pytest.approx(planned.attention_per_step, rel=1e-9), stage
+
+
+@pytest.mark.slow
+def test_masked_video_plan_total_equals_the_logged_flops_of_every_step(tmp_path: Path) -> None:
+    """Two steps of salt_tiny's teacher and student: the cumulative FLOPs (and attention FLOPs) logged at each
+    step are the objective config's `step_flops` on that step's masks as the plan's `step_masks` draws them,
+    and the plan's total (it draws every step of a short stage) is the logged total, to float rounding (the
+    run sums per micro-batch). Steps 0 and 1 trim differently, so this also fails if the plan took one step
+    for all."""
+    from engine.plan.make import planned_steps, step_masks
+    from engine.runtime.distributed import Dist
+    from engine.runtime.trainer import run_spec
+
+    spec = reduced_spec("salt_tiny.yaml", tmp_path, steps=2)
+    plan = make_plan(spec)
+    for name in ("teacher", "student"):
+        run_spec(spec, Dist(), only=name)
+        stage = spec.stages[name]
+        teacher = spec.stages["teacher"].model if name == "student" else None
+        assert planned_steps(2, stage.batch.global_) == [0, 1]
+        f0, f1 = (
+            stage.objective.step_flops(
+                stage.model, stage.predictor, step_masks(spec, name, stage, s), 8, teacher
+            )
+            for s in (0, 1)
+        )
+        assert f0.total != f1.total, f"{name}: steps 0 and 1 trim alike; pick another seed for this test"
+        rows = {r["step"]: r for r in logged_rows(spec, name)}
+        assert rows[1]["flops"] == pytest.approx(f0.total, rel=1e-12), name
+        assert rows[2]["flops"] == pytest.approx(f0.total + f1.total, rel=1e-12), name
+        assert rows[2]["attention_flops"] == pytest.approx(f0.attention + f1.attention, rel=1e-12), name
+        planned = plan.stages[name].flops
+        assert planned.total == pytest.approx(rows[2]["flops"], rel=1e-12), name
+        assert planned.attention_total == pytest.approx(rows[2]["attention_flops"], rel=1e-12), name
+
+
+def test_planned_steps_are_all_of_a_short_stage_and_spread_over_a_long_one() -> None:
+    """Every step while their clips fit the budget; else the budget's worth, first and last included."""
+    from engine.plan.make import MASKED_CLIPS, planned_steps
+
+    assert planned_steps(200, 32) == list(range(200))
+    long = planned_steps(160000, 3072)
+    assert len(long) == MASKED_CLIPS // 3072 == 5 and long[0] == 0 and long[-1] == 159999
+    assert planned_steps(10, MASKED_CLIPS * 2) == [0]
 
 
 @pytest.mark.slow
