@@ -38,6 +38,7 @@ EVALS: dict[type, str] = {
     evals.AccuracyByLength: "engine.evals.accuracy_by_length:AccuracyByLength",
     evals.ExactMatch: "engine.evals.exact_match:ExactMatch",
     evals.Top1: "engine.evals.top1:Top1",
+    evals.Representation: "engine.evals.representation:Representation",
     evals.Verified: "engine.evals.verified:Verified",
     evals.Sampling: "engine.evals.sampling:SamplingEval",
     evals.TestTimeScaling: "engine.evals.sampling:TestTimeScalingEval",

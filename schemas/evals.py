@@ -8,7 +8,7 @@ from pydantic import Field, model_validator
 
 from .base import Examples, Problems, Steps, Strict, Tokens, kinded, spec_error
 from .data import TokenData
-from .models import AttentiveProbe
+from .models import AttentiveProbe, ViT
 
 EVERY = "Run every this many steps (and always after the last step)."
 
@@ -111,6 +111,52 @@ class Top1(Evaluator):
         """The stage trains a probe."""
         if not isinstance(stage.final_model, AttentiveProbe):
             p.add(f"{at}.kind", "top1 evaluates a probe; use it in a stage of kind probe")
+
+
+class Representation(Evaluator):
+    """Collapse diagnostics of a masked-video train stage's encoder on a fixed set of held-out clips with fixed
+    masks: the effective rank of its output tokens and of its mean-pooled clip features, and its loss relative
+    to predicting the batch's mean target."""
+
+    kind: Literal["representation"] = Field(
+        "representation",
+        description="Effective rank of the encoder's features (rank/tokens, rank/pooled) and loss/relative.",
+    )
+    warn_below: float | None = Field(
+        2.0,
+        gt=0,
+        description=(
+            "Log a warning when rank/pooled falls below this (null: never). Below 2 the clips' pooled "
+            "features lie along about one direction: a collapsed encoder. For reference, a randomly "
+            "initialised encoder of salt_tiny's shape (96 wide) scores about 37 on 256 clips; values between "
+            "are logged for you to judge, without a warning."
+        ),
+    )
+    examples: Examples = Field(
+        256,
+        gt=0,
+        description="Held-out clips (a fixed set with fixed masks for the whole run, split over ranks).",
+    )
+    batch: Examples = Field(
+        32, gt=0, description="Clips per forward pass, which share one draw of masks (a mask group)."
+    )
+
+    def check(self, stage: Any, at: str, p: Problems) -> None:
+        """The stage trains a video encoder with a masked-video objective (the only objectives of a vit)."""
+        model = stage.final_model
+        if isinstance(model, AttentiveProbe):
+            p.add(
+                f"{at}.kind",
+                "representation measures the encoder a masked-video stage trains; a probe stage is evaluated "
+                "by top1 (put representation in the encoder's own stage)",
+            )
+        elif not isinstance(model, ViT) or getattr(stage, "objective", None) is None:
+            p.add(
+                f"{at}.kind",
+                "representation measures a video encoder trained on masked clips (a train stage of a vit "
+                "with pixel_reconstruction, latent_prediction or ema_latent_prediction); this stage trains "
+                f"{getattr(model, 'kind', 'no such encoder')}",
+            )
 
 
 class ExactMatch(AnswerEvaluator):
@@ -286,6 +332,7 @@ Eval = kinded(
     AccuracyByLength,
     ExactMatch,
     Top1,
+    Representation,
     Verified,
     Sampling,
     TestTimeScaling,

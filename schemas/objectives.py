@@ -8,6 +8,7 @@ from typing import Any, Literal
 from pydantic import Field
 
 from .base import Problems, Strict, kinded
+from .evals import Evaluator, Representation
 from .masks import MultiBlock
 from .models import Predictor, StepFlops, Transformer, ViT
 from .training import Batch, WeightsRef
@@ -30,6 +31,11 @@ class TrainingObjective(Strict):
         """The encoders' weights this objective loads, by its field that names them (the spec checks that a
         `{stage: NAME}` is an earlier stage that trains a vit). Default: none."""
         return {}
+
+    def default_evals(self) -> list[Evaluator]:
+        """The evaluators of a stage whose spec gives no `evals` (an explicit `evals: []` keeps none).
+        Default: none."""
+        return []
 
 
 class NextToken(TrainingObjective):
@@ -81,6 +87,10 @@ class MaskedVideo(TrainingObjective):
                 "predictor.mask_tokens",
                 f"{stage.predictor.mask_tokens} mask tokens for {len(self.masks.masks)} mask generators; need one each",
             )
+
+    def default_evals(self) -> list[Evaluator]:
+        """Collapse diagnostics (effective ranks, loss relative to the mean predictor) on held-out clips."""
+        return [Representation()]
 
     def check_batch(self, batch: Batch, world: int, at: str, p: Problems) -> None:
         """Fix `masks.group` when unset (V-JEPA's per-GPU draw: the per-rank micro-batch under `world`, fixed

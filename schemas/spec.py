@@ -158,13 +158,22 @@ class TrainStage(StageRules):
     )
     logging: Logging = Field(default_factory=Logging, description="Metric logging.")
     evals: list[Eval] = Field(
-        default_factory=list, description="Evaluations run periodically and at the end."
+        default_factory=list,
+        description="Evaluations run periodically and at the end; when not given, the objective's defaults "
+        "(masked video: representation); [] for none.",
     )
 
     @property
     def final_model(self) -> Model:
         """The stage's model."""
         return self.model
+
+    @model_validator(mode="after")
+    def _default_evals(self) -> TrainStage:
+        """A stage whose spec gives no `evals` gets its objective's default evaluators."""
+        if "evals" not in self.model_fields_set:
+            self.evals = self.objective.default_evals()
+        return self
 
     @property
     def vocab_size(self) -> int | None:

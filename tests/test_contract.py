@@ -18,6 +18,7 @@ from engine.runtime.distributed import Dist
 from schemas import SpecError, load_spec
 from schemas.data import SparseParity as SparseParityConfig
 from schemas.models import ViT
+from schemas.objectives import NextToken
 from schemas.training import CheckpointRef, RandomInit, StageRef
 
 SALT, PARITY = "specs/salt_tiny.yaml", "specs/sparse_parity.yaml"
@@ -44,6 +45,20 @@ def problems(spec: str, *overrides: str) -> list[tuple[str, str]]:
             "stages.train.evals=[{kind: top1}]",
             "stages.train.evals.0.kind",
             "top1 evaluates a probe; use it in a stage of kind probe",
+        ),
+        (
+            SALT,
+            "stages.probe_ssv2.evals=[{kind: representation}]",
+            "stages.probe_ssv2.evals.0.kind",
+            "representation measures the encoder a masked-video stage trains; a probe stage is evaluated by "
+            "top1 (put representation in the encoder's own stage)",
+        ),
+        (
+            PARITY,
+            "stages.train.evals=[{kind: representation}]",
+            "stages.train.evals.0.kind",
+            "representation measures a video encoder trained on masked clips (a train stage of a vit with "
+            "pixel_reconstruction, latent_prediction or ema_latent_prediction); this stage trains transformer",
         ),
         (
             SALT,
@@ -151,6 +166,19 @@ def test_the_objective_base_answers_what_trainer_and_evaluators_ask():
             ask()
     with pytest.raises(NotImplementedError, match="Plain classifies nothing"):
         plain.logits(None)
+    with pytest.raises(NotImplementedError, match="Plain encodes no clips"):
+        plain.represent(None)
+
+
+def test_masked_video_stages_get_representation_by_default_and_others_nothing():
+    """A masked-video train stage without `evals` gets its objective's default (representation); `evals: []`
+    keeps none; next_token adds nothing; a probe stage keeps its own default (top1)."""
+    salt = load_spec(SALT)
+    assert [e.kind for e in salt.stages["teacher"].evals] == ["representation"]
+    assert [e.kind for e in salt.stages["student"].evals] == ["representation"]
+    assert [e.kind for e in salt.stages["probe_ssv2"].evals] == ["top1"]
+    assert load_spec(SALT, ["stages.teacher.evals=[]"]).stages["teacher"].evals == []
+    assert NextToken().default_evals() == []
 
 
 def test_ranks_share_one_fixed_set_and_count_only_its_members():

@@ -107,6 +107,11 @@ class Objective:
         """Class logits [B, classes] of a collated batch, whose `labels` hold the classes (top1)."""
         raise NotImplementedError(f"{type(self).__name__} classifies nothing")
 
+    def represent(self, batch: Any) -> torch.Tensor:
+        """The trained encoder's output tokens [B, N, D] of the whole clips of a collated batch, whose masks
+        `__call__` also takes (representation)."""
+        raise NotImplementedError(f"{type(self).__name__} encodes no clips")
+
 
 def train_stage(stage: TrainStage, ctx: BuildContext) -> Objective:
     """The objective of a train stage over its model: built for the data's vocabulary (token models) from the

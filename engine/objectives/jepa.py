@@ -141,6 +141,10 @@ class MaskedVideo(Objective):
         f = self.cfg.step_flops(self.vit, self.stage.predictor, pairs, n, teacher=self.teacher_cfg)
         return Count(n, n * self.vit.tokens, f.total, f.attention)
 
+    def represent(self, batch: dict[str, Any]) -> Tensor:
+        """The trained encoder (the student; for V-JEPA not the EMA target) on the whole clips: [B, N, D]."""
+        return self.encoder(batch["video"])
+
     def targets(self, batch: dict[str, Any]) -> Tensor:
         """Per-token regression targets [B, N, out_dim] for the whole clip."""
         raise NotImplementedError
