@@ -211,7 +211,9 @@ def test_salt_tiny_pipeline_stages_learn_and_probes_report(tmp_path: Path) -> No
 
 @pytest.mark.slow
 def test_vjepa_tiny_loss_falls_and_probes_report(tmp_path: Path, one_thread: None) -> None:
-    """The EMA stage's loss falls; both probes finish with results (a few probe steps do not beat chance)."""
+    """The EMA stage's loss falls and its default representation evaluator logs uncollapsed features at the
+    end; both probes finish with results (a few probe steps do not beat chance)."""
+    from engine.runtime.metrics import read_metrics
     from schemas import load_spec
 
     spec = load_spec(
@@ -220,6 +222,9 @@ def test_vjepa_tiny_loss_falls_and_probes_report(tmp_path: Path, one_thread: Non
     train_in_process(spec)
     for stage, bar in VIDEO_BARS["vjepa_tiny"].items():
         assert_learns(tmp_path, stage, bar)
+    (last,) = [r for r in read_metrics(str(tmp_path / "vjepa")) if "rank/pooled" in r]
+    assert last["step"] == VIDEO_STEPS and last["rank/pooled"] > spec.stages["vjepa"].evals[0].warn_below
+    assert last["rank/tokens"] > 1 and last["loss/relative"] > 0
     for stage, st in spec.stages.items():
         assert (tmp_path / stage / "final" / "done.json").exists(), f"{stage} did not finish"
         if st.kind == "probe":

@@ -108,9 +108,8 @@ class Representation:
         size = min(cfg.batch, cfg.examples)
         groups = -(-cfg.examples // size)
         passes = -(-groups // dist.world)  # forward passes per rank: equal on every rank
-        self.groups: list[
-            tuple[int, Clips, float]
-        ] = []  # (group index, its clips, weight 1 or 0 for padding)
+        # (group index, its clips, weight: 1, or 0 for a padding pass that repeats a group)
+        self.groups: list[tuple[int, Clips, float]] = []
         for i in range(passes):
             g = dist.rank + i * dist.world
             real = g < groups
