@@ -17,6 +17,7 @@ import numpy as np
 from .base import Examples, Generator, cat_meta
 
 TRAIN, EVAL, AUGMENT = 0, 1, 2
+LABELLED, EPOCH = 3, 4  # a probe's fixed labelled set and the order of its epochs (engine/data/pool.py)
 CHUNK = 16  # examples per counter key, unless the generator says otherwise (`Generator.chunk`)
 
 
