@@ -54,6 +54,12 @@ class Objective:
         arrays with leading dimension n; each rank adds its rows to its batch's `meta`. Default: none."""
         return {}
 
+    def stream(self, stream: Any) -> Any:
+        """The training batches (anything with `batch(step)`): the counter-based `stream` the trainer built
+        (the default), or the objective's own built from its seed, stage and rank split (a probe's fixed
+        labelled set, walked in epochs)."""
+        return stream
+
     def loss_weight(self, examples: Any) -> float:
         """How many terms the loss of `examples` averages over (default: one per example).
 
@@ -111,6 +117,12 @@ class Objective:
         """The trained encoder's output tokens [B, N, D] of the whole clips of a collated batch, whose masks
         `__call__` also takes (representation)."""
         raise NotImplementedError(f"{type(self).__name__} encodes no clips")
+
+    def classifier_report(self) -> dict[str, float]:
+        """Called on every rank before a classification evaluator scores (top1): fixes what the classifier
+        chooses on its own validation data (a linear probe's head) and returns what the evaluation reports
+        beside its top-1 (the labelled set's size, the choice and what it was based on)."""
+        raise NotImplementedError(f"{type(self).__name__} classifies nothing")
 
 
 def train_stage(stage: TrainStage, ctx: BuildContext) -> Objective:

@@ -174,6 +174,7 @@ class StageRunner:
                 f"launched; launch a world size that divides it or override stages.{name}.batch.global"
             )
         self.per_rank = stage.batch.global_ // world
+        self.steps = stage.schedule.steps if stage.schedule is not None else 0  # a knn probe has no schedule
 
     def done(self) -> bool:
         """Whether the stage already finished: final/done.json exists and final/ is intact (verified; a
@@ -200,23 +201,22 @@ class StageRunner:
                     f"{group} examples; set batch.micro to a divisor of {math.gcd(self.per_rank, group)}"
                 )
         self.models = self.objective.models  # what checkpoints and final/ hold
-        self.optim = build_optimizer(st.optim, self.objective.trainable())
         self.params = [
             p for m in self.objective.trainable().values() for p in m.parameters() if p.requires_grad
         ]
-        self._attach(
-            st.data,
-            Stream(
-                self.gen,
-                self.spec.run.seed,
-                self.name,
-                dist.rank,
-                self.per_rank,
-                dist.world,
-                augment=self.objective.augment,
-                group=group,
-            ),
+        # nothing to train (a knn probe, which has no steps either): no optimizer
+        self.optim = build_optimizer(st.optim, self.objective.trainable()) if self.params else None
+        stream = Stream(
+            self.gen,
+            self.spec.run.seed,
+            self.name,
+            dist.rank,
+            self.per_rank,
+            dist.world,
+            augment=self.objective.augment,
+            group=group,
         )
+        self._attach(st.data, self.objective.stream(stream))
 
     def _attach(self, data_cfg: Any, stream: Stream) -> None:
         """What every stage runner builds last: the evaluators over `data_cfg`, the batch stream, the checkpointer."""
@@ -253,7 +253,7 @@ class StageRunner:
             st.logging.tensorboard,
             st.logging.console,
             self.name,
-            st.schedule.steps,
+            self.steps,
             start=start,  # rows logged after the checkpoint resumed from are dropped
         )
         if start == 0:
@@ -265,7 +265,7 @@ class StageRunner:
         for model in self.objective.trainable().values():
             model.train()
 
-        for step in range(start, st.schedule.steps):
+        for step in range(start, self.steps):
             lr = st.optim.lr * lr_factor(st.schedule, step)
             wd = weight_decay_at(st.optim, st.schedule, step)
             for g in self.optim.param_groups:
@@ -284,14 +284,14 @@ class StageRunner:
             counters.attention_flops += stats.attention
             window.add(stats, mets)
 
-            logged = done % st.logging.every == 0 or done == st.schedule.steps
+            logged = done % st.logging.every == 0 or done == self.steps
             if logged:
                 self._log(metrics, done, window, lr, gnorm, counters)
             every = st.logging.images_every
-            if every and self.objective.shows_images and (done % every == 0 or done == st.schedule.steps):
+            if every and self.objective.shows_images and (done % every == 0 or done == self.steps):
                 self._images(metrics, done)
             for i, (ev, cfg) in enumerate(zip(self.evals, st.evals, strict=True)):
-                if done % cfg.every == 0 or done == st.schedule.steps:
+                if done % cfg.every == 0 or done == self.steps:
                     self.last_by_eval[i] = self._evaluate(ev, done, metrics)
                     last_eval.update(self.last_by_eval[i])
             elapsed = elapsed0 + time.perf_counter() - t_start
@@ -301,16 +301,18 @@ class StageRunner:
                 self.ckpt.save(done, self.models, self.optim, self.train_state(done, counters, elapsed))
                 metrics.close()
                 raise Preempted(preemption.requested or signal.SIGTERM, done, preemption.cause)
-            if (
-                done % st.checkpoint.every == 0 or done == st.schedule.steps
-            ):  # the last: a run can be extended
+            if done % st.checkpoint.every == 0 or done == self.steps:  # the last: a run can be extended
                 self.ckpt.save(done, self.models, self.optim, self.train_state(done, counters, elapsed))
             if logged:  # the next window starts now: eval and checkpoint time is not training throughput
                 window = Window()
 
+        for i, ev in enumerate(self.evals):  # evaluators that no step ran (a stage of 0 steps) run now
+            if not self.last_by_eval[i]:
+                self.last_by_eval[i] = self._evaluate(ev, self.steps, metrics)
+                last_eval.update(self.last_by_eval[i])
         elapsed = elapsed0 + time.perf_counter() - t_start
         done_info = {
-            **self.train_state(st.schedule.steps, counters, elapsed),
+            **self.train_state(self.steps, counters, elapsed),
             "model": st.final_model.model_dump(mode="json"),
             "metrics": last_eval,
         }
@@ -344,7 +346,7 @@ class StageRunner:
         out: dict[str, float] = {}
         for i, ev in enumerate(self.evals):
             with autocast(st.distributed, dist, self.sharded):
-                self.last_by_eval[i] = ev(self.objective, st.schedule.steps)
+                self.last_by_eval[i] = ev(self.objective, self.steps)
             out.update(self.last_by_eval[i])
         if dist.main:
             write_results(
@@ -456,7 +458,7 @@ class StageRunner:
             step_time_s=secs / w.steps,
         )
         metrics.write(step, values)
-        metrics.progress(step, values, eta_s=(self.stage.schedule.steps - step) * secs / w.steps)
+        metrics.progress(step, values, eta_s=(self.steps - step) * secs / w.steps)
 
     def _images(self, metrics: Metrics, step: int) -> None:
         """The objective's images of this rank's first example of the step (every rank runs the forward)."""
