@@ -12,6 +12,12 @@ MODELS: dict[type, str] = {
     models.Transformer: "engine.models.transformer:build",
     models.ViT: "engine.models.vit:build",
 }
+# Probe kinds, built as Probe(cfg, in_dim, classes) on a frozen encoder's tokens of width in_dim.
+PROBES: dict[type, str] = {
+    models.AttentiveProbe: "engine.models.probe:AttentiveProbe",
+    models.LinearProbe: "engine.models.probe:LinearProbe",
+    models.KnnProbe: "engine.models.probe:KnnProbe",
+}
 DATA: dict[type, str] = {
     data.SparseParity: "engine.data.sparse_parity:SparseParity",
     data.SolutionTree: "engine.data.solution_tree:SolutionTree",
@@ -78,6 +84,11 @@ def build_model(cfg: Any, vocab_size: int | None = None) -> Any:
     """An nn.Module for a model config (token models also take the vocabulary size)."""
     builder = _resolve(MODELS, cfg)
     return builder(cfg) if vocab_size is None else builder(cfg, vocab_size)
+
+
+def build_probe(cfg: Any, in_dim: int, classes: int) -> Any:
+    """A probe module for a probe config, on tokens of width `in_dim`, with `classes` classes (unless cfg sets them)."""
+    return _resolve(PROBES, cfg)(cfg, in_dim, classes)
 
 
 def build_data(cfg: Any) -> Any:

@@ -8,7 +8,7 @@ from pydantic import Field, model_validator
 
 from .base import Examples, Problems, Steps, Strict, Tokens, kinded, spec_error
 from .data import TokenData
-from .models import AttentiveProbe, ViT
+from .models import ProbeHead, ViT
 
 EVERY = "Run every this many steps (and always after the last step)."
 
@@ -43,7 +43,7 @@ class AnswerEvaluator(Evaluator):
 
     def check(self, stage: Any, at: str, p: Problems) -> None:
         """The stage trains a model on tokens, not a probe and not on video."""
-        if isinstance(stage.final_model, AttentiveProbe):
+        if isinstance(stage.final_model, ProbeHead):
             p.add(f"{at}.kind", f"a probe stage is evaluated by top1, not {self.kind}")
         elif not isinstance(stage.data, TokenData):
             p.add(f"{at}.kind", f"{self.kind} evaluates token answers, not video")
@@ -97,20 +97,36 @@ class AccuracyByLength(AnswerEvaluator):
             )
 
 
+# Held-out synthetic clips a top-1 needs: at 1024 clips the standard error of an accuracy is at most 1.6 points.
+MIN_SYNTHETIC_EXAMPLES = 1024
+
+
 class Top1(Evaluator):
-    """Top-1 accuracy of a classifier (a probe stage's) on a fixed set of held-out examples."""
+    """Top-1 accuracy of a classifier (a probe stage's) on a fixed set of held-out examples, beside the top-1 of
+    always answering the set's most frequent class (`majority`) and chance (1 / classes)."""
 
     kind: Literal["top1"] = Field("top1", description="Top-1 classification accuracy on the eval split.")
     every: Steps = Field(1000, gt=0, description=EVERY)
     examples: Examples = Field(
-        512, gt=0, description="Held-out examples (a fixed set for the whole run, split over ranks)."
+        2048,
+        gt=0,
+        description="Held-out examples of the eval split (a fixed set for the whole run, split over ranks); "
+        f"at least {MIN_SYNTHETIC_EXAMPLES} on synthetic video.",
     )
     batch: Examples = Field(32, gt=0, description="Examples per forward pass on each rank.")
 
     def check(self, stage: Any, at: str, p: Problems) -> None:
-        """The stage trains a probe."""
-        if not isinstance(stage.final_model, AttentiveProbe):
+        """The stage trains a probe; on synthetic video (unlimited clips) the held-out set is large enough for
+        its top-1 to tell encoders apart."""
+        if not isinstance(stage.final_model, ProbeHead):
             p.add(f"{at}.kind", "top1 evaluates a probe; use it in a stage of kind probe")
+        elif stage.data.kind == "synthetic_video" and self.examples < MIN_SYNTHETIC_EXAMPLES:
+            p.add(
+                f"{at}.examples",
+                f"{self.examples} held-out clips give a top-1 with a standard error up to "
+                f"{50 / self.examples**0.5:.1f} points; synthetic clips are free, so evaluate at least "
+                f"{MIN_SYNTHETIC_EXAMPLES} (the default is 2048)",
+            )
 
 
 class Representation(Evaluator):
@@ -144,7 +160,7 @@ class Representation(Evaluator):
     def check(self, stage: Any, at: str, p: Problems) -> None:
         """The stage trains a video encoder with a masked-video objective (the only objectives of a vit)."""
         model = stage.final_model
-        if isinstance(model, AttentiveProbe):
+        if isinstance(model, ProbeHead):
             p.add(
                 f"{at}.kind",
                 "representation measures the encoder a masked-video stage trains; a probe stage is evaluated "

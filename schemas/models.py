@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field, model_validator
 
@@ -484,8 +484,56 @@ class Predictor(Strict):
         return bidirectional_attention_flops(self.dim, self.depth, length)
 
 
-class AttentiveProbe(Strict):
+class ProbeHead(Strict):
+    """What every probe kind answers: its parameters and a training step's FLOPs on a frozen ViT's tokens, the
+    features it reads (`pooled`: the mean of the tokens, else the tokens themselves), whether it trains
+    (`trains`), its largest repeated block and how many of them (the plan's memory estimate), and what it asks
+    of its stage (`check`)."""
+
+    kind: str
+    pooled: ClassVar[bool] = (
+        True  # reads the mean of the encoder's tokens (so a cache holds one vector a clip)
+    )
+    trains: ClassVar[bool] = True  # has parameters an optimizer updates
+    needs_labelled: ClassVar[bool] = False  # only defined on a fixed labelled set (`labelled` or `per_class`)
+    # the stage's default optimizer (AdamW fields) when the spec gives none
+    OPTIM: ClassVar[dict[str, Any]] = {"lr": 1e-3, "weight_decay": 0.01}
+
+    def params(self, in_dim: int, classes: int | None = None) -> int:
+        """Exact parameters of the built module on `in_dim`-wide tokens."""
+        raise NotImplementedError
+
+    def train_flops(
+        self, encoder: ViT, clips: int, classes: int | None = None, encode: bool = True
+    ) -> StepFlops:
+        """One training step on `clips` clips; `encode`: the frozen encoder runs on them (2·N·D and its
+        attention), else their features come from a cache."""
+        raise NotImplementedError
+
+    def blocks(self, in_dim: int) -> tuple[int, int]:
+        """(repeated blocks, parameters of one): what FSDP gathers at a time and the activations it keeps."""
+        return 0, 0
+
+    def validation(self, labelled: int) -> int:
+        """Clips of a labelled set of `labelled` that the probe holds out of training (none by default)."""
+        return 0
+
+    def check(self, stage: Any, p: Problems) -> None:
+        """Record what in its probe stage this probe cannot work with (at the stage's dotted fields)."""
+
+
+def encoder_flops(encoder: ViT, clips: int) -> StepFlops:
+    """The frozen encoder's forward on `clips` whole clips: 2·N·D and its attention."""
+    return StepFlops(
+        frozen_2nd=2.0 * encoder.params() * clips * encoder.tokens,
+        attention=clips * encoder.attention_flops(encoder.tokens),
+    )
+
+
+class AttentiveProbe(ProbeHead):
     """V-JEPA 2 attentive probe: self-attention blocks, cross-attention from one learned query, linear."""
+
+    pooled: ClassVar[bool] = False
 
     kind: Literal["attentive_probe"] = Field(
         "attentive_probe", description="Attentive classifier on frozen encoder tokens."
@@ -508,22 +556,150 @@ class AttentiveProbe(Strict):
         cross = 2 * 2 * D + (D * D + D) + (2 * D * D + 2 * D) + (D * h + h + h * D + D)
         return D + self.depth * vit_block_params(D, h) + cross + D * c + c
 
-    def train_flops(self, encoder: ViT, clips: int, classes: int | None = None) -> StepFlops:
-        """One step on `clips` whole clips: the frozen encoder forward (2·N·D and its attention), the probe
-        trained on all its tokens (6·N·D and 3x the attention of its self-attention blocks)."""
+    def train_flops(
+        self, encoder: ViT, clips: int, classes: int | None = None, encode: bool = True
+    ) -> StepFlops:
+        """One step on `clips` whole clips: the frozen encoder forward (2·N·D and its attention, unless cached),
+        the probe trained on all its tokens (6·N·D and 3x the attention of its self-attention blocks)."""
         tokens = clips * encoder.tokens
+        enc = encoder_flops(encoder, clips) if encode else StepFlops()
         return StepFlops(
             six_nd=6.0 * self.params(encoder.dim, classes) * tokens,
-            frozen_2nd=2.0 * encoder.params() * tokens,
-            attention=clips
-            * (
-                encoder.attention_flops(encoder.tokens)
-                + 3 * bidirectional_attention_flops(encoder.dim, self.depth, encoder.tokens)
-            ),
+            frozen_2nd=enc.frozen_2nd,
+            attention=enc.attention
+            + clips * 3 * bidirectional_attention_flops(encoder.dim, self.depth, encoder.tokens),
         )
 
+    def blocks(self, in_dim: int) -> tuple[int, int]:
+        """`depth` self-attention blocks of the encoder's width."""
+        return self.depth, vit_block_params(in_dim, int(in_dim * self.mlp_ratio))
 
-def probe_classes(cfg: AttentiveProbe, classes: int | None = None) -> int:
+
+WEIGHT_DECAYS = (1e-4, 1e-3, 1e-2, 1e-1, 1.0)
+
+
+class LinearProbe(ProbeHead):
+    """Linear classifiers on the mean of the frozen tokens, standardised by a LayerNorm without affine
+    parameters; one head per weight decay, trained together, and the head with the best top-1 on the labelled
+    validation split is the one evaluated."""
+
+    needs_labelled: ClassVar[bool] = True
+    OPTIM: ClassVar[dict[str, Any]] = {"lr": 1e-3, "weight_decay": 0.0, "grad_clip": None}  # L2 terms instead
+
+    kind: Literal["linear_probe"] = Field(
+        "linear_probe", description="Linear classifiers on mean-pooled, standardised frozen tokens."
+    )
+    weight_decays: list[float] = Field(
+        default_factory=lambda: list(WEIGHT_DECAYS),
+        min_length=1,
+        description="One head per value, trained in parallel with loss CE + wd * ||W||^2 / 2; the head with "
+        "the best validation top-1 is reported (ties: the larger weight decay).",
+    )
+    val_fraction: float = Field(
+        0.2,
+        gt=0,
+        lt=1,
+        description="Share of the labelled set held out of training as the validation split that picks the head.",
+    )
+    classes: int | None = Field(
+        None, ge=2, description="Number of classes (width of each head); default: the data's classes."
+    )
+    norm_eps: float = Field(
+        1e-5, gt=0, description="Epsilon of the LayerNorm that standardises the features."
+    )
+    init_std: float = Field(0.02, gt=0, description="Std of the truncated-normal init of the head weights.")
+
+    @model_validator(mode="after")
+    def _distinct_decays(self) -> LinearProbe:
+        bad = [w for w in self.weight_decays if w < 0]
+        if bad:
+            raise spec_error("weight_decays", f"weight decays {bad} are negative; give values >= 0")
+        if len(set(self.weight_decays)) != len(self.weight_decays):
+            raise spec_error("weight_decays", f"{self.weight_decays} repeats a value; list each once")
+        return self
+
+    def params(self, in_dim: int, classes: int | None = None) -> int:
+        """One weight matrix and bias per head (the LayerNorm has no parameters)."""
+        return len(self.weight_decays) * (
+            in_dim * probe_classes(self, classes) + probe_classes(self, classes)
+        )
+
+    def train_flops(
+        self, encoder: ViT, clips: int, classes: int | None = None, encode: bool = True
+    ) -> StepFlops:
+        """The frozen encoder (unless cached) and the heads trained on one pooled vector per clip."""
+        enc = encoder_flops(encoder, clips) if encode else StepFlops()
+        six_nd = 6.0 * self.params(encoder.dim, classes) * clips
+        return StepFlops(six_nd=six_nd, frozen_2nd=enc.frozen_2nd, attention=enc.attention)
+
+    def validation(self, labelled: int) -> int:
+        """Clips of a labelled set of `labelled` held out as the validation split: round(val_fraction * N)."""
+        return round(self.val_fraction * labelled)
+
+    def check(self, stage: Any, p: Problems) -> None:
+        """The validation split and the training part of the labelled set are both non-empty; the explicit
+        L2 terms are the only regularisation and nothing couples the heads (no decoupled weight decay, no
+        gradient clipping over all heads)."""
+        n = stage.labelled_size
+        if n is not None:
+            val = self.validation(n)
+            if val < 1 or val > n - 1:
+                p.add(
+                    "probe.val_fraction",
+                    f"{self.val_fraction} of {n} labelled clips holds out {val}; the validation split and the "
+                    f"training clips must both be non-empty: pick val_fraction in [{0.5 / n:.3g}, "
+                    f"{1 - 0.5 / n:.3g}) or label more clips",
+                )
+        optim = stage.optim
+        if optim.weight_decay or getattr(optim, "weight_decay_end", None):
+            p.add(
+                "optim.weight_decay",
+                "a linear probe's heads are regularised by probe.weight_decays (an explicit L2 term each); "
+                "set optim.weight_decay: 0 and remove weight_decay_end",
+            )
+        if optim.grad_clip is not None:
+            p.add(
+                "optim.grad_clip",
+                "clipping the norm over all heads would couple the linear probe's heads; remove grad_clip",
+            )
+
+
+class KnnProbe(ProbeHead):
+    """k nearest neighbours in the labelled set by cosine similarity of L2-normalised mean-pooled tokens, votes
+    weighted by (1 + similarity) / 2; nothing is trained."""
+
+    trains: ClassVar[bool] = False
+    needs_labelled: ClassVar[bool] = True
+
+    kind: Literal["knn_probe"] = Field(
+        "knn_probe", description="k-nearest-neighbour classifier against the labelled set (no training)."
+    )
+    k: int = Field(20, gt=0, description="Neighbours that vote (all of the labelled set when it is smaller).")
+    classes: int | None = Field(
+        None, ge=2, description="Number of classes voted on; default: the data's classes."
+    )
+
+    def params(self, in_dim: int, classes: int | None = None) -> int:
+        """None: the labelled set's features are the model."""
+        return 0
+
+    def train_flops(
+        self, encoder: ViT, clips: int, classes: int | None = None, encode: bool = True
+    ) -> StepFlops:
+        """Nothing is trained: only the encoder's forward on the clips (unless cached)."""
+        return encoder_flops(encoder, clips) if encode else StepFlops()
+
+
+Probe = kinded(
+    AttentiveProbe,
+    LinearProbe,
+    KnnProbe,
+    default="attentive_probe",
+    description="The probe: attentive_probe | linear_probe | knn_probe (default attentive_probe).",
+)
+
+
+def probe_classes(cfg: ProbeHead, classes: int | None = None) -> int:
     """The probe's number of classes: cfg.classes if set, else `classes` (the data's); ValueError if neither."""
     if cfg.classes is not None:
         return cfg.classes

@@ -9,10 +9,19 @@ from typing import Annotated, ClassVar, Literal
 
 from pydantic import Field, PrivateAttr, field_validator, model_validator
 
-from .base import Nodes, Problems, ProcsPerNode, Strict, kinded, spec_error
+from .base import Examples, Nodes, Problems, ProcsPerNode, Strict, kinded, spec_error
 from .data import Data, TokenData
 from .evals import Eval, Top1
-from .models import AttentiveProbe, Model, Predictor, StepFlops, Transformer, ViT
+from .models import (
+    AttentiveProbe,
+    Model,
+    Predictor,
+    Probe,
+    ProbeHead,
+    StepFlops,
+    Transformer,
+    ViT,
+)
 from .objectives import NextToken, Objective
 from .rl import Algorithm, Reward, Rollout
 from .training import (
@@ -245,20 +254,45 @@ def _token_rules(m: Transformer, d: TokenData, p: Problems) -> None:
             )
 
 
-class ProbeStage(StageRules):
-    """A frozen encoder with an attentive probe trained on top: what a representation is worth."""
+def _probe_optim(fields: dict) -> AdamW:
+    """A probe stage's default optimizer: its probe's `OPTIM` (the probe is validated before `optim`)."""
+    return AdamW(**getattr(fields.get("probe"), "OPTIM", ProbeHead.OPTIM))
 
-    kind: Literal["probe"] = Field(
-        "probe", description="Stage kind: train an attentive probe on a frozen encoder."
-    )
+
+class ProbeStage(StageRules):
+    """A frozen encoder with a probe on top (attentive, linear or k-nearest-neighbour): what a representation
+    is worth. With `labelled` or `per_class` the probe learns from a fixed labelled set drawn once, walked in
+    epochs; without, every step draws fresh labelled clips."""
+
+    kind: Literal["probe"] = Field("probe", description="Stage kind: a probe on a frozen encoder.")
     encoder: EncoderRef
-    probe: AttentiveProbe = Field(default_factory=AttentiveProbe, description="The attentive probe.")
+    probe: Probe = Field(default_factory=AttentiveProbe, description="The probe.")
+    labelled: Examples | None = Field(
+        None,
+        gt=1,
+        description="A fixed labelled set of this many train-split clips, drawn once from (run.seed, stage name); "
+        "training walks it in epochs. Default: fresh clips every step (unlimited labels).",
+    )
+    per_class: Examples | None = Field(
+        None,
+        gt=0,
+        description="A fixed labelled set of this many clips of every class (the first drawn of each); "
+        "exclusive with `labelled`.",
+    )
     data: Data = Field(description="Labelled video clips (the probe's classes are the data's).")
     optim: Optim = Field(
-        default_factory=lambda: AdamW(lr=1e-3, weight_decay=0.01), description="The probe's optimizer."
+        default_factory=_probe_optim,
+        description="The probe's optimizer; default AdamW at lr 1e-3 with weight decay 0.01, or for a linear "
+        "probe without weight decay and gradient clipping (its heads carry their own L2 terms).",
     )
-    schedule: Schedule = Field(description="Steps and learning-rate schedule of the probe.")
-    batch: Batch = Field(description="Global and micro batch sizes.")
+    schedule: Schedule | None = Field(
+        None,
+        description="Steps and learning-rate schedule of the probe (required by probes that train; "
+        "a knn_probe has none).",
+    )
+    batch: Batch = Field(
+        description="Global and micro batch sizes (a fixed labelled set is also encoded in micro batches)."
+    )
     distributed: Distributed = Field(default_factory=Distributed, description="Sharding, precision, compile.")
     checkpoint: Checkpointing = Field(
         default_factory=Checkpointing, description="Checkpoint period and retention."
@@ -270,13 +304,32 @@ class ProbeStage(StageRules):
     )
 
     @property
-    def final_model(self) -> AttentiveProbe:
+    def final_model(self) -> ProbeHead:
         """The probe (the encoder stays frozen and is not written)."""
         return self.probe
+
+    @property
+    def steps(self) -> int:
+        """Optimizer steps: the schedule's, 0 without one (a knn probe)."""
+        return self.schedule.steps if self.schedule is not None else 0
+
+    @property
+    def labelled_size(self) -> int | None:
+        """Clips in the fixed labelled set (`labelled`, or `per_class` times the data's classes); None without."""
+        if self.per_class is not None and not isinstance(self.data, TokenData):
+            return self.per_class * self.data.num_classes
+        return self.labelled
+
+    @property
+    def training_clips(self) -> int | None:
+        """Clips of the labelled set the probe trains on (a linear probe holds its validation split out)."""
+        n = self.labelled_size
+        return None if n is None else n - self.probe.validation(n)
 
     @model_validator(mode="after")
     def _labelled_video(self) -> ProbeStage:
         p = Problems()
+        kind = self.probe.kind
         if isinstance(self.data, TokenData):
             p.add("data.kind", f"a probe reads labelled video clips; {self.data.kind!r} makes tokens")
         elif self.probe.classes is not None and self.probe.classes != self.data.num_classes:
@@ -284,6 +337,21 @@ class ProbeStage(StageRules):
                 "probe.classes",
                 f"{self.probe.classes} classes but the data has {self.data.num_classes}; remove it or make them equal",
             )
+        if self.labelled is not None and self.per_class is not None:
+            p.add(
+                "per_class",
+                f"labelled={self.labelled} and per_class={self.per_class} both size the labelled set; keep one",
+            )
+        elif self.probe.needs_labelled and self.labelled_size is None:
+            p.add(
+                "probe.kind",
+                f"a {kind} learns from a fixed labelled set; set labelled: N (clips) or per_class: k",
+            )
+        if self.probe.trains and self.schedule is None:
+            p.add("schedule", f"a {kind} trains; give schedule: {{steps: N}}")
+        elif not self.probe.trains and self.schedule is not None:
+            p.add("schedule", f"a {kind} trains nothing; remove schedule")
+        self.probe.check(self, p)
         self._check_evals(p)
         p.check()
         return self

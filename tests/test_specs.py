@@ -72,7 +72,8 @@ RL_SPECS: dict[str, list[str]] = {
     "echo_chamber": [*RL_EVAL, "stages.compare.evals.0.max_new_tokens=8"],
 }
 
-# Video specs: each train stage's bar (last/first loss); probes run 2 steps on 8 clips.
+# Video specs: each train stage's bar (last/first loss); probes run 2 steps, evaluated on 1024 clips (the least
+# top1 takes of synthetic video).
 VIDEO_BARS: dict[str, dict[str, float]] = {
     "salt_tiny": {"teacher": 0.6, "student": 0.75},  # 0.073 -> 0.025: 0.34; 0.68 -> 0.35: 0.51
     "vjepa_tiny": {"vjepa": 0.85},  # 0.69 -> 0.48: 0.70
@@ -103,7 +104,7 @@ def video_overrides(name: str) -> list[str]:
         p = f"stages.{stage}"
         if st.kind == "probe":
             out += [f"{p}.schedule.steps=2", f"{p}.batch.global=4"]
-            out += [f"{p}.evals.0.examples=8", f"{p}.evals.0.every=2", f"{p}.evals.0.batch=8"]
+            out += [f"{p}.evals.0.examples=1024", f"{p}.evals.0.every=2", f"{p}.evals.0.batch=256"]
         else:
             out += [f"{p}.schedule.steps={VIDEO_STEPS}", f"{p}.schedule.warmup=2", f"{p}.batch.global=4"]
             out += [f"{p}.checkpoint.every=1000", f"{p}.logging.every=5"]

@@ -1,4 +1,9 @@
-"""Attentive probe (V-JEPA 2's AttentiveClassifier) on a frozen encoder's tokens -> class logits.
+"""Probes on a frozen encoder's tokens -> class logits: attentive (V-JEPA 2's), linear heads, k nearest neighbours.
+
+Each probe is built as `Probe(cfg, in_dim, classes)`. The attentive probe reads the tokens [B, N, D]; the
+linear and kNN probes read their mean over the clip, one vector [B, D] per clip (`cfg.pooled`).
+
+Attentive probe (V-JEPA 2's AttentiveClassifier).
 
 Layout, following the V-JEPA 2 authors' src/models/attentive_pooler.py:
   blocks   `depth` pre-LN self-attention blocks over the tokens (no positions: the encoder put them in),
@@ -25,15 +30,18 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from schemas.models import AttentiveProbe as ProbeConfig
+from schemas.models import KnnProbe as KnnConfig
+from schemas.models import LinearProbe as LinearConfig
 from schemas.models import probe_classes
 
 from .layers import MLP, Attention
 from .vit import Block, init_vit_weights, rescale_blocks
 
-__all__ = ["AttentiveProbe", "build"]
+__all__ = ["AttentiveProbe", "KnnProbe", "LinearProbe", "build"]
 
 
 class CrossAttentionBlock(nn.Module):
@@ -88,6 +96,60 @@ class AttentiveProbe(nn.Module):
             x = block(x)
         q = self.cross(self.query.expand(x.shape[0], -1, -1), x)  # [B, 1, D]
         return self.head(q[:, 0])  # [B, classes]
+
+
+class LinearProbe(nn.Module):
+    """Linear heads, one per weight decay of the config, on standardised mean-pooled tokens.
+
+    The features are standardised by a LayerNorm without affine parameters (each clip's vector to zero mean
+    and unit variance over its D entries; no batch statistics, so a clip's logits do not depend on its batch),
+    then head h computes x @ weight[h] + bias[h]. The heads share nothing but their input: each one's
+    gradient is its own loss's, so training them together equals training each alone under Adam.
+    """
+
+    def __init__(self, cfg: LinearConfig, in_dim: int, classes: int | None = None) -> None:
+        super().__init__()
+        self.cfg, self.in_dim = cfg, in_dim
+        classes = probe_classes(cfg, classes)
+        heads = len(cfg.weight_decays)
+        self.weight = nn.Parameter(torch.empty(heads, in_dim, classes))  # [H, D, C]
+        self.bias = nn.Parameter(torch.zeros(heads, classes))  # [H, C]
+        self.init_weights()
+
+    @torch.no_grad()
+    def init_weights(self) -> None:
+        """Truncated-normal(init_std) weights, zero biases."""
+        nn.init.trunc_normal_(self.weight, mean=0.0, std=self.cfg.init_std, a=-2.0, b=2.0)
+        self.bias.zero_()
+
+    def forward(self, features: Tensor) -> tuple[Tensor, Tensor]:
+        """Pooled features [B, D] -> every head's logits [H, B, C] and squared weight norms ||W_h||^2 [H]."""
+        x = F.layer_norm(features, (self.in_dim,), eps=self.cfg.norm_eps)
+        logits = torch.einsum("bd,hdc->hbc", x, self.weight) + self.bias[:, None]
+        return logits, self.weight.pow(2).sum((1, 2))
+
+
+class KnnProbe(nn.Module):
+    """k nearest neighbours by cosine similarity, votes weighted by (1 + similarity) / 2; no parameters.
+
+    Neighbours are the k labelled clips most similar to the query (ties: the one earlier in the labelled set
+    first, by a stable sort); each adds (1 + similarity) / 2, in [0, 1], to its class's score. The returned
+    scores play the logits' part: their argmax is the prediction (ties: the lowest class index).
+    """
+
+    def __init__(self, cfg: KnnConfig, in_dim: int, classes: int | None = None) -> None:
+        super().__init__()
+        self.k, self.classes = cfg.k, probe_classes(cfg, classes)
+
+    def forward(self, features: Tensor, keys: Tensor, labels: Tensor) -> Tensor:
+        """Pooled features [B, D] of the queries against the labelled set's [N, D] and labels [N] -> scores
+        [B, classes]."""
+        sim = F.normalize(features.float(), dim=-1) @ F.normalize(keys.float(), dim=-1).T  # [B, N]
+        k = min(self.k, keys.shape[0])
+        nearest = torch.sort(sim, dim=1, descending=True, stable=True).indices[:, :k]  # [B, k]
+        votes = (1.0 + sim.gather(1, nearest)) / 2.0
+        scores = torch.zeros(sim.shape[0], self.classes, dtype=votes.dtype, device=votes.device)
+        return scores.scatter_add_(1, labels[nearest], votes)
 
 
 def build(cfg: ProbeConfig, in_dim: int, classes: int | None = None) -> AttentiveProbe:

@@ -1,4 +1,18 @@
-"""Attentive probing: a frozen encoder (trained, or random of the same shape) and a trained attentive probe."""
+"""Probing: a frozen encoder (trained, or random of the same shape) and a probe on its tokens.
+
+Probe kinds (schemas/models.py): `attentive_probe` (trained on the tokens), `linear_probe` (one head per weight
+decay, trained together on the mean-pooled tokens, the head with the best validation top-1 evaluated) and
+`knn_probe` (no training: neighbours in the labelled set).
+
+Labelled data. Without `labelled` / `per_class`, every step draws fresh clips from the counter-based stream.
+With one, the stage's fixed labelled set is drawn once (engine/data/pool.py) and training walks it in epochs;
+a linear probe trains on its first N - round(val_fraction * N) clips and holds the rest out as its
+validation split. The encoder is frozen and the labelled clips are never augmented again, so the features the
+probe reads of them (the tokens, or their mean for pooled probes) are computed once, lazily, in eval mode and
+kept on the device: every rank encodes the whole set in the same forward passes (FSDP's forwards are
+collectives), so the cache needs no communication and is the same on every rank and world size. Clips of the
+eval split (top1) go through the encoder each time.
+"""
 
 from __future__ import annotations
 
@@ -8,10 +22,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from engine import registry
+from engine.data.pool import PoolStream, draw_labelled
+from engine.data.stream import Stream
 from engine.data.video import Clips
-from engine.models.probe import AttentiveProbe
 from engine.models.vit import VisionTransformer
-from schemas.models import ViT
+from schemas.models import KnnProbe, LinearProbe, ViT
 from schemas.spec import ProbeStage
 from schemas.training import RandomInit
 
@@ -21,9 +37,11 @@ from .jepa import to_device
 if TYPE_CHECKING:
     from engine.runtime.context import BuildContext
 
+VAL_TOP1 = "val_top1/"  # prefix of a linear probe's per-head validation top-1 in the evaluation's metrics
+
 
 class ProbeObjective(Objective):
-    """Cross-entropy of the probe on the frozen encoder's tokens of the whole clip."""
+    """Cross-entropy of the probe on the frozen encoder's features of the whole clip (module docstring)."""
 
     def __init__(self, stage: ProbeStage, ctx: BuildContext) -> None:
         ref = stage.encoder
@@ -35,43 +53,140 @@ class ProbeObjective(Objective):
         if not self.random:
             encoder.load_state_dict(ctx.weights(ref))
         classes = stage.data.num_classes  # the spec validator checks that probe.classes agrees, if set
-        self.vit = enc_cfg
+        self.vit, self.device = enc_cfg, ctx.dist.device
         self.encoder = ctx.shard(encoder, frozen=True)
-        self.probe = ctx.shard(AttentiveProbe(stage.probe, enc_cfg.dim, classes))
+        probe = registry.build_probe(stage.probe, enc_cfg.dim, classes)
+        self.probe = ctx.shard(probe) if stage.probe.trains else probe.to(ctx.dist.device)
         self.models = {"probe": self.probe}
         self.probe_cfg, self.classes = stage.probe, classes
+        self.pool: Clips | None = None  # the fixed labelled set, once `stream` drew it
+        self.encode_batch = 0  # clips per encoder forward when the labelled set is encoded
+        self._features: Tensor | None = None  # the labelled set's features, once computed
+        self._labels: Tensor | None = None
+        self.head = 0  # a linear probe's evaluated head (classifier_report chooses it)
+
+    # ------------------------------------------------------------------ labelled set
+
+    def stream(self, stream: Stream) -> Stream | PoolStream:
+        """The counter-based stream without a labelled set; with one, the set (drawn here, once) in epochs."""
+        st = self.stage
+        if st.labelled_size is None:
+            return stream
+        self.pool = draw_labelled(
+            stream.gen, stream.seed, stream.stage, self.classes, labelled=st.labelled, per_class=st.per_class
+        )
+        self.encode_batch = st.batch.micro or stream.per_rank
+        return PoolStream(self.pool, st.training_clips, stream)
+
+    def pool_features(self) -> tuple[Tensor, Tensor]:
+        """The labelled set's features (what the probe reads) and labels, computed on first use."""
+        if self._features is None:
+            assert self.pool is not None, "the labelled set is drawn by `stream` before any batch"
+            parts = []
+            for lo in range(0, len(self.pool), self.encode_batch):
+                part = self.pool.slice(lo, min(lo + self.encode_batch, len(self.pool)))
+                parts.append(self.encode(to_device(part, self.device)[1]))
+            self._features = torch.cat(parts)
+            self._labels = torch.from_numpy(self.pool.labels).to(self.device)
+        return self._features, self._labels
+
+    @torch.no_grad()
+    def encode(self, video: Tensor) -> Tensor:
+        """What the probe reads of normalised clips: the frozen encoder's tokens [B, N, D], or their mean [B, D]."""
+        tokens = self.encoder(video)
+        return tokens.mean(1) if self.probe_cfg.pooled else tokens
+
+    # ------------------------------------------------------------------ batches
 
     def collate(self, clips: Clips, device: torch.device) -> dict[str, Tensor]:
-        """Normalised video and labels on `device`."""
-        return {"video": to_device(clips, device)[1], "labels": torch.from_numpy(clips.labels).to(device)}
+        """Labels and, for clips of the labelled set, their cached features, else the normalised video."""
+        labels = torch.from_numpy(clips.labels).to(device)
+        index = clips.meta.get("pool_index")
+        if index is not None and self.pool is not None:
+            features, _ = self.pool_features()
+            return {"features": features[torch.from_numpy(index).to(device)], "labels": labels}
+        return {"video": to_device(clips, device)[1], "labels": labels}
 
     def count(self, clips: Clips) -> Count:
-        """The probe config's `train_flops`: the frozen encoder and the trained probe on all tokens of the clips."""
+        """The probe config's `train_flops`: the trained probe, and the frozen encoder unless the clips' features
+        are cached (the labelled set's are computed once, which the plan reports apart)."""
         n = len(clips)
-        f = self.probe_cfg.train_flops(self.vit, n, self.classes)
+        f = self.probe_cfg.train_flops(self.vit, n, self.classes, encode=self.pool is None)
         return Count(n, n * self.vit.tokens, f.total, f.attention)
 
+    def features(self, batch: dict[str, Tensor]) -> Tensor:
+        """The batch's cached features, or its video's through the frozen encoder."""
+        return batch["features"] if "features" in batch else self.encode(batch["video"])
+
     def logits(self, batch: dict[str, Tensor]) -> Tensor:
-        """Class logits [B, classes] from the frozen encoder's tokens."""
-        with torch.no_grad():
-            tokens = self.encoder(batch["video"])  # [B, N, D]
-        return self.probe(tokens).float()
+        """Class logits [B, classes] (a linear probe's chosen head; a kNN probe's vote scores)."""
+        x = self.features(batch)
+        if isinstance(self.probe_cfg, KnnProbe):
+            keys, labels = self.pool_features()
+            return self.probe(x, keys, labels)
+        if isinstance(self.probe_cfg, LinearProbe):
+            return self.probe(x)[0][self.head].float()
+        return self.probe(x).float()
 
     def __call__(self, batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
-        """Cross-entropy and batch top-1."""
+        """Cross-entropy and batch top-1; a linear probe's loss is the sum over its heads of CE_h + wd_h *
+        ||W_h||^2 / 2, and its top-1 a vector over the heads."""
+        labels = batch["labels"]
+        if isinstance(self.probe_cfg, LinearProbe):
+            logits, norms = self.probe(self.features(batch))
+            logits = logits.float()  # [H, B, C]
+            decays = torch.tensor(self.probe_cfg.weight_decays, device=norms.device)
+            ce = torch.stack([F.cross_entropy(h, labels) for h in logits])
+            loss = ce.sum() + (decays * norms.float()).sum() / 2
+            return loss, {"ce": ce.detach(), "top1": (logits.argmax(-1) == labels).float().mean(1)}
         logits = self.logits(batch)
-        loss = F.cross_entropy(logits, batch["labels"])
-        return loss, {"top1": (logits.argmax(-1) == batch["labels"]).float().mean()}
+        loss = F.cross_entropy(logits, labels)
+        return loss, {"top1": (logits.argmax(-1) == labels).float().mean()}
 
     def trainable(self) -> dict[str, nn.Module]:
-        return {"probe": self.probe}
+        return {"probe": self.probe} if self.probe_cfg.trains else {}
+
+    # ------------------------------------------------------------------ evaluation
+
+    @torch.no_grad()
+    def classifier_report(self) -> dict[str, float]:
+        """The labelled set's size; a linear probe's choice: every head's top-1 on the validation split (the
+        labelled set past its training clips) and the weight decay of the best (ties: the larger), whose head
+        `logits` answers from now on."""
+        n = self.stage.labelled_size
+        if n is None:
+            return {}
+        out = {"labelled": float(n)}
+        if isinstance(self.probe_cfg, LinearProbe):
+            features, labels = self.pool_features()
+            train = self.stage.training_clips
+            logits, _ = self.probe(features[train:])
+            acc = (logits.argmax(-1) == labels[train:]).double().mean(1).tolist()  # [H]
+            decays = self.probe_cfg.weight_decays
+            self.head = max(range(len(decays)), key=lambda h: (acc[h], decays[h]))
+            out.update({f"{VAL_TOP1}{wd:g}": a for wd, a in zip(decays, acc, strict=True)})
+            out["weight_decay"] = decays[self.head]
+        return out
 
     def results(self, metrics: dict[str, float]) -> dict[str, Any]:
-        """Which encoder was probed ("random" for a fresh init), its top-1 on the data's classes, the step."""
-        return {
+        """Which encoder was probed ("random" for a fresh init) and how, its top-1 on held-out clips beside the
+        majority-class and chance top-1, the held-out and labelled set sizes; a linear probe's chosen weight
+        decay and every head's validation top-1."""
+        out: dict[str, Any] = {
             "encoder": "random" if self.random else self.encoder_name,
-            "top1": metrics.get("top1"),
-            "classes": self.stage.data.num_classes,
             "encoder_stage": self.encoder_name,
-            "step": self.stage.schedule.steps,
+            "kind": self.probe_cfg.kind,
+            "top1": metrics.get("top1"),
+            "majority": metrics.get("majority"),
+            "chance": 1.0 / self.classes,
+            "examples": None if "examples" not in metrics else int(metrics["examples"]),
+            "labelled": self.stage.labelled_size,
+            "classes": self.classes,
+            "step": self.stage.steps,
         }
+        if isinstance(self.probe_cfg, LinearProbe):
+            out["weight_decay"] = metrics.get("weight_decay")
+            out["val_top1"] = {
+                k.removeprefix(VAL_TOP1): v for k, v in metrics.items() if k.startswith(VAL_TOP1)
+            }
+        return out

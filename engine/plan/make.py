@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from dataclasses import astuple
 from typing import Any
 
-from schemas.models import ParamCount, StepFlops, ViT, probe_classes, vit_block_params
+from schemas.models import ParamCount, StepFlops, ViT, encoder_flops, probe_classes
 from schemas.spec import EvaluateStage, ProbeStage, Resources, RLStage, Spec, TrainStage
 
 from .launch import Launch, sbatch_script, torchrun_command
@@ -21,7 +21,7 @@ def _batching(stage: TrainStage | ProbeStage, resources: Resources) -> dict[str,
     micro = stage.batch.micro or per_rank
     return {
         "kind": stage.kind,
-        "steps": stage.schedule.steps,
+        "steps": stage.steps if isinstance(stage, ProbeStage) else stage.schedule.steps,
         "global_batch": batch,
         "micro_batch": micro,
         "grad_accumulation": per_rank // micro,
@@ -104,7 +104,8 @@ def mean_step_flops(spec: Spec, name: str, stage: TrainStage, teacher: ViT | Non
 
 
 def plan_probe_stage(stage: ProbeStage, spec: Spec, resources: Resources) -> StagePlan:
-    """A probe stage: its encoder runs frozen on every clip's tokens and the probe trains on them."""
+    """A probe stage: the probe config counts its parameters and a step; the frozen encoder runs on every
+    step's clips, or once on a fixed labelled set whose features are cached (`probe`: its size and epochs)."""
     vit = _vit_of(spec, stage.encoder)
     unplanned = None
     if vit is None:
@@ -112,20 +113,32 @@ def plan_probe_stage(stage: ProbeStage, spec: Spec, resources: Resources) -> Sta
             f"encoder {{checkpoint: {stage.encoder.checkpoint}}} takes its shape from its done.json"
             " at run time; params, FLOPs and memory not counted"
         )
-    classes = probe_classes(stage.probe, stage.data.num_classes)
+    probe, n = stage.probe, stage.labelled_size
+    classes = probe_classes(probe, stage.data.num_classes)
     dim = vit.dim if vit else 0
-    block = vit_block_params(dim, int(dim * stage.probe.mlp_ratio)) if vit else 0
-    trained, frozen = (stage.probe.params(dim, classes), vit.params()) if vit else (0, 0)
-    step = stage.probe.train_flops(vit, stage.batch.global_, classes) if vit else StepFlops()
+    depth, block = probe.blocks(dim)
+    trained, frozen = (probe.params(dim, classes), vit.params()) if vit else (0, 0)
+    step = probe.train_flops(vit, stage.batch.global_, classes, encode=n is None) if vit else StepFlops()
+    pool = None
+    if n is not None:
+        train = stage.training_clips
+        pool = {
+            "labelled": n,
+            "train": train,
+            "validation": n - train,
+            "epochs": stage.steps * stage.batch.global_ / train,
+            "encode_flops": encoder_flops(vit, n).total if vit else 0.0,
+        }
     return _video_plan(
         stage,
         resources,
-        model="attentive_probe",
+        model=probe.kind,
         params=ParamCount(trained, trained, 0, block, 0, frozen),
         step=step,
         tokens=vit.tokens if vit else 0,
-        activations=(dim, stage.probe.depth),
+        activations=(dim, depth),
         unplanned=unplanned,
+        pool=pool,
     )
 
 
@@ -180,9 +193,10 @@ def _video_plan(
     tokens: int,
     activations: tuple[int, int],
     unplanned: str | None = None,
+    pool: dict[str, float] | None = None,
 ) -> StagePlan:
     """A video stage's plan from its parameters, one step's FLOPs, its clip tokens and activation shape."""
-    batch, steps = stage.batch.global_, stage.schedule.steps
+    batch, steps = stage.batch.global_, _batching(stage, resources)["steps"]
     dim, depth = activations
     return StagePlan(
         **_batching(stage, resources),
@@ -202,6 +216,7 @@ def _video_plan(
             depth=depth,
         ),
         unplanned=unplanned,
+        pool=pool,
     )
 
 

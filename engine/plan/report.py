@@ -74,6 +74,9 @@ class StagePlan:
     unplanned: str | None = None  # why the counts are zero: what the plan cannot know before the run
     inference: dict[str, dict[str, float]] | None = None  # evaluate stages: per model, params, tokens, FLOPs
     rl: dict[str, float] | None = None  # rl stages: one step's sequences, tokens and FLOPs by phase
+    # probe stages with a fixed labelled set: its clips (labelled, train, validation), the epochs the steps
+    # make of the training clips, and the FLOPs of encoding the set once (not in the per-step FLOPs)
+    pool: dict[str, float] | None = None
 
 
 @dataclass(frozen=True)
@@ -149,6 +152,8 @@ class Plan:
                 f"{s.steps} steps, batch {s.global_batch}"
                 f" global, {s.micro_batch} micro x {s.grad_accumulation} accumulation",
             ]
+            if s.pool is not None:
+                out.append(_pool_line(s))
             if s.unplanned:
                 out.append(f"  not planned  {s.unplanned}")
                 continue
@@ -188,6 +193,18 @@ class Plan:
                 *(f"  {line}".rstrip() for line in self.launch.sbatch.rstrip("\n").split("\n")),
             ]
         return "\n".join(out)
+
+
+def _pool_line(s: StagePlan) -> str:
+    """A fixed labelled set: its clips, the epochs the steps make of them, what encoding it once costs."""
+    p = s.pool
+    held = f" ({p['train']:.0f} train + {p['validation']:.0f} validation)" if p["validation"] else ""
+    if s.steps:
+        walk = f"{s.steps} steps x {s.global_batch} / {p['train']:.0f} = {p['epochs']:.3g} epochs"
+    else:
+        walk = "no training steps"
+    encode = f"; encoded once, {fmt_flops(p['encode_flops'])} FLOPs" if p["encode_flops"] else ""
+    return f"  labelled     {p['labelled']:.0f} clips{held}: {walk}{encode}"
 
 
 def _memory_hint(m: Memory) -> str:
