@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import torchrun
 
 from engine.data.pool import draw_labelled
 from engine.data.stream import LABELLED, Stream, counter_rng, sample_chunks, stage_key
@@ -45,6 +46,14 @@ stages:
     labelled: 20
     data: {VIDEO}
     schedule: {{steps: 6}}
+    batch: {{global: 4}}
+    evals: [{{kind: top1, examples: 1024, batch: 256}}]
+  knn:
+    kind: probe
+    encoder: {{random: base}}
+    probe: {{kind: knn_probe, k: 5}}
+    per_class: 4
+    data: {VIDEO}
     batch: {{global: 4}}
     evals: [{{kind: top1, examples: 1024, batch: 256}}]
 """
@@ -346,3 +355,30 @@ def test_random_encoder_linear_probe_writes_its_protocol_results(tmp_path: Path,
     assert res["weight_decay"] == max(float(k) for k, v in res["val_top1"].items() if v == best)
     for share in (res["top1"], res["majority"]):
         assert share * 1024 == round(share * 1024), "a share of the 1024 held-out clips"
+
+
+@pytest.mark.slow
+@pytest.mark.distributed
+def test_two_sharded_ranks_probe_as_one_process(tmp_path: Path) -> None:
+    """2 FSDP ranks (each encoding the whole labelled set into its own cache) train the linear probe to the
+    weights one process reaches, choose the same head, and the kNN probe scores the same top-1."""
+    from engine.runtime.checkpoint import load_final
+    from engine.runtime.trainer import run_spec
+
+    spec = spec_file(tmp_path)
+    r = torchrun("-m", "engine", spec, f"run.output={tmp_path / 'two'}", "resources.procs_per_node=2")
+    assert r.returncode == 0, r.stdout + r.stderr
+    run_spec(load_spec(spec, [f"run.output={tmp_path / 'one'}"]), Dist())
+    one, two = (tmp_path / "one", tmp_path / "two")
+    for name, t in load_final(str(one / "linear" / "final"), "probe").items():
+        torch.testing.assert_close(
+            load_final(str(two / "linear" / "final"), "probe")[name], t, atol=1e-5, rtol=1e-4
+        )
+    results = [
+        {s: json.loads((out / s / "results.json").read_text()) for s in ("linear", "knn")}
+        for out in (one, two)
+    ]
+    assert results[0]["linear"]["val_top1"] == results[1]["linear"]["val_top1"]
+    assert results[0]["linear"]["weight_decay"] == results[1]["linear"]["weight_decay"]
+    assert results[0]["knn"]["top1"] == results[1]["knn"]["top1"]
+    assert results[0]["knn"]["labelled"] == 20
