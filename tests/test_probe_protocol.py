@@ -358,6 +358,19 @@ def test_random_encoder_linear_probe_writes_its_protocol_results(tmp_path: Path,
 
 
 @pytest.mark.slow
+def test_knn_probe_runs_without_steps_and_evaluates_again_alike(tmp_path: Path, one_thread: None) -> None:
+    """No schedule: no optimizer, no step, top1 once at the end; `engine evaluate` rebuilds the labelled set's
+    features and scores the same."""
+    from engine.runtime.trainer import evaluate_stage, run_spec
+
+    spec = load_spec(spec_file(tmp_path))
+    ran = run_spec(spec, Dist(), only="knn")["knn"]
+    res = json.loads((tmp_path / "run" / "knn" / "results.json").read_text())
+    assert (res["kind"], res["step"], res["labelled"], res["top1"]) == ("knn_probe", 0, 20, ran["top1"])
+    assert evaluate_stage(spec, Dist(), "knn")["top1"] == ran["top1"]
+
+
+@pytest.mark.slow
 @pytest.mark.distributed
 def test_two_sharded_ranks_probe_as_one_process(tmp_path: Path) -> None:
     """2 FSDP ranks (each encoding the whole labelled set into its own cache) train the linear probe to the

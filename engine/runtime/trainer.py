@@ -341,7 +341,8 @@ class StageRunner:
         self.build()
         options = StateDictOptions(full_state_dict=True)
         for key, model in self.models.items():
-            set_model_state_dict(model, load_final(f"{self.url}/final", key), options=options)
+            if model.state_dict():  # a model without state (a kNN probe) has nothing to load
+                set_model_state_dict(model, load_final(f"{self.url}/final", key), options=options)
             model.eval()
         out: dict[str, float] = {}
         for i, ev in enumerate(self.evals):
