@@ -8,7 +8,7 @@ from pydantic import Field, model_validator
 
 from .base import Examples, Problems, Steps, Strict, Tokens, kinded, spec_error
 from .data import TokenData
-from .models import ProbeHead, ViT
+from .models import ProbeBase, ViT
 
 EVERY = "Run every this many steps (and always after the last step)."
 
@@ -43,7 +43,7 @@ class AnswerEvaluator(Evaluator):
 
     def check(self, stage: Any, at: str, p: Problems) -> None:
         """The stage trains a model on tokens, not a probe and not on video."""
-        if isinstance(stage.final_model, ProbeHead):
+        if isinstance(stage.final_model, ProbeBase):
             p.add(f"{at}.kind", f"a probe stage is evaluated by top1, not {self.kind}")
         elif not isinstance(stage.data, TokenData):
             p.add(f"{at}.kind", f"{self.kind} evaluates token answers, not video")
@@ -118,7 +118,7 @@ class Top1(Evaluator):
     def check(self, stage: Any, at: str, p: Problems) -> None:
         """The stage trains a probe; on synthetic video (unlimited clips) the held-out set is large enough for
         its top-1 to tell encoders apart."""
-        if not isinstance(stage.final_model, ProbeHead):
+        if not isinstance(stage.final_model, ProbeBase):
             p.add(f"{at}.kind", "top1 evaluates a probe; use it in a stage of kind probe")
         elif stage.data.kind == "synthetic_video" and self.examples < MIN_SYNTHETIC_EXAMPLES:
             p.add(
@@ -160,7 +160,7 @@ class Representation(Evaluator):
     def check(self, stage: Any, at: str, p: Problems) -> None:
         """The stage trains a video encoder with a masked-video objective (the only objectives of a vit)."""
         model = stage.final_model
-        if isinstance(model, ProbeHead):
+        if isinstance(model, ProbeBase):
             p.add(
                 f"{at}.kind",
                 "representation measures the encoder a masked-video stage trains; a probe stage is evaluated "

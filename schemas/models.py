@@ -484,16 +484,15 @@ class Predictor(Strict):
         return bidirectional_attention_flops(self.dim, self.depth, length)
 
 
-class ProbeHead(Strict):
+class ProbeBase(Strict):
     """What every probe kind answers: its parameters and a training step's FLOPs on a frozen ViT's tokens, the
     features it reads (`pooled`: the mean of the tokens, else the tokens themselves), whether it trains
     (`trains`), its largest repeated block and how many of them (the plan's memory estimate), and what it asks
     of its stage (`check`)."""
 
     kind: str
-    pooled: ClassVar[bool] = (
-        True  # reads the mean of the encoder's tokens (so a cache holds one vector a clip)
-    )
+    # reads the mean of the encoder's tokens (so a cache holds one vector a clip), else the tokens
+    pooled: ClassVar[bool] = True
     trains: ClassVar[bool] = True  # has parameters an optimizer updates
     needs_labelled: ClassVar[bool] = False  # only defined on a fixed labelled set (`labelled` or `per_class`)
     # the stage's default optimizer (AdamW fields) when the spec gives none
@@ -530,7 +529,7 @@ def encoder_flops(encoder: ViT, clips: int) -> StepFlops:
     )
 
 
-class AttentiveProbe(ProbeHead):
+class AttentiveProbe(ProbeBase):
     """V-JEPA 2 attentive probe: self-attention blocks, cross-attention from one learned query, linear."""
 
     pooled: ClassVar[bool] = False
@@ -578,7 +577,7 @@ class AttentiveProbe(ProbeHead):
 WEIGHT_DECAYS = (1e-4, 1e-3, 1e-2, 1e-1, 1.0)
 
 
-class LinearProbe(ProbeHead):
+class LinearProbe(ProbeBase):
     """Linear classifiers on the mean of the frozen tokens, standardised by a LayerNorm without affine
     parameters; one head per weight decay, trained together, and the head with the best top-1 on the labelled
     validation split is the one evaluated."""
@@ -664,7 +663,7 @@ class LinearProbe(ProbeHead):
             )
 
 
-class KnnProbe(ProbeHead):
+class KnnProbe(ProbeBase):
     """k nearest neighbours in the labelled set by cosine similarity of L2-normalised mean-pooled tokens, votes
     weighted by (1 + similarity) / 2; nothing is trained."""
 
@@ -699,7 +698,7 @@ Probe = kinded(
 )
 
 
-def probe_classes(cfg: ProbeHead, classes: int | None = None) -> int:
+def probe_classes(cfg: ProbeBase, classes: int | None = None) -> int:
     """The probe's number of classes: cfg.classes if set, else `classes` (the data's); ValueError if neither."""
     if cfg.classes is not None:
         return cfg.classes

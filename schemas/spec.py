@@ -17,7 +17,7 @@ from .models import (
     Model,
     Predictor,
     Probe,
-    ProbeHead,
+    ProbeBase,
     StepFlops,
     Transformer,
     ViT,
@@ -256,7 +256,7 @@ def _token_rules(m: Transformer, d: TokenData, p: Problems) -> None:
 
 def _probe_optim(fields: dict) -> AdamW:
     """A probe stage's default optimizer: its probe's `OPTIM` (the probe is validated before `optim`)."""
-    return AdamW(**getattr(fields.get("probe"), "OPTIM", ProbeHead.OPTIM))
+    return AdamW(**getattr(fields.get("probe"), "OPTIM", ProbeBase.OPTIM))
 
 
 class ProbeStage(StageRules):
@@ -304,7 +304,7 @@ class ProbeStage(StageRules):
     )
 
     @property
-    def final_model(self) -> ProbeHead:
+    def final_model(self) -> ProbeBase:
         """The probe (the encoder stays frozen and is not written)."""
         return self.probe
 
