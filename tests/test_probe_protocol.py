@@ -13,14 +13,14 @@ import torch
 import torch.nn.functional as F
 from helpers import torchrun
 
-from engine.data.pool import draw_labelled
+from engine.data.pool import MissingClass, draw_labelled
 from engine.data.stream import LABELLED, Stream, counter_rng, sample_chunks, stage_key
 from engine.data.video import Clips, SyntheticVideo
 from engine.evals.top1 import Top1
 from engine.models.probe import KnnProbe
 from engine.objectives.probe import ProbeObjective
 from engine.runtime.context import BuildContext
-from engine.runtime.distributed import Dist
+from engine.runtime.distributed import Dist, LaunchError
 from engine.runtime.trainer import build_optimizer
 from schemas import SpecError, load_spec
 from schemas.data import SyntheticVideo as SyntheticVideoConfig
@@ -111,10 +111,20 @@ class TwoClasses:
 
 
 def test_per_class_stops_with_the_missing_class_when_one_never_shows() -> None:
-    with pytest.raises(ValueError) as info:
+    with pytest.raises(MissingClass) as info:
         draw_labelled(TwoClasses(), 0, 0, 3, per_class=2)
     assert str(info.value).startswith(
         "per_class=2: after 128 train clips, classes [2] have only [0] clips; the data rarely or never makes them"
+    )
+
+
+def test_a_class_the_data_never_makes_stops_the_stage_with_a_one_line_error(tmp_path: Path) -> None:
+    o = objective(tmp_path, "stages.linear.labelled=null", "stages.linear.per_class=2")
+    with pytest.raises(LaunchError) as info:
+        o.stream(Stream(TwoClasses(), 0, "linear", 0, 4))
+    assert str(info.value) == (
+        "stages.linear.per_class=2: after 256 train clips, classes [2, 3, 4] have only [0, 0, 0] clips; the "
+        "data rarely or never makes them. Lower per_class, use labelled: N instead, or change the data's label"
     )
 
 

@@ -24,6 +24,10 @@ PER_CLASS_DRAWS = 20
 CHUNKS_PER_CALL = 8  # keyed chunks drawn per generator call while filling a per_class set
 
 
+class MissingClass(ValueError):
+    """A per_class set cannot be filled: some class did not show within the bounded number of draws."""
+
+
 def take(clips: Clips, index: np.ndarray) -> Clips:
     """The clips at `index` (any order, repeats allowed)."""
     return Clips(clips.video[index], clips.labels[index], {k: v[index] for k, v in clips.meta.items()})
@@ -64,7 +68,7 @@ def _per_class(chunks, chunk: int, classes: int, k: int) -> Clips:
     while have.min() < k:
         if drawn >= limit:
             short = {c: int(have[c]) for c in range(classes) if have[c] < k}
-            raise ValueError(
+            raise MissingClass(
                 f"per_class={k}: after {drawn} train clips, classes {list(short)} have only "
                 f"{list(short.values())} clips; the data rarely or never makes them. Lower per_class, use "
                 "labelled: N instead, or change the data's label"

@@ -23,10 +23,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from engine import registry
-from engine.data.pool import PoolStream, draw_labelled
+from engine.data.pool import MissingClass, PoolStream, draw_labelled
 from engine.data.stream import Stream
 from engine.data.video import Clips
 from engine.models.vit import VisionTransformer
+from engine.runtime.distributed import LaunchError
 from schemas.models import KnnProbe, LinearProbe, ViT
 from schemas.spec import ProbeStage
 from schemas.training import RandomInit
@@ -47,7 +48,7 @@ class ProbeObjective(Objective):
         ref = stage.encoder
         self.encoder_name = ref.random if isinstance(ref, RandomInit) else getattr(ref, "stage", "checkpoint")
         self.random = isinstance(ref, RandomInit)
-        self.stage = stage
+        self.stage, self.name = stage, ctx.name
         enc_cfg = ctx.model_config(ref, ViT)
         encoder = VisionTransformer(enc_cfg)  # random: a fresh init from the stage's seeded RNG
         if not self.random:
@@ -72,9 +73,17 @@ class ProbeObjective(Objective):
         st = self.stage
         if st.labelled_size is None:
             return stream
-        self.pool = draw_labelled(
-            stream.gen, stream.seed, stream.stage, self.classes, labelled=st.labelled, per_class=st.per_class
-        )
+        try:
+            self.pool = draw_labelled(
+                stream.gen,
+                stream.seed,
+                stream.stage,
+                self.classes,
+                labelled=st.labelled,
+                per_class=st.per_class,
+            )
+        except MissingClass as e:  # the data's doing, known only once drawn: a one-line error, as for a spec
+            raise LaunchError(f"stages.{self.name}.{e}") from e
         self.encode_batch = st.batch.micro or stream.per_rank
         return PoolStream(self.pool, st.training_clips, stream)
 
