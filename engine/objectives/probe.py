@@ -139,7 +139,7 @@ class ProbeObjective(Objective):
 
     def __call__(self, batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
         """Cross-entropy and batch top-1; a linear probe's loss is the sum over its heads of CE_h + wd_h *
-        ||W_h||^2 / 2, and its top-1 a vector over the heads."""
+        ||W_h||^2 / 2, and each head's cross-entropy and top-1 are logged under its weight decay."""
         labels = batch["labels"]
         if isinstance(self.probe_cfg, LinearProbe):
             logits, norms = self.probe(self.features(batch))
@@ -147,7 +147,11 @@ class ProbeObjective(Objective):
             decays = torch.tensor(self.probe_cfg.weight_decays, device=norms.device)
             ce = torch.stack([F.cross_entropy(h, labels) for h in logits])
             loss = ce.sum() + (decays * norms.float()).sum() / 2
-            return loss, {"ce": ce.detach(), "top1": (logits.argmax(-1) == labels).float().mean(1)}
+            top1 = (logits.argmax(-1) == labels).float().mean(1)
+            metrics = {}
+            for h, wd in enumerate(self.probe_cfg.weight_decays):
+                metrics.update({f"ce/{wd:g}": ce[h].detach(), f"top1/{wd:g}": top1[h]})
+            return loss, metrics
         logits = self.logits(batch)
         loss = F.cross_entropy(logits, labels)
         return loss, {"top1": (logits.argmax(-1) == labels).float().mean()}
