@@ -14,6 +14,7 @@ import pytest
 
 from engine.plan import fmt_bytes, fmt_count, fmt_flops, make_plan
 from schemas import Spec
+from schemas.evals import MIN_SYNTHETIC_EXAMPLES
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -492,8 +493,12 @@ def reduced_spec(name: str, tmp_path: Path, steps: int) -> Spec:
             overrides += [f"{p}.rollout.samples=2", f"{p}.rollout.max_new_tokens=8", f"{p}.batch.micro=null"]
         overrides += [f"{p}.schedule.steps={steps}", f"{p}.schedule.warmup=0", f"{p}.batch.global=8"]
         overrides += [f"{p}.logging.every=1", f"{p}.checkpoint.every={steps}"]
-        evals = [  # evaluated once, at the end, on 4 examples (the whole list: it may be the objective's default)
-            {**e.model_dump(mode="json"), "every": steps + 1, "examples": 4}
+        evals = [  # evaluated once, at the end, on few examples (the whole list: it may be the objective's default)
+            {  # top1 takes no fewer held-out clips of synthetic video
+                **e.model_dump(mode="json"),
+                "every": steps + 1,
+                "examples": MIN_SYNTHETIC_EXAMPLES if e.kind == "top1" else 4,
+            }
             for e in getattr(stage, "evals", [])
         ]
         overrides.append(f"{p}.evals={json.dumps(evals)}")
