@@ -495,6 +495,7 @@ class ProbeBase(Strict):
     pooled: ClassVar[bool] = True
     trains: ClassVar[bool] = True  # has parameters an optimizer updates
     needs_labelled: ClassVar[bool] = False  # only defined on a fixed labelled set (`labelled` or `per_class`)
+    reads_labelled: ClassVar[bool] = False  # its forward reads the labelled set's features (kNN)
     # the stage's default optimizer (AdamW fields) when the spec gives none
     OPTIM: ClassVar[dict[str, Any]] = {"lr": 1e-3, "weight_decay": 0.01}
 
@@ -669,6 +670,7 @@ class KnnProbe(ProbeBase):
 
     trains: ClassVar[bool] = False
     needs_labelled: ClassVar[bool] = True
+    reads_labelled: ClassVar[bool] = True
 
     kind: Literal["knn_probe"] = Field(
         "knn_probe", description="k-nearest-neighbour classifier against the labelled set (no training)."

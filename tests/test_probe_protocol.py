@@ -233,12 +233,12 @@ def test_knn_weights_votes_by_similarity_and_breaks_ties_in_a_fixed_order() -> N
     labels = torch.tensor([0, 1, 1, 1])
     # the 3 nearest of (1, 0): key 0 (similarity 1, class 0), key 3 (0, class 1), and key 1 or 2 (-0.995, class
     # 1), tied: the earlier, key 1. Class 1 has the majority of votes, class 0 the larger weight.
-    scores = knn(torch.tensor([[2.0, 0.0]]), keys, labels)
+    scores = knn(torch.tensor([[2.0, 0.0]]), (keys, labels))
     sim = -1 / 1.01**0.5
     torch.testing.assert_close(scores, torch.tensor([[1.0, 0.5 + (1 + sim) / 2]]))
     assert scores.argmax(-1).item() == 0
     one = KnnProbe(KnnConfig(k=1), 2, classes=2)
-    tied = one(torch.tensor([[0.0, 1.0]]), torch.tensor([[1.0, 0.0], [-1.0, 0.0]]), torch.tensor([1, 0]))
+    tied = one(torch.tensor([[0.0, 1.0]]), (torch.tensor([[1.0, 0.0], [-1.0, 0.0]]), torch.tensor([1, 0])))
     assert tied.tolist() == [[0.0, 0.5]], "equally similar keys: the earlier one votes"
 
 

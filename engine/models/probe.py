@@ -1,7 +1,10 @@
 """Probes on a frozen encoder's tokens -> class logits: attentive (V-JEPA 2's), linear heads, k nearest neighbours.
 
-Each probe is built as `Probe(cfg, in_dim, classes)`. The attentive probe reads the tokens [B, N, D]; the
-linear and kNN probes read their mean over the clip, one vector [B, D] per clip (`cfg.pooled`).
+Each probe is built as `Probe(cfg, in_dim, classes)` and answers what the probe objective asks of every kind
+(`ProbeModule`): `forward(features, labelled)`, and from its output the training loss, the class logits and
+what it chooses on a validation split. The attentive probe reads the tokens [B, N, D]; the linear and kNN
+probes read their mean over the clip, one vector [B, D] per clip (`cfg.pooled`). Only the kNN probe reads the
+labelled set's features at every forward (`cfg.reads_labelled`); the others get None.
 
 Attentive probe (V-JEPA 2's AttentiveClassifier).
 
@@ -41,7 +44,31 @@ from schemas.models import probe_classes
 from .layers import MLP, Attention
 from .vit import Block, init_vit_weights, rescale_blocks
 
-__all__ = ["AttentiveProbe", "KnnProbe", "LinearProbe", "build"]
+__all__ = ["AttentiveProbe", "KnnProbe", "LinearProbe", "ProbeModule", "build"]
+
+VAL_TOP1 = "val_top1/"  # prefix of a probe's per-choice validation top-1 in what `validate` returns
+
+Labelled = tuple[Tensor, Tensor] | None  # the labelled set's features and labels, for probes that read them
+
+
+class ProbeModule(nn.Module):
+    """What the probe objective asks of every probe: `forward(features, labelled) -> output`, and from that
+    output the loss and metrics of a training batch, the class logits, and the choice made on the labelled
+    set's validation split. Defaults: the output is the logits, the loss their cross-entropy, no choice."""
+
+    def loss(self, out: Tensor, labels: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        """Cross-entropy of the logits and batch top-1."""
+        logits = self.logits(out)
+        return F.cross_entropy(logits, labels), {"top1": (logits.argmax(-1) == labels).float().mean()}
+
+    def logits(self, out: Tensor) -> Tensor:
+        """Class logits [B, classes] (fp32) of a forward's output."""
+        return out.float()
+
+    def validate(self, out: Tensor, labels: Tensor) -> dict[str, float]:
+        """Choose on the validation split's output and labels what `logits` answers with; return the choice and
+        what it was based on (nothing to choose by default)."""
+        return {}
 
 
 class CrossAttentionBlock(nn.Module):
@@ -60,7 +87,7 @@ class CrossAttentionBlock(nn.Module):
         return q + self.mlp(self.norm2(q))
 
 
-class AttentiveProbe(nn.Module):
+class AttentiveProbe(ProbeModule):
     """Self-attention `blocks`, attentive pooling by one learned query, linear classifier."""
 
     def __init__(self, cfg: ProbeConfig, in_dim: int, classes: int | None = None) -> None:
@@ -89,7 +116,7 @@ class AttentiveProbe(nn.Module):
         self.cross.mlp.fc2.weight.div_(math.sqrt(2.0 * max(self.cfg.depth, 1)))
         nn.init.trunc_normal_(self.query, mean=0.0, std=self.cfg.init_std, a=-2.0, b=2.0)
 
-    def forward(self, tokens: Tensor) -> Tensor:
+    def forward(self, tokens: Tensor, labelled: Labelled = None) -> Tensor:
         """Frozen encoder tokens [B, N, in_dim] -> class logits [B, classes]."""
         x = tokens
         for block in self.blocks:
@@ -98,13 +125,14 @@ class AttentiveProbe(nn.Module):
         return self.head(q[:, 0])  # [B, classes]
 
 
-class LinearProbe(nn.Module):
+class LinearProbe(ProbeModule):
     """Linear heads, one per weight decay of the config, on standardised mean-pooled tokens.
 
     The features are standardised by a LayerNorm without affine parameters (each clip's vector to zero mean
     and unit variance over its D entries; no batch statistics, so a clip's logits do not depend on its batch),
-    then head h computes x @ weight[h] + bias[h]. The heads share nothing but their input: each one's
-    gradient is its own loss's, so training them together equals training each alone under Adam.
+    then head h computes x @ weight[h] + bias[h]. The loss is the sum over heads of CE_h + wd_h ||W_h||^2 / 2:
+    the heads share nothing but their input, each one's gradient is its own loss's, so training them together
+    equals training each alone under Adam. `validate` picks the head that `logits` answers with.
     """
 
     def __init__(self, cfg: LinearConfig, in_dim: int, classes: int | None = None) -> None:
@@ -114,6 +142,7 @@ class LinearProbe(nn.Module):
         heads = len(cfg.weight_decays)
         self.weight = nn.Parameter(torch.empty(heads, in_dim, classes))  # [H, D, C]
         self.bias = nn.Parameter(torch.zeros(heads, classes))  # [H, C]
+        self.chosen = 0  # the head `logits` answers with (`validate` chooses it)
         self.init_weights()
 
     @torch.no_grad()
@@ -122,14 +151,41 @@ class LinearProbe(nn.Module):
         nn.init.trunc_normal_(self.weight, mean=0.0, std=self.cfg.init_std, a=-2.0, b=2.0)
         self.bias.zero_()
 
-    def forward(self, features: Tensor) -> tuple[Tensor, Tensor]:
+    def forward(self, features: Tensor, labelled: Labelled = None) -> tuple[Tensor, Tensor]:
         """Pooled features [B, D] -> every head's logits [H, B, C] and squared weight norms ||W_h||^2 [H]."""
         x = F.layer_norm(features, (self.in_dim,), eps=self.cfg.norm_eps)
         logits = torch.einsum("bd,hdc->hbc", x, self.weight) + self.bias[:, None]
         return logits, self.weight.pow(2).sum((1, 2))
 
+    def loss(self, out: tuple[Tensor, Tensor], labels: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        """The sum over heads of CE_h + wd_h ||W_h||^2 / 2; each head's cross-entropy and top-1 under its weight
+        decay."""
+        logits, norms = out[0].float(), out[1].float()  # [H, B, C], [H]
+        decays = torch.tensor(self.cfg.weight_decays, device=norms.device)
+        ce = torch.stack([F.cross_entropy(h, labels) for h in logits])
+        top1 = (logits.argmax(-1) == labels).float().mean(1)
+        metrics = {}
+        for h, wd in enumerate(self.cfg.weight_decays):
+            metrics.update({f"ce/{wd:g}": ce[h].detach(), f"top1/{wd:g}": top1[h]})
+        return ce.sum() + (decays * norms).sum() / 2, metrics
 
-class KnnProbe(nn.Module):
+    def logits(self, out: tuple[Tensor, Tensor]) -> Tensor:
+        """The chosen head's logits [B, C]."""
+        return out[0][self.chosen].float()
+
+    def validate(self, out: tuple[Tensor, Tensor], labels: Tensor) -> dict[str, float]:
+        """Every head's validation top-1 and the weight decay of the best (ties: the larger), whose head
+        `logits` answers with from now on."""
+        acc = (out[0].argmax(-1) == labels).double().mean(1).tolist()  # [H]
+        decays = self.cfg.weight_decays
+        self.chosen = max(range(len(decays)), key=lambda h: (acc[h], decays[h]))
+        return {
+            **{f"{VAL_TOP1}{wd:g}": a for wd, a in zip(decays, acc, strict=True)},
+            "weight_decay": decays[self.chosen],
+        }
+
+
+class KnnProbe(ProbeModule):
     """k nearest neighbours by cosine similarity, votes weighted by (1 + similarity) / 2; no parameters.
 
     Neighbours are the k labelled clips most similar to the query (ties: the one earlier in the labelled set
@@ -141,15 +197,20 @@ class KnnProbe(nn.Module):
         super().__init__()
         self.k, self.classes = cfg.k, probe_classes(cfg, classes)
 
-    def forward(self, features: Tensor, keys: Tensor, labels: Tensor) -> Tensor:
-        """Pooled features [B, D] of the queries against the labelled set's [N, D] and labels [N] -> scores
-        [B, classes]."""
+    def forward(self, features: Tensor, labelled: Labelled = None) -> Tensor:
+        """Pooled features [B, D] of the queries against the labelled set's features [N, D] and labels [N] ->
+        scores [B, classes]."""
+        keys, labels = labelled
         sim = F.normalize(features.float(), dim=-1) @ F.normalize(keys.float(), dim=-1).T  # [B, N]
         k = min(self.k, keys.shape[0])
         nearest = torch.sort(sim, dim=1, descending=True, stable=True).indices[:, :k]  # [B, k]
         votes = (1.0 + sim.gather(1, nearest)) / 2.0
         scores = torch.zeros(sim.shape[0], self.classes, dtype=votes.dtype, device=votes.device)
         return scores.scatter_add_(1, labels[nearest], votes)
+
+    def loss(self, out: Tensor, labels: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        """None: a kNN probe trains nothing (its stage has no steps)."""
+        raise NotImplementedError("a knn probe trains nothing; its stage has no schedule")
 
 
 def build(cfg: ProbeConfig, in_dim: int, classes: int | None = None) -> AttentiveProbe:

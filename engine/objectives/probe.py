@@ -19,16 +19,16 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from engine import registry
 from engine.data.pool import MissingClass, PoolStream, draw_labelled
 from engine.data.stream import Stream
 from engine.data.video import Clips
+from engine.models.probe import VAL_TOP1
 from engine.models.vit import VisionTransformer
 from engine.runtime.distributed import LaunchError
-from schemas.models import KnnProbe, LinearProbe, ViT
+from schemas.models import ViT
 from schemas.spec import ProbeStage
 from schemas.training import RandomInit
 
@@ -37,8 +37,6 @@ from .jepa import to_device
 
 if TYPE_CHECKING:
     from engine.runtime.context import BuildContext
-
-VAL_TOP1 = "val_top1/"  # prefix of a linear probe's per-head validation top-1 in the evaluation's metrics
 
 
 class ProbeObjective(Objective):
@@ -64,7 +62,6 @@ class ProbeObjective(Objective):
         self.encode_batch = 0  # clips per encoder forward when the labelled set is encoded
         self._features: Tensor | None = None  # the labelled set's features, once computed
         self._labels: Tensor | None = None
-        self.head = 0  # a linear probe's evaluated head (classifier_report chooses it)
 
     # ------------------------------------------------------------------ labelled set
 
@@ -127,34 +124,17 @@ class ProbeObjective(Objective):
         """The batch's cached features, or its video's through the frozen encoder."""
         return batch["features"] if "features" in batch else self.encode(batch["video"])
 
+    def forward(self, features: Tensor) -> Any:
+        """The probe's output on features (a kNN probe also reads the labelled set's)."""
+        return self.probe(features, self.pool_features() if self.probe_cfg.reads_labelled else None)
+
     def logits(self, batch: dict[str, Tensor]) -> Tensor:
         """Class logits [B, classes] (a linear probe's chosen head; a kNN probe's vote scores)."""
-        x = self.features(batch)
-        if isinstance(self.probe_cfg, KnnProbe):
-            keys, labels = self.pool_features()
-            return self.probe(x, keys, labels)
-        if isinstance(self.probe_cfg, LinearProbe):
-            return self.probe(x)[0][self.head].float()
-        return self.probe(x).float()
+        return self.probe.logits(self.forward(self.features(batch)))
 
     def __call__(self, batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
-        """Cross-entropy and batch top-1; a linear probe's loss is the sum over its heads of CE_h + wd_h *
-        ||W_h||^2 / 2, and each head's cross-entropy and top-1 are logged under its weight decay."""
-        labels = batch["labels"]
-        if isinstance(self.probe_cfg, LinearProbe):
-            logits, norms = self.probe(self.features(batch))
-            logits = logits.float()  # [H, B, C]
-            decays = torch.tensor(self.probe_cfg.weight_decays, device=norms.device)
-            ce = torch.stack([F.cross_entropy(h, labels) for h in logits])
-            loss = ce.sum() + (decays * norms.float()).sum() / 2
-            top1 = (logits.argmax(-1) == labels).float().mean(1)
-            metrics = {}
-            for h, wd in enumerate(self.probe_cfg.weight_decays):
-                metrics.update({f"ce/{wd:g}": ce[h].detach(), f"top1/{wd:g}": top1[h]})
-            return loss, metrics
-        logits = self.logits(batch)
-        loss = F.cross_entropy(logits, labels)
-        return loss, {"top1": (logits.argmax(-1) == labels).float().mean()}
+        """The probe's loss (cross-entropy; a linear probe's sums its heads' with their L2 terms) and metrics."""
+        return self.probe.loss(self.forward(self.features(batch)), batch["labels"])
 
     def trainable(self) -> dict[str, nn.Module]:
         return {"probe": self.probe} if self.probe_cfg.trains else {}
@@ -163,22 +143,15 @@ class ProbeObjective(Objective):
 
     @torch.no_grad()
     def classifier_report(self) -> dict[str, float]:
-        """The labelled set's size; a linear probe's choice: every head's top-1 on the validation split (the
-        labelled set past its training clips) and the weight decay of the best (ties: the larger), whose head
-        `logits` answers from now on."""
-        n = self.stage.labelled_size
+        """The labelled set's size and, where the probe holds a validation split out of it (the clips past its
+        training clips), what it chooses on it (a linear probe: its head)."""
+        n, train = self.stage.labelled_size, self.stage.training_clips
         if n is None:
             return {}
         out = {"labelled": float(n)}
-        if isinstance(self.probe_cfg, LinearProbe):
+        if train < n:
             features, labels = self.pool_features()
-            train = self.stage.training_clips
-            logits, _ = self.probe(features[train:])
-            acc = (logits.argmax(-1) == labels[train:]).double().mean(1).tolist()  # [H]
-            decays = self.probe_cfg.weight_decays
-            self.head = max(range(len(decays)), key=lambda h: (acc[h], decays[h]))
-            out.update({f"{VAL_TOP1}{wd:g}": a for wd, a in zip(decays, acc, strict=True)})
-            out["weight_decay"] = decays[self.head]
+            out.update(self.probe.validate(self.forward(features[train:]), labels[train:]))
         return out
 
     def results(self, metrics: dict[str, float]) -> dict[str, Any]:
@@ -197,9 +170,9 @@ class ProbeObjective(Objective):
             "classes": self.classes,
             "step": self.stage.steps,
         }
-        if isinstance(self.probe_cfg, LinearProbe):
-            out["weight_decay"] = metrics.get("weight_decay")
-            out["val_top1"] = {
-                k.removeprefix(VAL_TOP1): v for k, v in metrics.items() if k.startswith(VAL_TOP1)
-            }
+        if "weight_decay" in metrics:  # what the probe chose on its validation split, and on what
+            out["weight_decay"] = metrics["weight_decay"]
+        chosen_on = {k.removeprefix(VAL_TOP1): v for k, v in metrics.items() if k.startswith(VAL_TOP1)}
+        if chosen_on:
+            out["val_top1"] = chosen_on
         return out
