@@ -43,6 +43,7 @@ def _engine(*args: str) -> subprocess.CompletedProcess:
 def reduced(path: Path) -> list[str]:
     """Overrides that make every stage of a spec a few steps on small batches."""
     from schemas import load_spec
+    from schemas.evals import MIN_SYNTHETIC_EXAMPLES
 
     spec = load_spec(str(path))
     out = []
@@ -51,8 +52,9 @@ def reduced(path: Path) -> list[str]:
         if hasattr(stage, "schedule"):  # evaluate stages train nothing
             out += [f"{p}.schedule.steps={STEPS}", f"{p}.schedule.warmup=1", f"{p}.batch.global=8"]
             out += [f"{p}.checkpoint.every={STEPS // 2}", f"{p}.logging.every=1"]
-        for i, _ in enumerate(getattr(stage, "evals", None) or []):
-            out += [f"{p}.evals.{i}.every={STEPS}", f"{p}.evals.{i}.examples=16"]
+        for i, ev in enumerate(getattr(stage, "evals", None) or []):
+            few = MIN_SYNTHETIC_EXAMPLES if ev.kind == "top1" else 16  # top1 takes no fewer synthetic clips
+            out += [f"{p}.evals.{i}.every={STEPS}", f"{p}.evals.{i}.examples={few}"]
             if hasattr(stage.evals[i], "samples"):
                 out.append(f"{p}.evals.{i}.samples=[1,2]")
             if getattr(stage.evals[i], "batch", None) is not None:
