@@ -405,3 +405,28 @@ def test_two_sharded_ranks_probe_as_one_process(tmp_path: Path) -> None:
     assert results[0]["linear"]["weight_decay"] == results[1]["linear"]["weight_decay"]
     assert results[0]["knn"]["top1"] == results[1]["knn"]["top1"]
     assert results[0]["knn"]["labelled"] == 20
+
+
+@pytest.mark.slow
+def test_a_resumed_linear_probe_ends_where_an_uninterrupted_one_does(
+    tmp_path: Path, one_thread: None, caplog: pytest.LogCaptureFixture
+) -> None:
+    """3 steps, then extended to 6 from the step-3 checkpoint (the labelled set drawn and encoded again, the
+    epochs continued), end with the weights of 6 steps in one go, bit for bit."""
+    from engine.runtime.checkpoint import load_final
+    from engine.runtime.trainer import run_spec
+
+    path = spec_file(tmp_path)
+    flat = [
+        "stages.linear.schedule.decay=constant",
+        "stages.linear.checkpoint.every=3",
+    ]  # lr independent of steps
+    whole, part = [f"run.output={tmp_path / 'whole'}", *flat], [f"run.output={tmp_path / 'part'}", *flat]
+    run_spec(load_spec(path, whole), Dist(), only="linear")
+    run_spec(load_spec(path, [*part, "stages.linear.schedule.steps=3"]), Dist(), only="linear")
+    with caplog.at_level("INFO", logger="engine"):
+        run_spec(load_spec(path, part), Dist(), only="linear", accept=True)
+    assert "linear: resumed from step 3" in caplog.messages
+    resumed = load_final(str(tmp_path / "part" / "linear" / "final"), "probe")
+    for name, t in load_final(str(tmp_path / "whole" / "linear" / "final"), "probe").items():
+        assert torch.equal(resumed[name], t), name
