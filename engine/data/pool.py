@@ -13,6 +13,8 @@ of which each rank takes its rows, as from `Stream`.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 from .base import Generator
@@ -59,7 +61,7 @@ def draw_labelled(
     return pool
 
 
-def _per_class(chunks, chunk: int, classes: int, k: int) -> Clips:
+def _per_class(chunks: Callable[[int, int], Clips], chunk: int, classes: int, k: int) -> Clips:
     """The first k clips of every class, drawn CHUNKS_PER_CALL chunks at a time, kept in draw order."""
     limit = PER_CLASS_DRAWS * k * classes
     kept: list[Clips] = []
