@@ -390,9 +390,6 @@ def _launch(a: argparse.Namespace, argv: Sequence[str], work) -> int:
             for name, metrics in results.items():
                 if metrics:
                     log.info("%s: %s", name, "  ".join(f"{k} {v:.3f}" for k, v in metrics.items()))
-            table = probe_table(spec, results)
-            if table:
-                log.info("%s", table)
     except (LaunchError, LeaseError, RunDirConflict) as e:
         code = _fail(str(e)) if dist.main else USER_ERROR
     except Aborted as e:
@@ -418,35 +415,6 @@ def _launch(a: argparse.Namespace, argv: Sequence[str], work) -> int:
             lease.release()
         dist.close()
     return code
-
-
-def probe_table(spec: Spec, results: dict[str, dict[str, float]]) -> str:
-    """Frozen-probe top-1 of every probe stage side by side: which encoder, which probe on how many labelled
-    clips ("stream": fresh clips every step), which task, how good, against the majority class and chance."""
-    rows = []
-    for name, stage in spec.stages.items():
-        got = results.get(name, {})
-        if stage.kind != "probe" or "top1" not in got:
-            continue
-        enc = stage.encoder
-        encoder = f"random ({enc.random})" if hasattr(enc, "random") else getattr(enc, "stage", "checkpoint")
-        task = getattr(stage.data, "label", None) or stage.data.kind
-        probe = stage.probe.kind.removesuffix("_probe")
-        labelled = stage.labelled_size or "stream"
-        majority = got.get("majority", float("nan"))
-        rows.append((name, encoder, probe, labelled, task, got["top1"], majority, 1 / stage.data.num_classes))
-    if not rows:
-        return ""
-    lines = [
-        "",
-        f"{'probe':<22}{'encoder':<20}{'kind':<10}{'labelled':>9}  {'task':<12}{'top-1':>7}{'majority':>9}"
-        f"{'chance':>8}",
-    ]
-    lines += [
-        f"{n:<22}{e:<20}{k:<10}{str(lab):>9}  {t:<12}{a:>7.3f}{m:>9.3f}{c:>8.3f}"
-        for n, e, k, lab, t, a, m, c in rows
-    ]
-    return "\n".join(lines)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -142,7 +142,13 @@ def _to_tree(node: yaml.Node, source: str) -> Tree:
                     )
                     continue
                 active.add(id(src))
-                inherited.extend((k, v, True) for k, v, _ in entries(src, path))
+                merged = entries(src, path)  # the source's own keys win over what it merges itself
+                mine = {k.value for k, _, deeper in merged if not deeper and isinstance(k, yaml.ScalarNode)}
+                inherited.extend(
+                    (k, v, True)
+                    for k, v, deeper in merged
+                    if not (deeper and isinstance(k, yaml.ScalarNode) and k.value in mine)
+                )
                 active.discard(id(src))
         return inherited + own
 

@@ -136,6 +136,11 @@ class StageRules(Strict):
     # fingerprint, so they may change when a run resumes): metrics, evaluations, checkpoints, sharding.
     OPERATIONAL: ClassVar[frozenset[str]] = frozenset({"logging", "evals", "checkpoint", "distributed"})
 
+    def clip_key(self, name: str) -> str:
+        """The name that keys the stage's data draws (training stream, fixed sets, evaluation sets): by default
+        the stage's own `name`, so two stages never draw the same examples unless they ask to."""
+        return name
+
     @property
     def final_model(self) -> Strict:
         """The config of the model this stage trains: what final/ holds and done.json records."""
@@ -270,7 +275,7 @@ class ProbeStage(StageRules):
     labelled: Examples | None = Field(
         None,
         gt=1,
-        description="A fixed labelled set of this many train-split clips, drawn once from (run.seed, stage name); "
+        description="A fixed labelled set of this many train-split clips, drawn once from (run.seed, clip_set); "
         "training walks it in epochs. Default: fresh clips every step (unlimited labels).",
     )
     per_class: Examples | None = Field(
@@ -278,6 +283,13 @@ class ProbeStage(StageRules):
         gt=0,
         description="A fixed labelled set of this many clips of every class (the first drawn of each); "
         "exclusive with `labelled`.",
+    )
+    clip_set: str | None = Field(
+        None,
+        description="Name that keys the clips this stage draws (the labelled set, the training stream and the "
+        "held-out set of its evaluators): probe stages with the same clip_set and data learn from and are scored "
+        "on the same clips, whatever their label task, so encoders are compared on equal examples. Default: "
+        "the stage's name (its own clips).",
     )
     data: Data = Field(description="Labelled video clips (the probe's classes are the data's).")
     optim: Optim = Field(
@@ -312,6 +324,10 @@ class ProbeStage(StageRules):
     def steps(self) -> int:
         """Optimizer steps: the schedule's, 0 without one (a knn probe)."""
         return self.schedule.steps if self.schedule is not None else 0
+
+    def clip_key(self, name: str) -> str:
+        """`clip_set`, else the stage's name."""
+        return self.clip_set or name
 
     @property
     def labelled_size(self) -> int | None:

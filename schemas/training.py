@@ -140,7 +140,8 @@ class CheckpointRef(Strict):
 
 
 class RandomInit(Strict):
-    """A fresh random initialisation of another stage's model: the baseline a probe compares against."""
+    """A fresh random initialisation of another stage's model: the baseline a probe compares against. Seeded by the
+    run seed and that stage's name, so every probe stage of one run that reads `{random: X}` reads one encoder."""
 
     random: str = Field(description="Name of the stage whose model config to initialise at random.")
 

@@ -424,6 +424,26 @@ def test_merge_keys_let_explicit_keys_win_without_duplicate_errors(tmp_path: Pat
     assert tree.key_at[("stages", "second", "model", "dim")].line == 4  # from the anchor
 
 
+def test_a_merged_mapping_that_merges_keeps_its_own_keys_over_what_it_merged(tmp_path: Path) -> None:
+    """YAML's rule through two levels: `b` merges `a` and sets depth 3; `c` merges `b` and gets b's depth
+    (not a's), and its own dim over both."""
+    text = PARENT.replace("  train:\n", "  first:\n", 1).replace("model: {kind", "model: &a {kind") + (
+        "  second:\n"
+        "    model: &b {<<: *a, depth: 3}\n"
+        "    data: {kind: sparse_parity, k: 3}\n"
+        "    schedule: {steps: 10}\n"
+        "    batch: {global: 16}\n"
+        "  third:\n"
+        "    model: {<<: *b, dim: 32}\n"
+        "    data: {kind: sparse_parity, k: 3}\n"
+        "    schedule: {steps: 10}\n"
+        "    batch: {global: 16}\n"
+    )
+    spec = load_spec(write(tmp_path, "nested.yaml", text))
+    first, third = spec.stages["first"].model, spec.stages["third"].model
+    assert (first.depth, third.depth, third.dim) == (2, 3, 32)
+
+
 def test_duplicate_keys_are_errors(tmp_path: Path) -> None:
     path = write(tmp_path, "dup.yaml", PARENT + "    batch: {global: 8}\n")
     (issue,) = problems(path)

@@ -341,6 +341,7 @@ def test_random_encoder_linear_probe_writes_its_protocol_results(tmp_path: Path,
         "encoder",
         "encoder_stage",
         "kind",
+        "task",
         "top1",
         "majority",
         "chance",
@@ -351,9 +352,10 @@ def test_random_encoder_linear_probe_writes_its_protocol_results(tmp_path: Path,
         "weight_decay",
         "val_top1",
     }
-    assert (res["encoder"], res["kind"], res["examples"], res["labelled"], res["step"]) == (
+    assert (res["encoder"], res["kind"], res["task"], res["examples"], res["labelled"], res["step"]) == (
         "random",
         "linear_probe",
+        "shape",
         1024,
         20,
         6,
@@ -430,3 +432,36 @@ def test_a_resumed_linear_probe_ends_where_an_uninterrupted_one_does(
     resumed = load_final(str(tmp_path / "part" / "linear" / "final"), "probe")
     for name, t in load_final(str(tmp_path / "whole" / "linear" / "final"), "probe").items():
         assert torch.equal(resumed[name], t), name
+
+
+def test_stages_of_one_clip_set_learn_from_and_are_scored_on_the_same_clips(
+    tmp_path: Path, one_thread: None
+) -> None:
+    """Two kNN probes of one encoder that differ only in their names score the same when they share a clip_set;
+    a third on its own clips (the default: keyed by its name) scores otherwise. The run's probe table gathers
+    them, one column per (task, kind), the later stage kept where two probe the same encoder on the same."""
+    from engine.runtime.trainer import run_spec
+
+    knn = "{kind: probe, encoder: {stage: base}, probe: {kind: knn_probe, k: 5}, labelled: 40, data: DATA, batch: {global: 4}, evals: [{kind: top1, examples: 1024, batch: 256}]}"
+    text = SPEC.split("  linear:")[0].replace("OUT", str(tmp_path / "run"))
+    for name, extra, label in (
+        ("a", "clip_set: s, ", "shape"),
+        ("b", "clip_set: s, ", "shape"),
+        ("c", "", "shape"),
+        ("d", "clip_set: s, ", "colour"),
+    ):
+        data = VIDEO.replace("label: shape", f"label: {label}")
+        text += f"  {name}: {{{extra}{knn[1:].replace('DATA', data)}\n"
+    (tmp_path / "s.yaml").write_text(text)
+    run_spec(load_spec(str(tmp_path / "s.yaml")), Dist())
+    top1 = {n: json.loads((tmp_path / "run" / n / "results.json").read_text())["top1"] for n in "abcd"}
+    assert top1["a"] == top1["b"] != top1["c"]
+    table = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert table["columns"] == ["shape knn_probe", "colour knn_probe"]
+    assert table["top1"] == {"base": {"shape knn_probe": top1["c"], "colour knn_probe": top1["d"]}}
+    assert table["chance"] == {"shape knn_probe": 1 / 5, "colour knn_probe": 1 / 8}
+    md = (tmp_path / "run" / "results.md").read_text().splitlines()
+    assert md[0] == "| encoder | shape knn_probe | colour knn_probe |"
+    assert md[2] == f"| base | {top1['c']:.3f} | {top1['d']:.3f} |"
+    assert md[4] == "| *chance* | 0.200 | 0.125 |"
+    assert (tmp_path / "run" / "results.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

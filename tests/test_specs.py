@@ -77,6 +77,7 @@ RL_SPECS: dict[str, list[str]] = {
 VIDEO_BARS: dict[str, dict[str, float]] = {
     "salt_tiny": {"teacher": 0.6, "student": 0.75},  # 0.073 -> 0.025: 0.34; 0.68 -> 0.35: 0.51
     "vjepa_tiny": {"vjepa": 0.85},  # 0.69 -> 0.48: 0.70
+    "salt_small": {"teacher": 0.9, "student": 0.9, "vjepa": 0.95},
 }
 VIDEO_STEPS = 15
 
@@ -104,6 +105,8 @@ def video_overrides(name: str) -> list[str]:
         p = f"stages.{stage}"
         if st.kind == "probe":
             out += [f"{p}.schedule.steps=2", f"{p}.batch.global=4"]
+            if st.labelled is not None:  # a small fixed labelled set, encoded once per stage
+                out.append(f"{p}.labelled=32")
             out += [f"{p}.evals.0.examples=1024", f"{p}.evals.0.every=2", f"{p}.evals.0.batch=256"]
         else:
             out += [f"{p}.schedule.steps={VIDEO_STEPS}", f"{p}.schedule.warmup=2", f"{p}.batch.global=4"]
@@ -230,6 +233,35 @@ def test_vjepa_tiny_loss_falls_and_probes_report(tmp_path: Path, one_thread: Non
         assert (tmp_path / stage / "final" / "done.json").exists(), f"{stage} did not finish"
         if st.kind == "probe":
             assert json.loads((tmp_path / stage / "results.json").read_text())["encoder"] == "vjepa"
+
+
+@pytest.mark.slow
+def test_salt_small_compares_four_encoders_on_motion_and_appearance(tmp_path: Path, one_thread: None) -> None:
+    """Shortened: the three pretraining losses fall, and the run ends with its probe table: the student, teacher,
+    V-JEPA and random encoders in rows, (direction, colour) x (linear, attentive) in columns, each cell the
+    top-1 of its probe stage, with the held-out set's majority-class rate and chance (1/8) beside them."""
+    from schemas import load_spec
+
+    spec = load_spec(
+        str(REPO / "specs" / "salt_small.yaml"), [f"run.output={tmp_path}", *video_overrides("salt_small")]
+    )
+    train_in_process(spec)
+    for stage, bar in VIDEO_BARS["salt_small"].items():
+        assert_learns(tmp_path, stage, bar)
+    table = json.loads((tmp_path / "results.json").read_text())
+    columns = [
+        f"{task} {kind}" for kind in ("linear_probe", "attentive_probe") for task in ("direction", "colour")
+    ]
+    assert sorted(table["columns"]) == sorted(columns)
+    assert list(table["top1"]) == ["student", "teacher", "vjepa", "random"]
+    for stage, st in spec.stages.items():
+        if st.kind != "probe":
+            continue
+        res = json.loads((tmp_path / stage / "results.json").read_text())
+        assert res["labelled"] == 32 and res["examples"] >= 1024
+        assert table["top1"][res["encoder"]][f"{res['task']} {res['kind']}"] == res["top1"]
+        assert table["majority"][f"{res['task']} {res['kind']}"] == res["majority"]
+    assert set(table["chance"].values()) == {1 / 8}
 
 
 def test_salt_vitg_validates_and_plans_only() -> None:

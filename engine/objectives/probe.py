@@ -28,6 +28,7 @@ from engine.data.video import Clips
 from engine.models.probe import VAL_TOP1
 from engine.models.vit import VisionTransformer
 from engine.runtime.distributed import LaunchError
+from engine.runtime.trainer import stage_seed
 from schemas.models import ViT
 from schemas.spec import ProbeStage
 from schemas.training import RandomInit
@@ -48,8 +49,12 @@ class ProbeObjective(Objective):
         self.random = isinstance(ref, RandomInit)
         self.stage, self.name = stage, ctx.name
         enc_cfg = ctx.model_config(ref, ViT)
-        encoder = VisionTransformer(enc_cfg)  # random: a fresh init from the stage's seeded RNG
-        if not self.random:
+        if self.random:  # one random encoder per (run seed, shape's stage), whichever probe stage reads it
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(stage_seed(ctx.spec.run.seed, f"random:{ref.random}"))
+                encoder = VisionTransformer(enc_cfg)
+        else:
+            encoder = VisionTransformer(enc_cfg)
             encoder.load_state_dict(ctx.weights(ref))
         classes = stage.data.num_classes  # the spec validator checks that probe.classes agrees, if set
         self.vit, self.device = enc_cfg, ctx.dist.device
@@ -155,13 +160,14 @@ class ProbeObjective(Objective):
         return out
 
     def results(self, metrics: dict[str, float]) -> dict[str, Any]:
-        """Which encoder was probed ("random" for a fresh init) and how, its top-1 on held-out clips beside the
+        """Which encoder was probed ("random" for a fresh init) and how, on which label task, its top-1 on held-out clips beside the
         majority-class and chance top-1, the held-out and labelled set sizes; a linear probe's chosen weight
         decay and every head's validation top-1."""
         out: dict[str, Any] = {
             "encoder": "random" if self.random else self.encoder_name,
             "encoder_stage": self.encoder_name,
             "kind": self.probe_cfg.kind,
+            "task": getattr(self.stage.data, "label", "label"),
             "top1": metrics.get("top1"),
             "majority": metrics.get("majority"),
             "chance": 1.0 / self.classes,

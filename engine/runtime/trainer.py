@@ -21,7 +21,7 @@ from engine.objectives.base import Objective
 from schemas.spec import ProbeStage, Spec, TrainStage
 from schemas.training import AdamW, Schedule
 
-from . import rundir, watchdog
+from . import rundir, summary, watchdog
 from .checkpoint import Checkpointer, final_intact, load_final, read_json, save_final, write_json
 from .context import BuildContext
 from .distributed import Dist, LaunchError
@@ -209,7 +209,7 @@ class StageRunner:
         stream = Stream(
             self.gen,
             self.spec.run.seed,
-            self.name,
+            st.clip_key(self.name),
             dist.rank,
             self.per_rank,
             dist.world,
@@ -223,7 +223,12 @@ class StageRunner:
         st, dist = self.stage, self.dist
         self.evals = [
             registry.build_eval(
-                e, gen=self.gen, data_cfg=data_cfg, seed=self.spec.run.seed, stage=self.name, dist=dist
+                e,
+                gen=self.gen,
+                data_cfg=data_cfg,
+                seed=self.spec.run.seed,
+                stage=st.clip_key(self.name),
+                dist=dist,
             )
             for e in st.evals
         ]
@@ -529,6 +534,8 @@ def run_spec(
             steps = getattr(getattr(stage, "schedule", None), "steps", 0)
             log.info("%s: starting (%d steps, world %d)", name, steps, dist.world)
             results[name] = runner.run(preemption)
+    if dist.main:  # the probe stages' results side by side (nothing for a run without probes)
+        summary.write_summary(spec.run.output.rstrip("/"), list(spec.stages), spec.run.name)
     return results
 
 
