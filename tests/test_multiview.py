@@ -3,6 +3,7 @@ where the windows and crops lie, how the probe reads them, how views are average
 
 from __future__ import annotations
 
+import json
 from functools import partial
 from pathlib import Path
 from types import SimpleNamespace
@@ -68,6 +69,8 @@ def test_files_load_every_view_of_every_segment_from_one_decode(videos: dict) ->
         for s in range(3):
             np.testing.assert_array_equal(clips.video[9 + v * 3 + s], resize_box(windows[s], box, 24))
     assert not np.array_equal(clips.video[9], clips.video[12]), "the views are different crops"
+    with pytest.raises(ValueError, match="segments=2 and views=1 are eval clips; train clips are one each"):
+        loader.load(np.array([0]), np.array([0]), "train", segments=2)
 
 
 def test_one_segment_one_view_is_the_current_eval_set(videos: dict) -> None:  # noqa: F811
@@ -184,8 +187,7 @@ stages:
     probe: {probe}
     labelled: 8
     data: {data}
-    schedule: {{steps: 1}}
-    batch: {{global: 4}}
+{schedule}    batch: {{global: 4}}
     evals: [{{kind: top1, examples: null, segments: 2, views: 3, batch: 12}}]
 """
 
@@ -194,22 +196,20 @@ def probe_objective(tmp_path: Path, manifest: Path, probe: str) -> ProbeObjectiv
     """A probe on a random encoder of 4-frame 32-pixel clips of the manifest's videos (3 classes)."""
     data = f"{{kind: video_files, manifest: {manifest}, classes: 3, frames: 4, resolution: 32, workers: 1}}"
     path = tmp_path / "views.yaml"
-    path.write_text(FILE_SPEC.format(out=tmp_path / "run", data=data, probe=probe))
+    schedule = "    schedule: {steps: 1}\n"
+    path.write_text(FILE_SPEC.format(out=tmp_path / "run", data=data, probe=probe, schedule=schedule))
     spec = load_spec(str(path))
     torch.manual_seed(0)
     return ProbeObjective(spec.stages["probe"], BuildContext(spec, "probe", spec.stages["probe"], Dist()))
 
 
-def manifest_of(videos: dict, tmp_path: Path) -> Path:  # noqa: F811
-    """Four readable videos (one shorter than a clip's span), labels 0, 1, 1, 2."""
-    root = videos["root"]
+VAL = [("ramp.mp4", 0), ("moving.mp4", 1), ("short.mp4", 1), ("sub/ramp2.mp4", 2)]  # one shorter than a span
+
+
+def manifest_of(videos: dict, tmp_path: Path, lines: list[tuple[str, int]] = VAL) -> Path:  # noqa: F811
+    """A manifest of the fixture's readable videos (default: four, labels 0, 1, 1, 2)."""
     path = tmp_path / "val.txt"
-    path.write_text(
-        "".join(
-            f"{root / n} {y}\n"
-            for n, y in [("ramp.mp4", 0), ("moving.mp4", 1), ("short.mp4", 1), ("sub/ramp2.mp4", 2)]
-        )
-    )
+    path.write_text("".join(f"{videos['root'] / name} {label}\n" for name, label in lines))
     return path
 
 
@@ -275,3 +275,32 @@ def test_segments_views_and_the_whole_manifest_need_video_files(tmp_path: Path) 
             "number of clips, at least 1024 (the default is 2048)",
         ),
     ]
+
+
+@pytest.mark.slow
+@pytest.mark.distributed
+def test_two_sharded_ranks_score_the_whole_manifest_as_one_process(tmp_path: Path, videos: dict) -> None:  # noqa: F811
+    """A kNN probe on a random FSDP-sharded encoder, top1 over 5 videos x 2 segments x 3 views: 2 ranks (one
+    share padded, every rank as many encoder forwards) score what one process scores."""
+    from helpers import torchrun
+
+    from engine.runtime.trainer import run_spec
+
+    manifest = manifest_of(videos, tmp_path, [*VAL, ("ramp.mp4", 0)])
+    data = f"{{kind: video_files, manifest: {manifest}, classes: 3, frames: 4, resolution: 32, workers: 1}}"
+    path = tmp_path / "views.yaml"
+    knn = "{kind: knn_probe, k: 3}"  # trains nothing: no schedule
+    path.write_text(FILE_SPEC.format(out=tmp_path / "one", data=data, probe=knn, schedule=""))
+    r = torchrun(
+        "-m",
+        "engine",
+        str(path),
+        f"run.output={tmp_path / 'two'}",
+        "resources.procs_per_node=2",
+        "--stage",
+        "probe",
+    )
+    assert r.returncode == 0, r.stdout + r.stderr
+    run_spec(load_spec(str(path)), Dist(), only="probe")
+    one, two = (json.loads((tmp_path / out / "probe" / "results.json").read_text()) for out in ("one", "two"))
+    assert (one["examples"], one["top1"]) == (two["examples"], two["top1"]) and one["examples"] == 5
