@@ -103,23 +103,72 @@ MIN_SYNTHETIC_EXAMPLES = 1024
 
 class Top1(Evaluator):
     """Top-1 accuracy of a classifier (a probe stage's) on a fixed set of held-out examples, beside the top-1 of
-    always answering the set's most frequent class (`majority`) and chance (1 / classes)."""
+    always answering the set's most frequent class (`majority`) and chance (1 / classes).
+
+    The evaluation protocol (how many temporal segments and spatial views of a held-out video the probe sees,
+    and how they are combined) is fixed here, on the evaluator, not on the data: it is how a probe is scored,
+    not what its training clips are, and two evaluators of one stage could score it two ways. The data supplies
+    the mechanism (`video_files` decodes a video's windows and crops); the protocol is V-JEPA 2's: each view's
+    segments are encoded separately, their tokens concatenated for the probe, and the softmax averaged over the
+    views (docs/papers/salt.md#probe-protocol).
+    """
 
     kind: Literal["top1"] = Field("top1", description="Top-1 classification accuracy on the eval split.")
     every: Steps = Field(1000, gt=0, description=EVERY)
-    examples: Examples = Field(
+    segments: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="video_files: temporal windows per held-out video, spread evenly from its start to its end "
+        "(1: the centred window); the probe reads their tokens concatenated.",
+    )
+    views: int = Field(
+        1,
+        ge=1,
+        le=16,
+        description="video_files: spatial crops per held-out video (1: the centred eval_crop; 3: left, centre and "
+        "right crops, top, centre and bottom for portrait videos); the softmax is averaged over them.",
+    )
+    examples: Examples | None = Field(
         2048,
         gt=0,
         description="Held-out examples of the eval split (a fixed set for the whole run, split over ranks); "
-        f"at least {MIN_SYNTHETIC_EXAMPLES} on synthetic video.",
+        f"at least {MIN_SYNTHETIC_EXAMPLES} on synthetic video. null (video_files only): every video of the "
+        "eval manifest once.",
     )
-    batch: Examples = Field(32, gt=0, description="Examples per forward pass on each rank.")
+    batch: Examples = Field(
+        32,
+        gt=0,
+        description="Clips per forward pass on each rank (with segments x views > 1, whole videos: "
+        "batch // (segments x views) of them, at least one).",
+    )
+
+    @property
+    def clips_per_example(self) -> int:
+        """Clips the encoder sees of one held-out example: segments x views."""
+        return self.segments * self.views
 
     def check(self, stage: Any, at: str, p: Problems) -> None:
-        """The stage trains a probe; on synthetic video (unlimited clips) the held-out set is large enough for
-        its top-1 to tell encoders apart."""
+        """The stage trains a probe; segments, views and the whole eval manifest need video files; on synthetic
+        video (unlimited clips) the held-out set is large enough for its top-1 to tell encoders apart."""
         if not isinstance(stage.final_model, ProbeBase):
             p.add(f"{at}.kind", "top1 evaluates a probe; use it in a stage of kind probe")
+            return
+        if stage.data.kind == "video_files":
+            return
+        for name in ("segments", "views"):
+            if getattr(self, name) > 1:
+                p.add(
+                    f"{at}.{name}",
+                    f"{name}: {getattr(self, name)} applies to video_files (windows and crops of a held-out "
+                    f"video); {stage.data.kind} clips are one window of one view: remove {name} or set it to 1",
+                )
+        if self.examples is None:
+            p.add(
+                f"{at}.examples",
+                f"examples: null means every video of the eval manifest, which {stage.data.kind} does not "
+                f"have; give a number of clips, at least {MIN_SYNTHETIC_EXAMPLES} (the default is 2048)",
+            )
         elif stage.data.kind == "synthetic_video" and self.examples < MIN_SYNTHETIC_EXAMPLES:
             p.add(
                 f"{at}.examples",

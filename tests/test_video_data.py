@@ -355,15 +355,15 @@ def test_files_too_many_failures_name_the_manifest(videos: dict) -> None:
 def test_truncated_files_are_bad_even_where_the_clip_decodes(videos: dict) -> None:
     """A file cut after 4 of its 40 frames is refused whether the clip runs past the cut (decoding runs out)
     or lies before it (the stream's end is read); the uncut files read as before, padded past their end."""
-    from engine.data.video_files import DecodeError, read_clip
+    from engine.data.video_files import DecodeError, read_clips
 
     root = videos["root"]
     for name in ("full.mp4", "full.mkv"):
         for frames, step in ((8, 4), (2, 1)):
             with pytest.raises(DecodeError, match=f"truncated: its header says {FRAMES} frames but only 4 "):
-                read_clip(str(root / f"cut_{name}"), frames, step, lambda total: 0)
+                read_clips(str(root / f"cut_{name}"), frames, step, lambda total: [0])
         for frames, step, start in ((2, 1, 0), (16, 4, 0), (4, 3, 27)):
-            clip, _ = read_clip(str(root / name), frames, step, lambda total, s=start: s)
+            (clip,), _ = read_clips(str(root / name), frames, step, lambda total, s=start: [s])
             levels = clip.astype(float).mean(axis=(1, 2, 3))
             expected = brightness(np.minimum(start + step * np.arange(frames), FRAMES - 1))
             assert np.abs(levels - expected).max() < 6
@@ -482,9 +482,9 @@ def test_files_seek_matches_decoding_from_the_start(videos: dict, monkeypatch: p
 
     url = str(videos["root"] / "moving.mp4")
     for start in (9, 17, 20):
-        plain, _ = vf.read_clip(url, 4, 3, lambda total, s=start: s)
+        plain, _ = vf.read_clips(url, 4, 3, lambda total, s=start: [s])
         monkeypatch.setattr(vf, "SEEK_MIN_FRAMES", 0)
-        seek, _ = vf.read_clip(url, 4, 3, lambda total, s=start: s)
+        seek, _ = vf.read_clips(url, 4, 3, lambda total, s=start: [s])
         monkeypatch.setattr(vf, "SEEK_MIN_FRAMES", 10**9)
         np.testing.assert_array_equal(plain, seek)
 
@@ -534,7 +534,7 @@ def test_resize_box() -> None:
 
 
 def test_files_eval_centre_crop_and_train_crop_flip(videos: dict) -> None:
-    from engine.data.video_files import centre_box, read_clip, resize_box
+    from engine.data.video_files import centre_box, read_clips, resize_box
 
     loader = files(videos, resolution=24)
     url = loader.entries["train"][1].url  # the patterned video
@@ -542,13 +542,13 @@ def test_files_eval_centre_crop_and_train_crop_flip(videos: dict) -> None:
     assert (ev.video == ev.video[:1]).all()  # deterministic: the key does not matter
     box = centre_box(HEIGHT, WIDTH, 0.875)
     assert tuple(ev.meta["crop"][0]) == box == (3, 11, 42, 42)
-    frames, _ = read_clip(url, 8, 4, lambda total: int(ev.meta["start"][0]))
+    (frames,), _ = read_clips(url, 8, 4, lambda total: [int(ev.meta["start"][0])])
     np.testing.assert_array_equal(ev.video[0], resize_box(frames, box, 24))
     tr = loader.load(np.ones(16, int), np.arange(16), "train")
     assert tr.meta["flip"].any() and not tr.meta["flip"].all()
     assert len({tuple(c) for c in tr.meta["crop"]}) == 16
     for i in range(16):
-        frames, _ = read_clip(url, 8, 4, lambda total, i=i: int(tr.meta["start"][i]))
+        (frames,), _ = read_clips(url, 8, 4, lambda total, i=i: [int(tr.meta["start"][i])])
         expected = resize_box(frames, tuple(tr.meta["crop"][i]), 24)
         if tr.meta["flip"][i]:
             expected = expected[..., ::-1]

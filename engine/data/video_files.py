@@ -7,7 +7,10 @@ directory. Lines that are empty or start with `#` are skipped.
 A clip is `frames` frames taken every `frame_step` decoded frames, starting at a random frame in train and
 at the centred start in eval. Train clips get a random resized crop (torchvision's sampler: area
 `crop_scale`, aspect `crop_aspect`) and a horizontal flip with probability 1/2; eval clips a centred square
-crop of `eval_crop` times the short side. The crop is resized with numpy: a box filter by the integer part of
+crop of `eval_crop` times the short side. An evaluator may ask for several clips of each eval video (`load`
+with `segments` and `views`, V-JEPA 2's multi-view protocol): `segments` windows spread evenly from the
+video's start to its end (`segment_starts`), each cut in `views` squares of the same size spread evenly along
+the long side (`view_boxes`), all from one decode of the file. The crop is resized with numpy: a box filter by the integer part of
 the downscale factor, then bilinear.
 
 Short and truncated videos. The header gives a file's length: the container's frame count (exact), else its
@@ -193,6 +196,18 @@ def centre_box(height: int, width: int, fraction: float) -> Box:
     return (height - side) // 2, (width - side) // 2, side, side
 
 
+def view_boxes(height: int, width: int, fraction: float, views: int) -> list[Box]:
+    """`views` squares of side `fraction` of the short side, spread evenly along the long side (the width of a
+    square frame), centred across it: first at the long side's start, last at its end (3: left, centre, right,
+    or top, centre, bottom for portrait frames), as V-JEPA's multi-view eval. One view is `centre_box`."""
+    top, left, side, _ = centre_box(height, width, fraction)
+    if views == 1:
+        return [(top, left, side, side)]
+    if height > width:  # portrait: along the height
+        return [(i * (height - side) // (views - 1), left, side, side) for i in range(views)]
+    return [(top, i * (width - side) // (views - 1), side, side) for i in range(views)]
+
+
 def _bilinear_taps(source: int, out: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Source indices (lo, hi) and weight of hi for resampling `source` pixels to `out` (half-pixel centres)."""
     pos = np.clip((np.arange(out) + 0.5) * source / out - 0.5, 0, source - 1)
@@ -247,8 +262,21 @@ def clip_indices(total: int, frames: int, step: int, start: int) -> np.ndarray:
     return np.minimum(start + step * np.arange(frames), max(total, 1) - 1)
 
 
-def read_clip(url: str, frames: int, step: int, choose_start: Callable[[int], int]) -> tuple[np.ndarray, int]:
-    """uint8 [frames, H, W, 3] of one file and its start frame; `choose_start(total)` picks the start.
+def segment_starts(total: int, span: int, segments: int) -> list[int]:
+    """Start frames of `segments` windows of `span` frames spread evenly over a video of `total` frames: the
+    first at frame 0, the last ending at the last frame (one window: the centred one). A video shorter than the
+    span starts them all at 0 (`clip_indices` repeats its last frame)."""
+    room = max(0, total - span)
+    if segments == 1:
+        return [room // 2]
+    return [i * room // (segments - 1) for i in range(segments)]
+
+
+def read_clips(
+    url: str, frames: int, step: int, choose_starts: Callable[[int], list[int]]
+) -> tuple[np.ndarray, list[int]]:
+    """uint8 [windows, frames, H, W, 3] of one file and the windows' start frames; `choose_starts(total)` picks
+    them. The frames of all windows are decoded in one pass.
 
     Raises DecodeError for a truncated file: one whose video stream holds fewer frames than its header says,
     beyond the slack of `_frame_count` (checked even when the clip's own frames all decode).
@@ -259,14 +287,14 @@ def read_clip(url: str, frames: int, step: int, choose_start: Callable[[int], in
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
         total, slack = _frame_count(container, stream)
-        start = choose_start(total)
-        wanted = clip_indices(total, frames, step, start)
-        picked, ended = _decode_indices(container, stream, sorted(set(wanted.tolist())))
+        starts = choose_starts(total)
+        wanted = np.stack([clip_indices(total, frames, step, start) for start in starts])  # [windows, frames]
+        picked, ended = _decode_indices(container, stream, sorted(set(wanted.ravel().tolist())))
         if slack is not None:
             present = ended if ended is not None else _stream_end(container, stream, total)
             if present is not None and present < total - slack:
                 raise DecodeError(f"truncated: its header says {total} frames but only {present} can be read")
-        return np.stack([picked[i] for i in wanted.tolist()]), start
+        return np.stack([[picked[i] for i in row] for row in wanted.tolist()]), starts
 
 
 def _rate(stream: Any) -> Fraction | None:
@@ -458,34 +486,51 @@ class VideoFiles:
 
     def sample_chunks(self, rngs: list[np.random.Generator], n: int, split: str = "train") -> Clips:
         """n clips per generator in `rngs`, in order, decoded together (one pass through the worker threads)."""
-        if split not in self.entries:
-            raise UnknownSplit(f"no split {split!r}; video_files has train and eval")
-        draws = [
-            (rng.integers(0, len(self.entries[split]), size=n), rng.integers(0, 2**63, size=n))
-            for rng in rngs
-        ]
+        draws = [self.draw(rng, n, split) for rng in rngs]
         return self.load(np.concatenate([e for e, _ in draws]), np.concatenate([k for _, k in draws]), split)
 
-    def load(self, entries: np.ndarray, keys: np.ndarray, split: str = "eval") -> Clips:
-        """The clips of the given manifest entries, clip i drawing from counter_rng(keys[i], attempt)."""
-        jobs = [(int(e), int(k), split) for e, k in zip(entries, keys, strict=True)]
+    def videos(self, split: str) -> int:
+        """How many videos the split's manifest lists."""
+        if split not in self.entries:
+            raise UnknownSplit(f"no split {split!r}; video_files has train and eval")
+        return len(self.entries[split])
+
+    def draw(self, rng: np.random.Generator, n: int, split: str = "train") -> tuple[np.ndarray, np.ndarray]:
+        """What `sample(rng, n, split)` loads: n random manifest entries and each clip's key."""
+        return rng.integers(0, self.videos(split), size=n), rng.integers(0, 2**63, size=n)
+
+    def load(
+        self, entries: np.ndarray, keys: np.ndarray, split: str = "eval", segments: int = 1, views: int = 1
+    ) -> Clips:
+        """The clips of the given manifest entries, entry i drawing from counter_rng(keys[i], attempt).
+
+        Eval entries give `segments` x `views` clips each (`segment_starts`, `view_boxes`), in the order
+        entry, view, segment: clip (i * views + v) * segments + s. Train entries give one augmented clip.
+        """
+        if split == "train" and segments * views > 1:
+            raise ValueError(
+                f"segments={segments} and views={views} are eval clips; train clips are one each"
+            )
+        jobs = [(int(e), int(k), split, segments, views) for e, k in zip(entries, keys, strict=True)]
         try:
             if self.cfg.workers > 1 and len(jobs) > 1:
                 if self._pool is None:
                     self._pool = ThreadPoolExecutor(self.cfg.workers, thread_name_prefix="video")
-                results = list(self._pool.map(self._clip, jobs))
+                results = list(self._pool.map(self._clips, jobs))
             else:
-                results = [self._clip(job) for job in jobs]
+                results = [self._clips(job) for job in jobs]
         finally:
             self._report()
-        video = np.stack([r[0] for r in results])  # [n, 3, T, H, W]
-        meta = {k: np.array([r[1][k] for r in results]) for k in results[0][1]} if results else {}
+        clips = [clip for result in results for clip in result]
+        video = np.stack([c[0] for c in clips])  # [n * views * segments, 3, T, H, W]
+        meta = {k: np.array([c[1][k] for c in clips]) for k in clips[0][1]} if clips else {}
         labels = meta.get("label", np.zeros(0, np.int64)).astype(np.int64)
         return Clips(video, labels, meta)
 
-    def _clip(self, job: tuple[int, int, str]) -> tuple[np.ndarray, dict[str, Any]]:
-        """One clip, replacing unreadable entries by random others (at most `max_retries` in a row)."""
-        entry, key, split = job
+    def _clips(self, job: tuple[int, int, str, int, int]) -> list[tuple[np.ndarray, dict[str, Any]]]:
+        """The clips of one entry, replacing an unreadable entry by random others (at most `max_retries` in a
+        row; all its clips come from the one that reads)."""
+        entry, key, split, segments, views = job
         entries, cfg = self.entries[split], self.cfg
         error: Exception | None = None
         for attempt in range(cfg.max_retries + 1):
@@ -493,7 +538,7 @@ class VideoFiles:
             if attempt:
                 entry = int(rng.integers(0, len(entries)))
             try:
-                return self._read(entries[entry], rng, split, entry, attempt)
+                return self._read(entries[entry], rng, split, entry, attempt, segments, views)
             except (av.error.FFmpegError, OSError, DecodeError, EOFError) as e:
                 error = e
                 self._failed(entries[entry].url, e)
@@ -536,37 +581,50 @@ class VideoFiles:
         _write(self.report_url, "".join(json.dumps(rows[k]) + "\n" for k in sorted(rows)).encode())
 
     def _read(
-        self, item: Entry, rng: np.random.Generator, split: str, entry: int, attempt: int
-    ) -> tuple[np.ndarray, dict[str, Any]]:
-        """Decode, crop, resize and flip one entry: uint8 [3, T, R, R] and its metadata."""
+        self,
+        item: Entry,
+        rng: np.random.Generator,
+        split: str,
+        entry: int,
+        attempt: int,
+        segments: int = 1,
+        views: int = 1,
+    ) -> list[tuple[np.ndarray, dict[str, Any]]]:
+        """Decode, crop, resize and flip one entry: its clips, uint8 [3, T, R, R] each, and their metadata (one
+        augmented clip in train; in eval `segments` x `views`, view-major)."""
         cfg = self.cfg
         span = (cfg.frames - 1) * cfg.frame_step + 1
         train = split == "train"
 
-        def choose_start(total: int) -> int:
-            room = max(0, total - span)
-            return int(rng.integers(0, room + 1)) if train else room // 2
+        def choose_starts(total: int) -> list[int]:
+            if train:
+                return [int(rng.integers(0, max(0, total - span) + 1))]
+            return segment_starts(total, span, segments)
 
-        frames, start = read_clip(item.url, cfg.frames, cfg.frame_step, choose_start)  # [T, H, W, 3]
-        height, width = frames.shape[1:3]
+        windows, starts = read_clips(item.url, cfg.frames, cfg.frame_step, choose_starts)  # [S, T, H, W, 3]
+        height, width = windows.shape[2:4]
         if train:
-            box = random_resized_crop_box(rng, height, width, cfg.crop_scale, cfg.crop_aspect)
+            boxes = [random_resized_crop_box(rng, height, width, cfg.crop_scale, cfg.crop_aspect)]
             flip = cfg.flip and bool(rng.integers(0, 2))
         else:
-            box, flip = centre_box(height, width, cfg.eval_crop), False
-        clip = resize_box(frames, box, cfg.resolution)  # [3, T, R, R]
-        if flip:
-            clip = np.ascontiguousarray(clip[..., ::-1])
-        meta = dict(
-            label=item.label,
-            entry=entry,
-            start=start,
-            crop=np.array(box),
-            source=np.array([height, width]),
-            flip=flip,
-            retries=attempt,
-        )
-        return clip, meta
+            boxes, flip = view_boxes(height, width, cfg.eval_crop, views), False
+        out = []
+        for box in boxes:
+            for frames, start in zip(windows, starts, strict=True):
+                clip = resize_box(frames, box, cfg.resolution)  # [3, T, R, R]
+                if flip:
+                    clip = np.ascontiguousarray(clip[..., ::-1])
+                meta = dict(
+                    label=item.label,
+                    entry=entry,
+                    start=start,
+                    crop=np.array(box),
+                    source=np.array([height, width]),
+                    flip=flip,
+                    retries=attempt,
+                )
+                out.append((clip, meta))
+        return out
 
     def render(self, clips: Clips | Clip, i: int = 0, split: str = "train") -> str:
         """One line describing clip i (or a single Clip): file, label, frames taken, crop and flip."""

@@ -4,13 +4,20 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
-from engine.data.base import Examples
-from engine.data.video import Clips
 from engine.runtime.distributed import Dist
 
-Members = TypeVar("Members", Examples, Clips)
+
+class Sliceable(Protocol):
+    """A fixed set whose members can be counted and cut (Examples, Clips, top1's Videos)."""
+
+    def __len__(self) -> int: ...
+
+    def slice(self, start: int, stop: int) -> Sliceable: ...
+
+
+Members = TypeVar("Members", bound=Sliceable)
 
 
 def rank_share(draw: Callable[[int], Members], examples: int, dist: Dist) -> tuple[Members, int]:

@@ -109,8 +109,10 @@ class Objective:
         """The token model that generation decodes (`engine.generate`: verified, sampling)."""
         raise NotImplementedError(f"{type(self).__name__} predicts no tokens")
 
-    def logits(self, batch: Any) -> torch.Tensor:
-        """Class logits [B, classes] of a collated batch, whose `labels` hold the classes (top1)."""
+    def logits(self, batch: Any, segments: int = 1) -> torch.Tensor:
+        """Class logits [B / segments, classes] of a collated batch of B clips, whose `labels` hold the classes
+        (top1). With segments > 1 each run of `segments` consecutive clips is one example, windows of one video
+        that the classifier reads together."""
         raise NotImplementedError(f"{type(self).__name__} classifies nothing")
 
     def represent(self, batch: Any) -> torch.Tensor:

@@ -11,7 +11,8 @@ validation split. The encoder is frozen and the labelled clips are never augment
 probe reads of them (the tokens, or their mean for pooled probes) are computed once, lazily, in eval mode and
 kept on the device: every rank encodes the whole set in the same forward passes (FSDP's forwards are
 collectives), so the cache needs no communication and is the same on every rank and world size. Clips of the
-eval split (top1) go through the encoder each time.
+eval split (top1) go through the encoder each time; several temporal segments of one video are encoded apart
+and their tokens concatenated for the probe (`logits`).
 """
 
 from __future__ import annotations
@@ -133,9 +134,18 @@ class ProbeObjective(Objective):
         """The probe's output on features (a kNN probe also reads the labelled set's)."""
         return self.probe(features, self.pool_features() if self.probe_cfg.reads_labelled else None)
 
-    def logits(self, batch: dict[str, Tensor]) -> Tensor:
-        """Class logits [B, classes] (a linear probe's chosen head; a kNN probe's vote scores)."""
-        return self.probe.logits(self.forward(self.features(batch)))
+    def logits(self, batch: dict[str, Tensor], segments: int = 1) -> Tensor:
+        """Class logits [B / segments, classes] (a linear probe's chosen head; a kNN probe's vote scores).
+
+        Each run of `segments` consecutive clips is encoded clip by clip and read as one: their tokens are
+        concatenated along the token axis, which for pooled probes is the mean of the clips' means (every clip
+        has as many tokens).
+        """
+        features = self.features(batch)
+        if segments > 1:
+            features = features.unflatten(0, (-1, segments))  # [B / segments, segments, (N,) D]
+            features = features.mean(1) if self.probe_cfg.pooled else features.flatten(1, 2)
+        return self.probe.logits(self.forward(features))
 
     def __call__(self, batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
         """The probe's loss (cross-entropy; a linear probe's sums its heads' with their L2 terms) and metrics."""
