@@ -579,9 +579,9 @@ WEIGHT_DECAYS = (1e-4, 1e-3, 1e-2, 1e-1, 1.0)
 
 
 class LinearProbe(ProbeBase):
-    """Linear classifiers on the mean of the frozen tokens, standardised by a LayerNorm without affine
-    parameters; one head per weight decay, trained together, and the head with the best top-1 on the labelled
-    validation split is the one evaluated."""
+    """Linear classifiers on the mean of the frozen tokens, standardised per feature with the labelled training
+    clips' statistics; one head per weight decay, trained together, and the head with the best top-1 on the
+    labelled validation split is the one evaluated."""
 
     needs_labelled: ClassVar[bool] = True
     OPTIM: ClassVar[dict[str, Any]] = {"lr": 1e-3, "weight_decay": 0.0, "grad_clip": None}  # L2 terms instead
@@ -605,7 +605,7 @@ class LinearProbe(ProbeBase):
         None, ge=2, description="Number of classes (width of each head); default: the data's classes."
     )
     norm_eps: float = Field(
-        1e-5, gt=0, description="Epsilon of the LayerNorm that standardises the features."
+        1e-5, gt=0, description="Added to each feature's standard deviation when the features are standardised."
     )
     init_std: float = Field(0.02, gt=0, description="Std of the truncated-normal init of the head weights.")
 
@@ -619,7 +619,7 @@ class LinearProbe(ProbeBase):
         return self
 
     def params(self, in_dim: int, classes: int | None = None) -> int:
-        """One weight matrix and bias per head (the LayerNorm has no parameters)."""
+        """One weight matrix and bias per head (the standardisation's statistics are buffers)."""
         return len(self.weight_decays) * (
             in_dim * probe_classes(self, classes) + probe_classes(self, classes)
         )

@@ -168,7 +168,8 @@ def objective(tmp_path: Path, *overrides: str) -> ProbeObjective:
 
 
 def test_linear_heads_trained_together_equal_each_trained_alone(tmp_path: Path) -> None:
-    """The loss is the sum over heads of CE + wd ||W||^2 / 2, and under Adam each head follows its own."""
+    """Features are standardised with the training clips' statistics; the loss is the sum over heads of
+    CE + wd ||W||^2 / 2, and under Adam each head follows its own."""
     decays = [0.0, 0.01, 1.0]
     together = objective(tmp_path)
     alone = [objective(tmp_path, f"stages.linear.probe.weight_decays=[{wd}]") for wd in decays]
@@ -177,12 +178,18 @@ def test_linear_heads_trained_together_equal_each_trained_alone(tmp_path: Path) 
             o.probe.weight.copy_(together.probe.weight[h : h + 1])
             o.probe.bias.copy_(together.probe.bias[h : h + 1])
     g = torch.Generator().manual_seed(0)
+    seen = torch.randn(20, 32, generator=g) * torch.linspace(0.5, 4.0, 32) + torch.arange(32.0)
+    for o in [together, *alone]:  # the training clips' features fix each feature's standardisation
+        o.probe.observe(seen)
+    z = (seen - together.probe.shift) / together.probe.scale
+    torch.testing.assert_close(z.mean(0), torch.zeros(32), atol=1e-5, rtol=0)
+    torch.testing.assert_close(z.std(0, unbiased=False), torch.ones(32), atol=1e-4, rtol=0)  # + norm_eps
     batches = [
         {"features": torch.randn(8, 32, generator=g), "labels": torch.randint(0, 5, (8,), generator=g)}
         for _ in range(5)
     ]
     loss, _ = together(batches[0])
-    x = F.layer_norm(batches[0]["features"], (32,))
+    x = (batches[0]["features"] - seen.mean(0)) / (seen.std(0, unbiased=False) + 1e-5)
     w, b = together.probe.weight, together.probe.bias
     want = sum(
         F.cross_entropy(x @ w[h] + b[h], batches[0]["labels"]) + decays[h] * w[h].pow(2).sum() / 2

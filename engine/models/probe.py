@@ -70,6 +70,9 @@ class ProbeModule(nn.Module):
         what it was based on (nothing to choose by default)."""
         return {}
 
+    def observe(self, features: Tensor) -> None:
+        """See the training clips' features [N, ...] once, before the first step (nothing by default)."""
+
 
 class CrossAttentionBlock(nn.Module):
     """q + xattn(q, norm1(x)), then + mlp(norm2(q))."""
@@ -128,9 +131,10 @@ class AttentiveProbe(ProbeModule):
 class LinearProbe(ProbeModule):
     """Linear heads, one per weight decay of the config, on standardised mean-pooled tokens.
 
-    The features are standardised by a LayerNorm without affine parameters (each clip's vector to zero mean
-    and unit variance over its D entries; no batch statistics, so a clip's logits do not depend on its batch),
-    then head h computes x @ weight[h] + bias[h]. The loss is the sum over heads of CE_h + wd_h ||W_h||^2 / 2:
+    The features are standardised per feature with the mean and standard deviation of the labelled training
+    clips' features (`observe`, once, before the first step; MAE's BatchNorm without affine parameters, with
+    its statistics fixed instead of per batch, so a clip's logits do not depend on its batch), then head h
+    computes x @ weight[h] + bias[h]. The loss is the sum over heads of CE_h + wd_h ||W_h||^2 / 2:
     the heads share nothing but their input, each one's gradient is its own loss's, so training them together
     equals training each alone under Adam. `validate` picks the head that `logits` answers with.
     """
@@ -143,7 +147,18 @@ class LinearProbe(ProbeModule):
         self.weight = nn.Parameter(torch.empty(heads, in_dim, classes))  # [H, D, C]
         self.bias = nn.Parameter(torch.zeros(heads, classes))  # [H, C]
         self.chosen = 0  # the head `logits` answers with (`validate` chooses it)
+        # per-feature standardisation, from the labelled training clips (`observe`); saved with the heads
+        self.register_buffer("shift", torch.zeros(in_dim))
+        self.register_buffer("scale", torch.ones(in_dim))
         self.init_weights()
+
+    @torch.no_grad()
+    def observe(self, features: Tensor) -> None:
+        """Fix the standardisation: the mean and standard deviation (+ norm_eps) of each feature over the
+        training clips' pooled features [N, D]."""
+        x = features.double()
+        self.shift.copy_(x.mean(0))
+        self.scale.copy_(x.std(0, unbiased=False) + self.cfg.norm_eps)
 
     @torch.no_grad()
     def init_weights(self) -> None:
@@ -153,7 +168,7 @@ class LinearProbe(ProbeModule):
 
     def forward(self, features: Tensor, labelled: Labelled = None) -> tuple[Tensor, Tensor]:
         """Pooled features [B, D] -> every head's logits [H, B, C] and squared weight norms ||W_h||^2 [H]."""
-        x = F.layer_norm(features, (self.in_dim,), eps=self.cfg.norm_eps)
+        x = (features - self.shift) / self.scale
         logits = torch.einsum("bd,hdc->hbc", x, self.weight) + self.bias[:, None]
         return logits, self.weight.pow(2).sum((1, 2))
 
