@@ -22,7 +22,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # run from a checkout without installing
 
 from engine.runtime.checkpoint import exists, read_json  # noqa: E402
-from engine.runtime.summary import bar_chart  # noqa: E402
+from engine.runtime.summary import bar_chart, markdown  # noqa: E402
 
 
 def load(runs: list[str]) -> tuple[list[str], list[dict]]:
@@ -75,7 +75,7 @@ def main() -> None:
     table, sd, values = combine(tables)
     n = len(tables)
     print(f"held-out top-1, mean ± sd over {n} run(s): {', '.join(runs)}\n")
-    print(_cells(table, sd))
+    print(markdown(table, spread=sd), end="")
     if a.against in values:
         print(f"\ngap to {a.against}, per run (points), and runs where it is positive:\n")
         ref = values[a.against]
@@ -96,25 +96,6 @@ def main() -> None:
         title = a.title or f"frozen probes, mean ± sd over {n} seed(s)"
         Path(a.png).write_bytes(bar_chart(table, title, spread=sd))
         print(f"\nwrote {a.png}")
-
-
-def _cells(table: dict, sd: dict) -> str:
-    """The mean table with ± sd in every encoder cell."""
-    cols = table["columns"]
-    lines = ["| encoder | " + " | ".join(cols) + " |", "|---|" + "---|" * len(cols)]
-    for enc, row in table["top1"].items():
-        lines.append(
-            f"| {enc} | "
-            + " | ".join(f"{row[c]:.3f} ± {sd[enc][c]:.3f}" if c in row else "" for c in cols)
-            + " |"
-        )
-    for name, label in (("majority", "majority class"), ("chance", "chance")):
-        lines.append(
-            f"| *{label}* | "
-            + " | ".join(f"{table[name][c]:.3f}" if c in table[name] else "" for c in cols)
-            + " |"
-        )
-    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -65,15 +65,21 @@ def gather(output: str, stages: list[str]) -> dict[str, Any] | None:
     return {"columns": columns, "top1": top1, "majority": majority, "chance": chance}
 
 
-def markdown(table: dict[str, Any], cell=lambda v: f"{v:.3f}") -> str:
-    """The table in Markdown: one row per encoder, then the majority-class and chance rows."""
+def markdown(table: dict[str, Any], spread: dict[str, dict[str, float]] | None = None) -> str:
+    """The table in Markdown: one row per encoder (`mean ± sd` cells when `spread` gives the standard
+    deviations), then the majority-class and chance rows."""
     cols = table["columns"]
+
+    def cell(enc: str, col: str) -> str:
+        row = table["top1"][enc]
+        if col not in row:
+            return ""
+        return f"{row[col]:.3f}" + (f" ± {spread[enc][col]:.3f}" if spread is not None else "")
+
     lines = ["| encoder | " + " | ".join(cols) + " |", "|---|" + "---|" * len(cols)]
-    for enc, row in table["top1"].items():
-        lines.append(f"| {enc} | " + " | ".join(cell(row[c]) if c in row else "" for c in cols) + " |")
-    for name in ("majority", "chance"):
+    lines += [f"| {enc} | " + " | ".join(cell(enc, c) for c in cols) + " |" for enc in table["top1"]]
+    for name, label in (("majority", "majority class"), ("chance", "chance")):
         values = table[name]
-        label = "majority class" if name == "majority" else "chance"
         lines.append(
             f"| *{label}* | " + " | ".join(f"{values[c]:.3f}" if c in values else "" for c in cols) + " |"
         )
