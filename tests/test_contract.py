@@ -104,8 +104,8 @@ def problems(spec: str, *overrides: str) -> list[tuple[str, str]]:
         ),
         (
             SALT,
-            "stages.probe_ssv2_teacher.encoder={stage: probe_ssv2}",
-            "stages.probe_ssv2_teacher.encoder.stage",
+            "stages.probe_k400_teacher.encoder={stage: probe_ssv2}",
+            "stages.probe_k400_teacher.encoder.stage",
             "stage 'probe_ssv2' does not train a vit encoder",
         ),
     ],
