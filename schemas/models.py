@@ -605,7 +605,9 @@ class LinearProbe(ProbeBase):
         None, ge=2, description="Number of classes (width of each head); default: the data's classes."
     )
     norm_eps: float = Field(
-        1e-5, gt=0, description="Added to each feature's standard deviation when the features are standardised."
+        1e-5,
+        gt=0,
+        description="Added to each feature's standard deviation when the features are standardised.",
     )
     init_std: float = Field(0.02, gt=0, description="Std of the truncated-normal init of the head weights.")
 

@@ -100,7 +100,9 @@ class ProbeObjective(Objective):
                 parts.append(self.encode(to_device(part, self.device)[1]))
             self._features = torch.cat(parts)
             self._labels = torch.from_numpy(self.pool.labels).to(self.device)
-            self.probe.observe(self._features[: self.stage.training_clips])  # e.g. a linear probe's statistics
+            self.probe.observe(
+                self._features[: self.stage.training_clips]
+            )  # e.g. a linear probe's statistics
         return self._features, self._labels
 
     @torch.no_grad()

@@ -63,6 +63,13 @@ def bars(results: dict[str, dict[str, float]], title: str) -> bytes:
     ax.set_title(title)
     ax.legend(fontsize=8)
     ax.grid(axis="y", alpha=0.3)
+    return png(fig)
+
+
+def png(fig: Any) -> bytes:
+    """A matplotlib figure laid out tightly, as PNG bytes at 110 dpi; the figure is closed."""
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110)

@@ -14,11 +14,11 @@ stages with the same encoder, task and kind are a spec's mistake and keep the la
 
 from __future__ import annotations
 
-import io
 import logging
 from typing import Any
 
 from .checkpoint import exists, read_json, write_bytes, write_json
+from .evaluate import png
 
 log = logging.getLogger("engine")
 
@@ -114,11 +114,7 @@ def bar_chart(table: dict[str, Any], title: str, spread: dict[str, dict[str, flo
     ax.set_title(title, fontsize=10)
     ax.legend(fontsize=7, ncol=2)
     ax.grid(axis="y", alpha=0.3)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
-    return buf.getvalue()
+    return png(fig)
 
 
 def write_summary(output: str, stages: list[str], title: str) -> dict[str, Any] | None:
