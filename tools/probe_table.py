@@ -78,15 +78,18 @@ def main() -> None:
     print(markdown(table, spread=sd), end="")
     if a.against in values:
         print(f"\ngap to {a.against}, per run (points), and runs where it is positive:\n")
-        ref = values[a.against]
         cols = table["columns"]
         lines = ["| encoder | " + " | ".join(cols) + " |", "|---|" + "---|" * len(cols)]
-        for enc, row in values.items():
+        for enc in values:
             if enc == a.against:
                 continue
             cells = []
             for c in cols:
-                gaps = [100 * (x - r) for x, r in zip(row[c], ref[c], strict=False)]
+                gaps = [  # runs that probed both encoders on this column, in run order
+                    100 * (t["top1"][enc][c] - t["top1"][a.against][c])
+                    for t in tables
+                    if c in t["top1"].get(enc, {}) and c in t["top1"].get(a.against, {})
+                ]
                 cells.append(
                     " ".join(f"{g:+.1f}" for g in gaps) + f" ({sum(g > 0 for g in gaps)}/{len(gaps)})"
                 )
