@@ -1,4 +1,5 @@
-"""Command line: `engine [run] SPEC [overrides]`, `launch`, `validate`, `plan`, `schema`, `sample`, `evaluate`."""
+"""Command line: `engine [run] SPEC [overrides]`, `launch`, `validate`, `plan`, `sbatch`, `schema`, `sample`,
+`evaluate`."""
 
 from __future__ import annotations
 
@@ -9,16 +10,19 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from schemas import Issue, Spec, SpecError, load_spec
+from schemas.sweep import SweepPlan
 
-COMMANDS = ("run", "launch", "validate", "plan", "schema", "sample", "evaluate")
+COMMANDS = ("run", "launch", "validate", "plan", "sbatch", "schema", "sample", "evaluate")
 USER_ERROR = 2
 PLAN_WARNED = 1  # `engine plan --strict` on a plan with warnings
 USAGE = (
-    "usage: engine [run] SPEC [key=value ...] [--stage NAME] [--accept-changes] | "
+    "usage: engine [run] SPEC [key=value ...] [--stage NAME] [--member N] [--accept-changes] | "
     "launch [torchrun options] SPEC [key=value ...] | validate SPEC... [--format text|json|github] | "
-    "plan SPEC [--json] [--strict] | schema [-o FILE] | sample SPEC [--stage S] [--split eval] [-n 4] | "
+    "plan SPEC [--json] [--strict] [--member N] | sbatch SPEC [-o FILE] [--parallel K] | schema [-o FILE] | "
+    "sample SPEC [--stage S] [--split eval] [-n 4] | "
     "evaluate SPEC [key=value ...] --stage NAME"
 )
 
@@ -83,14 +87,24 @@ def cmd_validate(argv: Sequence[str]) -> int:
     if not files:
         return _fail("no spec file given (only key.path=value overrides)")
     results: list[tuple[str, Spec | None, list[Issue]]] = []
+    members: dict[str, int] = {}  # sweeps: how many members each file makes
     for f in files:
         try:
-            results.append((f, load_spec(f, overrides), []))
+            spec = load_spec(f, overrides)
+            if spec.sweep is not None:
+                from engine.sweep import load
+
+                members[f] = len(load(f, overrides).members)
+            results.append((f, spec, []))
         except SpecError as e:
             results.append((f, None, e.issues))
     bad = sum(spec is None for _, spec, _ in results)
     if a.format == "json":
-        _print(json.dumps(validation_report(results, overrides), indent=2))
+        report = validation_report(results, overrides)
+        for entry in report["files"]:
+            if entry["file"] in members:
+                entry["members"] = members[entry["file"]]
+        _print(json.dumps(report, indent=2))
     elif a.format == "github":
         for f, _, issues in results:
             for issue in issues:
@@ -106,7 +120,8 @@ def cmd_validate(argv: Sequence[str]) -> int:
                 _print(explain(spec))
             elif not a.quiet:
                 stages = spec.stages
-                _print(f"{f}: ok ({len(stages)} stage{'s' * (len(stages) != 1)}: {', '.join(stages)})")
+                swept = f"sweep of {members[f]} members; " if f in members else ""
+                _print(f"{f}: ok ({swept}{len(stages)} stage{'s' * (len(stages) != 1)}: {', '.join(stages)})")
     return USER_ERROR if bad else 0
 
 
@@ -192,12 +207,25 @@ def explain(spec: Spec) -> str:
                     lines.append(f"{pad}{key}: {shown}{doc}")
         elif isinstance(obj, dict):
             for k, v in obj.items():
-                lines.append(f"{pad}{k}:")
-                walk(v, indent + 1)
+                if nested(v):
+                    lines.append(f"{pad}{k}:")
+                    walk(v, indent + 1)
+                else:  # plain data (a sweep's values): as JSON on one line
+                    lines.append(f"{pad}{k}: {json.dumps(v)}")
         elif isinstance(obj, list):
             for i, v in enumerate(obj):
-                lines.append(f"{pad}- # [{i}]")
-                walk(v, indent + 1)
+                if nested(v):
+                    lines.append(f"{pad}- # [{i}]")
+                    walk(v, indent + 1)
+                else:
+                    lines.append(f"{pad}- {json.dumps(v)}")
+
+    def nested(v: object) -> bool:
+        """Whether a value holds spec models (walked field by field) rather than plain data."""
+        if isinstance(v, BaseModel):
+            return True
+        items = v.values() if isinstance(v, dict) else v if isinstance(v, list) else ()
+        return any(nested(x) for x in items)
 
     walk(spec, 0)
     return "\n".join(lines)
@@ -235,18 +263,67 @@ def cmd_plan(argv: Sequence[str]) -> int:
     p.add_argument("overrides", nargs="*", help="key.path=value overrides")
     p.add_argument("--json", action="store_true", help="print the plan as JSON (with its warnings)")
     p.add_argument("--strict", action="store_true", help="exit 1 when the plan warns (for CI)")
+    p.add_argument("--member", help="a sweep's member (number or name): its full plan instead of the table")
     a = p.parse_intermixed_args(argv)
     spec = _load(a.spec, a.overrides)
     if spec is None:
         return USER_ERROR
     from engine.plan import make_plan
 
-    plan = make_plan(spec, a.spec, a.overrides)
+    runs = _members(a.spec, a.overrides, spec, a.member)
+    if isinstance(runs, int):
+        return runs
+    if spec.sweep is not None and a.member is None:
+        from engine import sweep as sweeps
+
+        described = sweeps.describe(runs.sweep)
+        _print(json.dumps(described, indent=2) if a.json else sweeps.render(runs.sweep, described))
+        return 0
+    spec, launch_args = runs.runs[0][1], runs.runs[0][2]
+    plan = make_plan(spec, a.spec, launch_args)
     warnings = plan.warnings()
     _print(json.dumps({**plan.to_dict(), "warnings": warnings}, indent=2) if a.json else plan.render())
     for w in warnings:
         print(f"warning: {a.spec}: {w}", file=sys.stderr)
     return PLAN_WARNED if a.strict and warnings else 0
+
+
+def cmd_sbatch(argv: Sequence[str]) -> int:
+    """Print (or write) the sbatch script of a spec: a job array with one task per member for a sweep."""
+    p = argparse.ArgumentParser(
+        prog="engine sbatch",
+        description="An sbatch script for the spec's resources; for a sweep, a job array of its members.",
+    )
+    p.add_argument("spec", help="spec file")
+    p.add_argument("overrides", nargs="*", help="key.path=value overrides")
+    p.add_argument("-o", "--output", help="write to this file instead of stdout")
+    p.add_argument("--parallel", type=int, help="a sweep: at most this many members at once (--array=...%%K)")
+    a = p.parse_intermixed_args(argv)
+    if a.parallel is not None and a.parallel < 1:
+        return _fail(f"--parallel {a.parallel}: give at least 1")
+    spec = _load(a.spec, a.overrides)
+    if spec is None:
+        return USER_ERROR
+    from engine.plan.launch import sbatch_script
+
+    if spec.sweep is None:
+        text = sbatch_script(spec, a.spec, a.overrides)
+    else:
+        from engine import sweep as sweeps
+
+        try:
+            text = sweeps.sbatch_array(sweeps.load(a.spec, a.overrides), spec, a.parallel)
+        except SpecError as e:
+            print(e, file=sys.stderr)
+            return USER_ERROR
+        except ValueError as e:
+            return _fail(str(e))
+    if a.output:
+        with open(a.output, "w", encoding="utf-8") as f:
+            f.write(text)
+    else:
+        _print(text.removesuffix("\n"))
+    return 0
 
 
 def cmd_sample(argv: Sequence[str]) -> int:
@@ -312,6 +389,7 @@ def cmd_run(argv: Sequence[str]) -> int:
         action="store_true",
         help="resume stages whose spec changed in fields that may change on resume (schedule.steps)",
     )
+    p.add_argument("--member", help="a sweep: run only this member (number or name), e.g. a SLURM array task")
     a = p.parse_intermixed_args(argv)
 
     def work(spec: Spec, dist, identities) -> dict[str, dict[str, float]]:
@@ -331,6 +409,7 @@ def cmd_evaluate(argv: Sequence[str]) -> int:
     p.add_argument("spec", help="spec file")
     p.add_argument("overrides", nargs="*", help="key.path=value overrides")
     p.add_argument("--stage", required=True, help="the stage whose evaluators run on its final weights")
+    p.add_argument("--member", help="a sweep: evaluate this member (number or name)")
     a = p.parse_intermixed_args(argv)
     a.accept_changes = False
 
@@ -342,9 +421,47 @@ def cmd_evaluate(argv: Sequence[str]) -> int:
     return _launch(a, ["evaluate", *argv], work)
 
 
+@dataclass
+class _Runs:
+    """What a command runs: the spec itself, or members of its sweep (each with the args that select it)."""
+
+    sweep: SweepPlan | None
+    runs: list[tuple[str | None, Spec, list[str]]]  # (member label, spec, arguments of its launch line)
+
+
+def _members(
+    path: str, overrides: Sequence[str], spec: Spec, member: str | None, report: bool = True
+) -> _Runs | int:
+    """The runs of a spec: itself, every member of its sweep, or the one `--member` names; else an exit code."""
+    if spec.sweep is None:
+        if member is not None:
+            return _fail(f"--member {member}: {path} has no sweep block; leave out --member")
+        return _Runs(None, [(None, spec, list(overrides))])
+    from engine import sweep as sweeps
+
+    try:
+        sweep = sweeps.load(path, overrides)
+    except SpecError as e:
+        if report:
+            print(e, file=sys.stderr)
+        return USER_ERROR
+    chosen = sweep.members
+    if member is not None:
+        try:
+            chosen = [sweep.member(member)]
+        except ValueError as e:
+            return _fail(str(e)) if report else USER_ERROR
+    n = len(sweep.members)
+    return _Runs(
+        sweep,
+        [(f"member {m.index}/{n} {m.name}", m.spec, [*overrides, "--member", str(m.index)]) for m in chosen],
+    )
+
+
 def _launch(a: argparse.Namespace, argv: Sequence[str], work) -> int:
-    """Load the spec, start the process group, take the run directory's lease, check it against the spec, run
-    `work(spec, dist, identities)` and report; the exit status says how it ended (0, 2 user error, 3, 128+sig)."""
+    """Load the spec, start the process group, and run `work(spec, dist, identities)` on it, or on each member of
+    its sweep in turn (a member that ends with a non-finite loss does not stop the others); the exit status
+    says how it ended (0, 2 user error, 3 non-finite loss, 128+sig)."""
     rank = int(os.environ.get("RANK", "0"))
     _setup_logging(rank)
     spec = _load(a.spec, a.overrides, report=rank == 0)
@@ -352,14 +469,13 @@ def _launch(a: argparse.Namespace, argv: Sequence[str], work) -> int:
         return USER_ERROR
     if a.stage and a.stage not in spec.stages:
         return _fail(f"--stage {a.stage!r} is not a stage of {a.spec}; stages: {', '.join(spec.stages)}")
+    runs = _members(a.spec, a.overrides, spec, a.member, report=rank == 0)
+    if isinstance(runs, int):
+        return runs
 
-    from engine.plan import make_plan
     from engine.runtime import distributed
     from engine.runtime.checkpoint import write_json
-    from engine.runtime.lease import LeaseError, take
-    from engine.runtime.rundir import RunDirConflict, check_output
-    from engine.runtime.signals import Aborted
-    from engine.runtime.trainer import LaunchError, NonFiniteLoss, Preempted, prepare
+    from engine.runtime.trainer import LaunchError
     from engine.runtime.watchdog import watch_launcher
 
     log = logging.getLogger("engine")
@@ -368,12 +484,51 @@ def _launch(a: argparse.Namespace, argv: Sequence[str], work) -> int:
         dist = distributed.init(spec.resources.device)
     except LaunchError as e:
         return _fail(str(e))
+    failed: list[str] = []
+    code = 0
+    try:
+        if runs.sweep is not None and dist.main:
+            from engine import sweep as sweeps
+
+            write_json(f"{runs.sweep.output}/sweep.json", sweeps.describe(runs.sweep))
+        for label, member, args in runs.runs:
+            if label is not None and dist.main:
+                log.info("== %s: %s", label, member.run.output)
+            code = _run_one(a, argv, member, args, dist, work)
+            if code == NON_FINITE and label is not None:
+                failed.append(label)  # the other members are independent runs: go on
+                continue
+            if code:
+                break
+    finally:
+        dist.close()
+    if failed and not code:
+        if dist.main:
+            log.error("error: %d member(s) stopped on a non-finite loss: %s", len(failed), "; ".join(failed))
+        code = NON_FINITE
+    return code
+
+
+NON_FINITE = 3  # exit status of a run stopped by a non-finite loss
+
+
+def _run_one(a: argparse.Namespace, argv: Sequence[str], spec: Spec, args: list[str], dist, work) -> int:
+    """Take the run directory's lease, check it against the spec, run `work` and report; the exit status."""
+    from engine.plan import make_plan
+    from engine.runtime import distributed
+    from engine.runtime.checkpoint import write_json
+    from engine.runtime.lease import LeaseError, take
+    from engine.runtime.rundir import RunDirConflict, check_output
+    from engine.runtime.signals import Aborted
+    from engine.runtime.trainer import LaunchError, NonFiniteLoss, Preempted, prepare
+
+    log = logging.getLogger("engine")
     code = 0
     lease = None
     try:
         check_output(spec.run.output)
         lease = take(spec.run.output, dist)  # one writer per run directory; before anything is written
-        plan = make_plan(spec, a.spec, a.overrides)
+        plan = make_plan(spec, a.spec, args)
         identities = prepare(spec, dist, a.accept_changes, ["engine", *argv])
         if dist.main:
             write_json(f"{spec.run.output.rstrip('/')}/plan.json", plan.to_dict())
@@ -405,7 +560,7 @@ def _launch(a: argparse.Namespace, argv: Sequence[str], work) -> int:
     except NonFiniteLoss as e:
         if dist.main:
             log.error("error: %s", e)
-        code = 3
+        code = NON_FINITE
     except Preempted as e:
         if dist.main:  # every rank stops; one says so
             log.warning("%s", e)
@@ -413,7 +568,6 @@ def _launch(a: argparse.Namespace, argv: Sequence[str], work) -> int:
     finally:
         if lease is not None:
             lease.release()
-        dist.close()
     return code
 
 
@@ -438,6 +592,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "run": cmd_run,
         "validate": cmd_validate,
         "plan": cmd_plan,
+        "sbatch": cmd_sbatch,
         "schema": cmd_schema,
         "sample": cmd_sample,
         "evaluate": cmd_evaluate,

@@ -493,53 +493,58 @@ def _apply_overrides(tree: Tree, overrides: list[str] | tuple[str, ...]) -> None
         except SpecError as e:
             issues.extend(Issue(where, key, i.message) for i in e.issues)
             continue
-        parts = key.split(".")
-        node: Any = tree.data
-        path: Path = ()
-        for j, name in enumerate(parts):
-            last = j == len(parts) - 1
-            part: str | int = name
-            if isinstance(node, list):
-                if not (name.isdigit() and int(name) < len(node)):
-                    valid = f"an index 0..{len(node) - 1}" if node else "no index: the list is empty"
-                    issues.append(
-                        Issue(where, dotted((*path, name)), f"{name!r} is not an item of this list ({valid})")
-                    )
-                    break
-                part = int(name)
-            elif isinstance(node, dict):
-                if name not in node:
-                    models = _models_at(path, tree.data)  # new keys: schema fields only, not new stage names
-                    accepted = sorted({k for m in models for k in _field_map(m)} | set(node))
-                    if not any(name in _field_map(m) for m in models):
-                        hint = _suggest(name, accepted) or (
-                            f"; keys here: {', '.join(accepted)}" if accepted else ""
-                        )
-                        issues.append(Issue(where, dotted((*path, name)), f"no such key{hint}"))
-                        break
-                    if not last:
-                        node[name] = {}
-                elif (
-                    not last
-                    and node[name] is None
-                    and _is_mapping_field(_child(_type_at(path, tree.data), name, node))
-                ):
-                    node[name] = {}  # `init: null` in the file, `init.stage=x` on the command line
-            else:
-                issues.append(
-                    Issue(where, dotted((*path, name)), f"{dotted(path)} is {_show(node)}, not a mapping")
-                )
-                break
-            path = (*path, part)
-            if last:
-                node[part] = value
-                _drop_positions(tree, path)
-                tree.value_at[path] = where
-                tree.key_at[path] = where
-            else:
-                node = node[part]
+        issues.extend(set_value(tree, key, value, where))
     if issues:
         raise SpecError(issues)
+
+
+def set_value(tree: Tree, key: str, value: Any, where: Where) -> list[Issue]:
+    """Set the dotted `key` of `tree` to `value` (recorded as coming from `where`); the problems, if any.
+
+    A key absent from the tree may be set when the schema has it (intermediate mappings are created); any
+    other key is a problem with a did-you-mean. The value is not validated here.
+    """
+    parts = key.split(".")
+    node: Any = tree.data
+    path: Path = ()
+    for j, name in enumerate(parts):
+        last = j == len(parts) - 1
+        part: str | int = name
+        if isinstance(node, list):
+            if not (name.isdigit() and int(name) < len(node)):
+                valid = f"an index 0..{len(node) - 1}" if node else "no index: the list is empty"
+                return [
+                    Issue(where, dotted((*path, name)), f"{name!r} is not an item of this list ({valid})")
+                ]
+            part = int(name)
+        elif isinstance(node, dict):
+            if name not in node:
+                models = _models_at(path, tree.data)  # new keys: schema fields only, not new stage names
+                accepted = sorted({k for m in models for k in _field_map(m)} | set(node))
+                if not any(name in _field_map(m) for m in models):
+                    hint = _suggest(name, accepted) or (
+                        f"; keys here: {', '.join(accepted)}" if accepted else ""
+                    )
+                    return [Issue(where, dotted((*path, name)), f"no such key{hint}")]
+                if not last:
+                    node[name] = {}
+            elif (
+                not last
+                and node[name] is None
+                and _is_mapping_field(_child(_type_at(path, tree.data), name, node))
+            ):
+                node[name] = {}  # `init: null` in the file, `init.stage=x` on the command line
+        else:
+            return [Issue(where, dotted((*path, name)), f"{dotted(path)} is {_show(node)}, not a mapping")]
+        path = (*path, part)
+        if last:
+            node[part] = value
+            _drop_positions(tree, path)
+            tree.value_at[path] = where
+            tree.key_at[path] = where
+        else:
+            node = node[part]
+    return []
 
 
 def _drop_positions(tree: Tree, prefix: Path) -> None:
@@ -751,7 +756,11 @@ def load_tree(path: str, overrides: list[str] | tuple[str, ...] = ()) -> Tree:
 
 def load_spec(path: str, overrides: list[str] | tuple[str, ...] = ()) -> Spec:
     """Load, merge, override and validate a spec; raise SpecError listing every problem with its position."""
-    tree = load_tree(path, overrides)
+    return validate_tree(load_tree(path, overrides))
+
+
+def validate_tree(tree: Tree) -> Spec:
+    """The spec of a loaded tree; SpecError listing every problem with its position."""
     try:
         return Spec.model_validate(tree.data)
     except ValidationError as e:

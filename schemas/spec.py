@@ -5,7 +5,7 @@ from __future__ import annotations
 import difflib
 import re
 from dataclasses import dataclass
-from typing import Annotated, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import Field, PrivateAttr, field_validator, model_validator
 
@@ -709,6 +709,62 @@ class _Evaluated:
     data: TokenData
 
 
+SweepValues = list[Any] | dict[str, Any]
+
+
+class Budget(Strict):
+    """A value derived per member: the steps of one stage from a FLOPs budget (an axis) or from other stages."""
+
+    stage: str = Field(description="The train stage whose schedule.steps is derived.")
+    flops: list[Annotated[float, Field(gt=0)]] | None = Field(
+        None,
+        min_length=1,
+        description="FLOPs budgets, a sweep axis named `budget`: each member trains the stage for "
+        "round(budget / FLOPs per step) steps (FLOPs as `engine plan` counts them).",
+    )
+    match: list[str] | None = Field(
+        None,
+        min_length=1,
+        description="Instead of `flops`: train the stage for as many FLOPs as these stages of the same member "
+        "together (e.g. V-JEPA at the FLOPs of SALT's teacher and student).",
+    )
+    warmup: float | None = Field(
+        None,
+        ge=0,
+        le=1,
+        description="Warmup as a fraction of the derived steps (e.g. 0.2); default: schedule.warmup as written.",
+    )
+
+    @model_validator(mode="after")
+    def _one_source(self) -> Budget:
+        if (self.flops is None) == (self.match is None):
+            raise spec_error("", "give either `flops` (a list of budgets) or `match` (a list of stages)")
+        return self
+
+
+class Sweep(Strict):
+    """A family of runs from one spec: every combination of the `grid` axes, times the `zip` rows, times the
+    budgets. Each member is an ordinary run in `{run.output}/{member name}`."""
+
+    grid: dict[str, SweepValues] = Field(
+        default_factory=dict,
+        description="Dotted key -> values (a list, or a mapping label -> value that names the values); "
+        "every combination of the axes is a member.",
+    )
+    zip: dict[str, SweepValues] = Field(
+        default_factory=dict,
+        description="Dotted key -> values walked together (equal lengths): one axis of rows, crossed with "
+        "the grid.",
+    )
+    budget: Budget | None = Field(None, description="Steps of one stage derived from a FLOPs budget.")
+    name: str | None = Field(
+        None,
+        description="Member name template: {key} is the member's value (or label) of an axis, named by its "
+        "dotted key or a unique last part ({dim}, {budget}); {index} is its number. Default: the values "
+        "joined by '-'.",
+    )
+
+
 Stage = kinded(
     TrainStage,
     ProbeStage,
@@ -733,6 +789,11 @@ class Spec(Strict):
         default_factory=Resources, description="Nodes, processes per node and device."
     )
     stages: dict[str, Stage] = Field(min_length=1, description="Named stages, run in the order written.")
+    sweep: Sweep | None = Field(
+        None,
+        description="Run a family of members of this spec (grid, zip, budgets); each is a run of its own in "
+        "{run.output}/{member name}.",
+    )
 
     @model_validator(mode="after")
     def _cross_stage(self) -> Spec:
