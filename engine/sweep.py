@@ -70,10 +70,11 @@ def _cell(value: Any) -> str:
 
 
 def render(sweep: SweepPlan, described: dict[str, Any]) -> str:
-    """The members as a table: values of each axis, parameters and steps per trained stage, FLOPs; the total."""
+    """The members as a table: values of each axis, parameters and steps per train stage, FLOPs; the total."""
     axes = list(sweep.axes_dict())
     short_axis = {a: a.rsplit(".", 1)[-1] for a in axes}
-    stages = list(dict.fromkeys(n for m in described["members"] for n in m["params"]))
+    trained = {n for m in sweep.members for n, s in m.spec.stages.items() if isinstance(s, TrainStage)}
+    stages = [n for n in dict.fromkeys(n for m in described["members"] for n in m["params"]) if n in trained]
     head = ["#", "name", *(short_axis[a] for a in axes)]
     head += [f"{s} params" for s in stages] + [f"{s} steps" for s in stages] + ["FLOPs"]
     rows = []
