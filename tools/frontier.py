@@ -253,6 +253,7 @@ class Point:
     value: float
     partial: bool = False
     reference: bool = False  # a random encoder: no training FLOPs
+    encoder: str = ""  # probes: the encoder probed (the series before --series adds an axis value)
     values: dict[str, Any] = field(default_factory=dict)
     frontier: bool = False
     frontier_all: bool = False
@@ -299,7 +300,7 @@ def metric_points(
     for m in members:
         stages = _spec_stages(m)
         if stages is None:
-            skipped.append(f"skipped {m.name}: no readable spec.yaml")
+            skipped.append(f"skipped {m.name}: no readable spec.yaml (not started yet?)")
             continue
         if stage and stage not in stages:
             skipped.append(
@@ -344,7 +345,7 @@ def probe_points(
     for m in members:
         stages = _spec_stages(m)
         if stages is None:
-            skipped.append(f"skipped {m.name}: no readable spec.yaml")
+            skipped.append(f"skipped {m.name}: no readable spec.yaml (not started yet?)")
             continue
         probes = [s for s, c in stages.items() if isinstance(c, dict) and c.get("kind") == "probe"]
         waiting, reasons = [], []
@@ -366,7 +367,9 @@ def probe_points(
             panel = f"{res.get('task', '?')} / {res.get('kind', '?')}"
             encoder = "random" if random else str(enc_stage)
             if random:
-                points.append(Point(m.name, encoder, panel, s, 0.0, float(res[metric]), reference=True))
+                points.append(
+                    Point(m.name, encoder, panel, s, 0.0, float(res[metric]), reference=True, encoder=encoder)
+                )
                 points[-1].values = m.values
                 continue
             f = stage_flops(m, stages, str(enc_stage))
@@ -374,7 +377,9 @@ def probe_points(
             if why:
                 reasons.append(f"{s}: encoder {why}")
                 continue
-            points.append(Point(m.name, encoder, panel, s, f.total, float(res[metric]), is_partial))
+            points.append(
+                Point(m.name, encoder, panel, s, f.total, float(res[metric]), is_partial, encoder=encoder)
+            )
             points[-1].values = m.values
         if waiting:
             reasons.insert(0, f"no results.json yet for {', '.join(waiting)}")
@@ -433,7 +438,7 @@ def markdown_table(points: list[Point], metric: str, label: str | None) -> str:
     panels = any(p.panel for p in points)
     head = (["panel"] if panels else []) + ["series", "member", "stage", "FLOPs", metric, "on frontier"]
     if label:
-        head.insert(head.index("member") + 1, label)
+        head.insert(head.index("member") + 1, label.rsplit(".", 1)[-1])
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for p in sorted(points, key=lambda p: (p.panel, p.series, p.flops, p.member)):
         on = [w for w, flag in (("series", p.frontier), ("all", p.frontier_all)) if flag]
@@ -519,21 +524,21 @@ def _num(v: Any) -> tuple[int, Any]:
 def smallest(
     points: list[Point], axis: str, reach: float, by: list[str], maximize: bool
 ) -> tuple[str, list[dict[str, Any]]]:
-    """Per combination of the `by` axes (and panel and series), the smallest value of `axis` whose point
+    """Per combination of the `by` axes (for probes, also panel and encoder), the smallest value of `axis` whose point
     reaches `reach`; else the best value and where. Markdown and rows."""
     rows: list[dict[str, Any]] = []
-    panels = any(p.panel for p in points) or len({p.series for p in points}) > 1
+    probes = any(p.panel for p in points)  # probe points: grouped by panel and encoder too
 
     def key(p: Point) -> tuple:
-        return (p.panel, p.series, *(_num(p.values.get(b)) for b in by))
+        return (p.panel, p.encoder, *(_num(p.values.get(b)) for b in by))
 
     for _, group in itertools.groupby(sorted(points, key=key), key=key):
         g = [p for p in group if not p.partial]
         if not g:
             continue
         row: dict[str, Any] = {b: g[0].values.get(b) for b in by}
-        if panels:
-            row = {"panel": g[0].panel, "series": g[0].series, **row}
+        if probes:
+            row = {"panel": g[0].panel, "encoder": g[0].encoder, **row}
         ok = [p for p in g if better_or_equal(p.value, reach, maximize)]
         if ok:
             hit = min(ok, key=lambda p: _num(p.values.get(axis)))
@@ -543,7 +548,7 @@ def smallest(
             row.update(smallest=None, best=best.value, best_at=best.values.get(axis), member=best.member)
             row["reached"] = False
         rows.append(row)
-    cols = (["panel", "series"] if panels else []) + by
+    cols = (["panel", "encoder"] if probes else []) + by
     short = axis.rsplit(".", 1)[-1]
     head = [c.rsplit(".", 1)[-1] for c in cols] + [f"smallest {short}", "metric", "member"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
