@@ -206,3 +206,15 @@ def test_members_run_in_turn_skip_when_finished_and_run_alone(tmp_path: Path, on
         lines = [json.loads(x) for x in (member / "train/metrics.jsonl").read_text().splitlines()]
         assert lines[-1]["step"] == 20
     assert os.path.getsize(out / "d16/train/final/done.json") > 0
+
+
+@pytest.mark.slow
+def test_a_member_with_a_non_finite_loss_does_not_stop_the_others(
+    tmp_path: Path, one_thread: None, capsys: pytest.CaptureFixture
+) -> None:
+    path = write(tmp_path, {"grid": {"stages.train.optim.lr": {"huge": 1.0e30, "fine": 1.0e-3}}})
+    assert main([path]) == 3  # the exit status says a member failed ...
+    out = tmp_path / "out"
+    assert not (out / "huge/train/final").exists()
+    assert (out / "fine/train/final/done.json").exists()  # ... after the next member ran
+    assert "1 member(s) stopped on a non-finite loss: member 0/2 huge" in capsys.readouterr().out
