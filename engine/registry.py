@@ -48,6 +48,7 @@ EVALS: dict[type, str] = {
     evals.Verified: "engine.evals.verified:Verified",
     evals.Sampling: "engine.evals.sampling:SamplingEval",
     evals.TestTimeScaling: "engine.evals.sampling:TestTimeScalingEval",
+    evals.Loss: "engine.evals.loss:Loss",
 }
 # Stage kind -> what builds its objective (and through it every module the stage trains).
 STAGES: dict[type, str] = {

@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, model_validator
 
 from .base import Examples, Problems, Steps, Strict, Tokens, kinded, spec_error
-from .data import TokenData
+from .data import Data, TokenData
 from .models import ProbeBase, ViT
 
 EVERY = "Run every this many steps (and always after the last step)."
@@ -247,6 +247,104 @@ class ExactMatch(AnswerEvaluator):
         _known_splits(self.splits, data, at, p)
 
 
+class Loss(AnswerEvaluator):
+    """Held-out cross-entropy of a next-token model on a fixed set of a test data's split (`test_loss/<name>`):
+    the loss-to-loss view of a model, its loss on its own data or on other data of its vocabulary."""
+
+    kind: Literal["loss"] = Field(
+        "loss", description="Mean cross-entropy per answer token on a test set, logged as test_loss/<name>."
+    )
+    data: Data | None = Field(
+        None,
+        description="The test data: a token generator of any kind with the model's vocabulary; "
+        "default: the stage's own data.",
+    )
+    split: str = Field("eval", description="The test data's split whose examples are scored.")
+    name: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z0-9_.-]+$",
+        description="The metric's suffix (test_loss/<name>); default: the data's kind when `data` is given, "
+        "else the split. Distinct per stage.",
+    )
+    examples: Examples = Field(
+        512, gt=0, description="Examples scored (split over ranks; a fixed set for the whole run)."
+    )
+    batch: Examples = Field(64, gt=0, description="Examples per forward pass on each rank.")
+
+    @property
+    def metric_name(self) -> str:
+        """The suffix of the logged metric: `name`, else the test data's kind, else the split."""
+        if self.name is not None:
+            return self.name
+        return self.data.kind if self.data is not None else self.split
+
+    def test_data(self, own: Any) -> Any:
+        """The data scored: this evaluator's `data`, else the stage's own (`own`)."""
+        return self.data if self.data is not None else own
+
+    def inference_tokens(self, data: Any) -> float:
+        """Every example of the set, teacher-forced once."""
+        test = self.test_data(data)
+        return self.examples * mean_tokens(test, self.split) if isinstance(test, TokenData) else 0.0
+
+    def check(self, stage: Any, at: str, p: Problems) -> None:
+        """A token model's stage; the test data makes tokens of the model's vocabulary size, in sequences its
+        position table holds, and has the split; no other loss evaluator of the stage has the same name."""
+        before = len(p.items)
+        super().check(stage, at, p)
+        if len(p.items) > before:
+            return
+        own, test, model = stage.data, self.test_data(stage.data), stage.final_model
+        if not isinstance(test, TokenData):
+            p.add(
+                f"{at}.data.kind", f"loss scores a token model on token data; {test.kind!r} makes video clips"
+            )
+            return
+        if self.split not in test.SPLITS:
+            p.add(
+                f"{at}.split", f"{test.kind} has no split {self.split!r}; its splits are {list(test.SPLITS)}"
+            )
+        if test.vocab_size != own.vocab_size:
+            p.add(
+                f"{at}.data",
+                f"{test.kind} makes {test.vocab_size} token ids but the model reads the vocabulary of "
+                f"{own.kind} ({own.vocab_size} ids): a loss over another vocabulary compares nothing; give "
+                f"test data whose vocabulary is {own.kind}'s (e.g. {own.kind} with other settings)",
+            )
+        context = getattr(model, "context", None)
+        if context is not None and test.max_seq_len() > context:
+            p.add(
+                f"{at}.data",
+                f"{test.kind}'s longest example ({test.max_seq_len()} tokens) exceeds the model's {context} "
+                f"positions (position.max_len); shorten the test data or raise max_len",
+            )
+        position = getattr(model, "position", None)
+        if getattr(position, "kind", None) == "coupled":
+            largest = getattr(test, "max_position_id", None)
+            if largest is None:
+                p.add(
+                    f"{at}.data.kind",
+                    f"the model takes coupled position ids, which {test.kind} emits none of",
+                )
+            elif position.max_position < largest + 1:
+                p.add(
+                    f"{at}.data.max_position_id",
+                    f"{test.kind}'s position ids 0..{largest} exceed the model's {position.max_position}; "
+                    f"lower max_position_id below {position.max_position}",
+                )
+        same = [
+            e
+            for e in getattr(stage, "evals", ())
+            if isinstance(e, Loss) and e.metric_name == self.metric_name
+        ]
+        if len(same) > 1 and same[0] is not self:
+            p.add(
+                f"{at}.name",
+                f"another loss evaluator of this stage already logs test_loss/{self.metric_name}; give each "
+                "loss evaluator a distinct `name`",
+            )
+
+
 def _fits_context(new: int | None, stage: Any, at: str, p: Problems) -> None:
     """`new` generated tokens leave room for a prompt in the model's position table (learned positions)."""
     context = getattr(stage.final_model, "context", None)
@@ -401,6 +499,7 @@ Eval = kinded(
     Verified,
     Sampling,
     TestTimeScaling,
+    Loss,
     default=None,
     description="An evaluator, by `kind`.",
 )

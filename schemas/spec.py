@@ -486,7 +486,7 @@ class EvaluateStage(StageRules):
                         f"this data's ({data.vocab_size}); evaluate it on data of its own vocabulary",
                     )
             for i, ev in enumerate(self.evals):
-                ev.check(_Evaluated(model, data), f"evals.{i}", sub)
+                ev.check(_Evaluated(model, data, tuple(self.evals)), f"evals.{i}", sub)
                 ev.check_tokens(data, f"evals.{i}", sub)
             for field, message in sub.items:
                 where = f"{at}.stage" if field.startswith(("model.", "data.")) else f"stages.{name}.{field}"
@@ -668,7 +668,7 @@ class RLStage(StageRules):
         sub = Problems()
         self.algorithm.check(self, world, sub)
         for i, ev in enumerate(self.evals):
-            ev.check(_Evaluated(model, data), f"evals.{i}", sub)
+            ev.check(_Evaluated(model, data, tuple(self.evals)), f"evals.{i}", sub)
             ev.check_tokens(data, f"evals.{i}", sub)
         for field, message in sub.items:
             p.add(f"{at}.{field}", message)
@@ -707,6 +707,7 @@ class _Evaluated:
 
     final_model: Transformer | None  # None: a checkpoint, whose config the spec does not hold
     data: TokenData
+    evals: tuple[Any, ...] = ()  # the stage's evaluators, which an evaluator may check itself against
 
 
 SweepValues = list[Any] | dict[str, Any]
