@@ -324,7 +324,8 @@ class Loss(AnswerEvaluator):
             if largest is None:
                 p.add(
                     f"{at}.data.kind",
-                    f"the model takes coupled position ids, which {test.kind} emits none of",
+                    f"the model takes coupled position ids, which {test.kind} emits none of; test it on data "
+                    "that emits them (copy, reverse, variable_assignment)",
                 )
             elif position.max_position < largest + 1:
                 p.add(

@@ -166,3 +166,55 @@ def test_runs_in_a_tiny_training_run_and_writes_its_results(tmp_path) -> None:
     assert {"test_loss/eval", "test_loss/reverse"} <= set(results["train"])
     saved = [json.loads((tmp_path / "train" / "evals" / f"loss-{i}.json").read_text()) for i in (0, 1)]
     assert [set(s["models"]["train"]) for s in saved] == [{"test_loss/eval"}, {"test_loss/reverse"}]
+
+
+EVALUATE = """
+run: {{name: l2l, output: {output}, seed: 0}}
+resources: {{procs_per_node: 1}}
+stages:
+  on_copy:
+    model: {{kind: transformer, dim: 32, depth: 1, heads: 2, ffn: {{kind: dense, hidden: 64}}}}
+    data: {copy}
+    schedule: {{steps: 3, warmup: 1}}
+    batch: {{global: 8}}
+    logging: {{every: 3, tensorboard: false, console: false}}
+    evals: []
+  on_reverse:
+    model: {{kind: transformer, dim: 32, depth: 1, heads: 2, ffn: {{kind: dense, hidden: 64}}}}
+    data: {reverse}
+    schedule: {{steps: 3, warmup: 1}}
+    batch: {{global: 8}}
+    logging: {{every: 3, tensorboard: false, console: false}}
+    evals: []
+  compare:
+    kind: evaluate
+    models: {{on_copy: {{stage: on_copy}}, on_reverse: {{stage: on_reverse}}}}
+    logging: {{tensorboard: false, console: false}}
+    evals: [{{kind: loss, data: {copy}, examples: 8}}, {{kind: loss, data: {reverse}, examples: 8}}]
+"""
+
+
+def test_an_evaluate_stage_gives_the_test_to_test_table(tmp_path) -> None:
+    """Two models trained on copy and on reverse, each scored on both: four figures, one results file each."""
+    from engine.plan import make_plan
+    from engine.runtime.trainer import run_spec
+
+    path = tmp_path / "l2l.yaml"
+    reverse = COPY4.replace("copy", "reverse")
+    path.write_text(EVALUATE.format(output=tmp_path / "run", copy=COPY4, reverse=reverse))
+    spec = load_spec(str(path))
+    # the plan prices each model's forward passes over both sets: 8 examples of 2n + 3 tokens, n in 7..10
+    inference = make_plan(spec).to_dict()["stages"]["compare"]["inference"]
+    assert [inference[m]["tokens"] for m in ("on_copy", "on_reverse")] == [2 * 8 * (2 * 8.5 + 3)] * 2
+    got = run_spec(spec, Dist())["compare"]
+    keys = {f"{m}/test_loss/{d}" for m in ("on_copy", "on_reverse") for d in ("copy", "reverse")}
+    assert keys <= set(got) and len({got[k] for k in keys}) == 4
+    saved = json.loads((tmp_path / "run" / "compare" / "evals" / "loss-1.json").read_text())
+    assert (
+        set(saved["models"]) == {"on_copy", "on_reverse"} and saved["evaluator"]["data"]["kind"] == "reverse"
+    )
+    path.write_text(
+        path.read_text().replace("{kind: loss, data: {kind: reverse", "{kind: loss, data: {kind: copy")
+    )
+    with pytest.raises(SpecError, match=r"stages\.compare\.evals\.1\.name.*test_loss/copy"):
+        load_spec(str(path))
