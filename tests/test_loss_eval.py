@@ -115,7 +115,7 @@ def test_same_size_but_other_tokens_fail_when_built_naming_both_kinds() -> None:
     parity = "{kind: sparse_parity, k: 2, length: {train: [4, 8], eval: [9, 12]}}"
     spec = _spec(f"[{{kind: loss, data: {parity}}}]")  # the spec cannot see token strings
     with pytest.raises(
-        LaunchError, match=r"sparse_parity.*copy.*token id 3 is '=' in sparse_parity but 'SEP'"
+        LaunchError, match=r"\(sparse_parity\).*\(copy\): token id 3 is '=' in the test data but 'SEP'"
     ):
         _built(spec)
 

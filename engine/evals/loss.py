@@ -27,10 +27,13 @@ def same_vocabulary(test: Generator, test_kind: str, own: Generator, own_kind: s
     def shown(toks: tuple[str, ...]) -> str:
         return repr(toks[i]) if i < len(toks) else "nothing (its vocabulary ends before)"
 
+    same = ""
+    if test_kind == own_kind:
+        same = " (the same kind: a setting that shapes its vocabulary differs, e.g. a seed or a size)"
     raise LaunchError(
-        f"the loss evaluator's test data ({test_kind}) has a different vocabulary from the model's "
-        f"({own_kind}): token id {i} is {shown(a)} in {test_kind} but {shown(b)} in {own_kind}; a loss over "
-        f"another vocabulary would be silently wrong: give test data with {own_kind}'s vocabulary"
+        f"the loss evaluator's test data ({test_kind}) has another vocabulary than the model's data "
+        f"({own_kind}){same}: token id {i} is {shown(a)} in the test data but {shown(b)} in the model's; a loss "
+        f"over another vocabulary would be silently wrong: give test data with the model's vocabulary"
     )
 
 
