@@ -7,6 +7,7 @@ and for SLURM (one array task per member, `--member $SLURM_ARRAY_TASK_ID`).
 
 from __future__ import annotations
 
+import functools
 import shlex
 from collections.abc import Sequence
 from typing import Any
@@ -23,6 +24,13 @@ from .plan.report import fmt_count, fmt_flops
 
 def stage_cost(spec: Spec, name: str) -> tuple[float, float]:
     """FLOPs of one step of a stage and of the whole stage, with attention (what the run logs as `flops`)."""
+    return _cost(spec.model_dump_json(), name)
+
+
+@functools.lru_cache(maxsize=256)
+def _cost(spec_json: str, name: str) -> tuple[float, float]:
+    """stage_cost of a spec given as JSON (a masked-video stage's plan draws its masks: worth caching)."""
+    spec = Spec.model_validate_json(spec_json)
     flops = _plan_stage(name, spec.stages[name], spec).flops
     return flops.per_step, flops.total
 

@@ -370,8 +370,18 @@ def _member(
                 )
             ]
         )
-    derived = [(f"stages.{b.stage}.schedule.steps", steps, where)]
-    if b.warmup is not None:
-        derived.append((f"stages.{b.stage}.schedule.warmup", round(b.warmup * steps), where))
-    sets = sets + derived
-    return build(sets), sets
+
+    def derived(steps: int) -> list[tuple[str, Any, Where | None]]:
+        out = [(f"stages.{b.stage}.schedule.steps", steps, where)]
+        if b.warmup is not None:
+            out.append((f"stages.{b.stage}.schedule.warmup", round(b.warmup * steps), where))
+        return sets + out
+
+    # A masked-video step's mean cost depends on the steps (the plan averages the masks they draw): settle it.
+    for _ in range(4):
+        spec = build(derived(steps))
+        per_step, spent = cost(spec, b.stage)
+        if abs(spent - target) <= per_step / 2:
+            break
+        steps = max(1, round(target / per_step))
+    return spec, derived(spec.stages[b.stage].schedule.steps)

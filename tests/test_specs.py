@@ -114,9 +114,59 @@ def video_overrides(name: str) -> list[str]:
     return out
 
 
+# Sweep specs: every member is validated and planned; (overrides that shrink the base, the member run here in
+# full, its train stage's loss bar), or None for a sweep planned only (its members' stages run in other cases).
+SWEEPS: dict[str, tuple[list[str], str, float] | None] = {
+    # 2.51 -> 1.31 at 60 steps of the widest member at the smallest budget, evaluators on 32 examples
+    "lm_sweep": (
+        [
+            "sweep.budget.flops=[2.2e+9]",
+            *(f"stages.train.evals.{i}.examples=32" for i in range(3)),
+            "stages.train.logging.every=10",
+        ],
+        "clean-d96-2.2e9",
+        0.7,
+    ),
+    "salt_frontier": None,  # salt_small's stages and probes, which run in its own case above
+}
+
+
 def test_every_spec_has_a_case() -> None:
     """A new spec under specs/ gets a bar here (or is listed as plan-only)."""
-    assert set(SPECS) == {*TOKEN_BARS, *MULTI_BARS, *RL_SPECS, *VIDEO_BARS, "salt_vitg"}
+    assert set(SPECS) == {*TOKEN_BARS, *MULTI_BARS, *RL_SPECS, *VIDEO_BARS, *SWEEPS, "salt_vitg"}
+
+
+@pytest.mark.parametrize("name", sorted(SWEEPS))
+def test_sweep_spec_members_validate_plan_and_one_learns(name: str, tmp_path: Path, one_thread: None) -> None:
+    """Every member of a sweep spec is a valid spec whose budgeted steps spend its budget (within one step);
+    the named member of the shrunk sweep trains and its loss falls."""
+    from engine.sweep import describe, load, stage_cost
+    from schemas import load_spec
+
+    path = str(REPO / "specs" / f"{name}.yaml")
+    sweep = load(path)
+    base = load_spec(path)
+    budget = base.sweep.budget
+    described = describe(sweep)
+    assert len(described["members"]) == len(sweep.members) > 1
+    for m in sweep.members:
+        assert m.spec.sweep is None and m.spec.run.output == f"{base.run.output}/{m.name}"
+        if budget is not None:
+            per_step, spent = stage_cost(m.spec, budget.stage)
+            target = (
+                m.values["budget"] if budget.flops else sum(stage_cost(m.spec, s)[1] for s in budget.match)
+            )
+            assert abs(spent - target) <= per_step / 2, (m.name, spent, target)
+    case = SWEEPS[name]
+    if case is None:
+        return
+    overrides, member, bar = case
+    spec = load(path, [f"run.output={tmp_path}", *overrides]).member(member).spec
+    train_in_process(spec)
+    out = tmp_path / member
+    assert_learns(out, "train", bar)
+    last = json.loads((out / "train" / "metrics.jsonl").read_text().splitlines()[-1])
+    assert {"test_loss/noisy_text", "test_loss/clean_text", "test_loss/cloze"} <= set(last)
 
 
 @pytest.mark.slow

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import astuple
 from typing import Any
@@ -59,21 +60,28 @@ def step_masks(spec: Spec, name: str, stage: TrainStage, step: int = 0) -> list[
     The masks are drawn exactly as the run draws them (group by group from the same counter-keyed generator),
     so the FLOPs of `step_flops` on them equal what the run logs for that step.
     """
+    masks = stage.objective.masks
+    key = (spec.run.seed, name, masks.model_dump_json(), tuple(stage.model.grid), stage.batch.global_, step)
+    return list(_step_masks(*key))
+
+
+@functools.lru_cache(maxsize=65536)  # a sweep plans the same stage's steps again for each member
+def _step_masks(seed: int, name: str, masks_json: str, grid: tuple, total: int, step: int) -> tuple:
     # numpy only here: a plan without masked-video stages imports neither numpy nor torch
     from engine.data.masks import MultiBlockMasks
     from engine.data.stream import AUGMENT, counter_rng, stage_key
+    from schemas.masks import MultiBlock
 
-    masks_cfg = stage.objective.masks
-    masks = MultiBlockMasks(masks_cfg, stage.model.grid)
-    total = stage.batch.global_
+    masks_cfg = MultiBlock.model_validate_json(masks_json)
+    masks = MultiBlockMasks(masks_cfg, grid)
     size = masks_cfg.group or total
     pairs: list[tuple[int, int]] = []
     for g in range(-(-total // size)):
         n = min(size, total - g * size)
-        rng = counter_rng(spec.run.seed, stage_key(name), AUGMENT, step, g)
+        rng = counter_rng(seed, stage_key(name), AUGMENT, step, g)
         for context, target in masks.sample(rng, n):
             pairs += [(context.shape[1], target.shape[1])] * n
-    return pairs
+    return tuple(pairs)
 
 
 MASKED_CLIPS = 16384  # clips whose masks the plan draws at most per masked-video stage (~1.5 s at 16x224px)
