@@ -11,6 +11,7 @@ from schemas import data, evals, models, objectives, rl, spec
 MODELS: dict[type, str] = {
     models.Transformer: "engine.models.transformer:build",
     models.ViT: "engine.models.vit:build",
+    models.MLP: "engine.models.mlp:build",
 }
 # Probe kinds, built as Probe(cfg, in_dim, classes) on a frozen encoder's tokens of width in_dim.
 PROBES: dict[type, str] = {
@@ -33,12 +34,14 @@ DATA: dict[type, str] = {
     data.MathFormats: "engine.data.math_formats:MathFormats",
     data.SyntheticVideo: "engine.data.video:SyntheticVideo",
     data.VideoFiles: "engine.data.video_files:VideoFiles",
+    data.BiasedParity: "engine.data.biased_parity:BiasedParity",
 }
 OBJECTIVES: dict[type, str] = {
     objectives.NextToken: "engine.objectives.next_token:NextToken",
     objectives.PixelReconstruction: "engine.objectives.jepa:PixelReconstructionObjective",
     objectives.LatentPrediction: "engine.objectives.jepa:LatentPredictionObjective",
     objectives.EMALatentPrediction: "engine.objectives.jepa:EMALatentPredictionObjective",
+    objectives.Hinge: "engine.objectives.hinge:Hinge",
 }
 EVALS: dict[type, str] = {
     evals.AccuracyByLength: "engine.evals.accuracy_by_length:AccuracyByLength",

@@ -711,9 +711,103 @@ def probe_classes(cfg: ProbeBase, classes: int | None = None) -> int:
     return classes
 
 
+# ----------------------------------------------------------------------------- two-layer MLP (random features)
+
+
+class MLP(Strict):
+    """A two-layer ReLU network on ±1 inputs, f(x) = a·ReLU(Wx + b) / sqrt(width) + c: with its first layer
+    frozen at initialisation it is a random-features model (docs/papers/random_features.md).
+
+    Initialisation: W ~ N(0, 1/inputs), b ~ N(0, 1), a ~ N(0, 1), c = 0. The readout's 1/sqrt(width) keeps f's
+    scale and one SGD step's change of f independent of the width; the bias lets odd parities be represented
+    (without it ReLU(w·x) spans only linear and even functions of x).
+    """
+
+    kind: Literal["mlp"] = Field("mlp", description="Two-layer ReLU network (random features when frozen).")
+    width: Hidden = Field(512, gt=0, description="Hidden units M.")
+    inputs: int | None = Field(
+        None, gt=0, description="Input dimension; must equal the data's n (default: taken from the data)."
+    )
+    train_first_layer: bool = Field(
+        True,
+        description="Train W and b with the readout; false freezes them at initialisation (random features: "
+        "only a and c are trained).",
+    )
+
+    @property
+    def vocab_size(self) -> None:
+        """An MLP reads ±1 vectors, not token ids: it has no vocabulary (the stage falls back to the data's)."""
+        return None
+
+    @property
+    def context(self) -> None:
+        """No position table."""
+        return None
+
+    def check(self, stage: Any, p: Problems) -> None:
+        """The stage's data is biased_parity and `inputs` equals its n (filled from it when unset)."""
+        data = stage.data
+        if getattr(data, "kind", None) != "biased_parity":
+            p.add(
+                "data.kind",
+                f"an mlp reads ±1 vectors, which biased_parity makes, not {data.kind!r}; use data kind "
+                "biased_parity or model kind transformer",
+            )
+            return
+        if self.inputs is None:
+            self.inputs = data.n
+        elif self.inputs != data.n:
+            p.add(
+                "model.inputs",
+                f"{self.inputs} inputs but the data has n={data.n} bits; set inputs: {data.n} or leave it unset",
+            )
+
+    def _inputs(self) -> int:
+        if self.inputs is None:
+            raise ValueError(
+                "the mlp's inputs are unset; validate it within its stage (which fills them) first"
+            )
+        return self.inputs
+
+    def weight_shapes(self, vocab_size: int | None = None) -> dict[str, Any]:
+        """What fixes the names and shapes of this model's weights."""
+        return {"kind": self.kind, "width": self.width, "inputs": self.inputs}
+
+    def first_params(self) -> int:
+        """W and b."""
+        return _linear(self._inputs(), self.width, True)
+
+    def readout_params(self) -> int:
+        """a and c."""
+        return self.width + 1
+
+    def param_count(self, vocab_size: int | None = None) -> ParamCount:
+        """Exact counts of the built module: one block (W, b) and the root readout (a, c); a frozen first
+        layer is `frozen` and not in `total`."""
+        first, readout = self.first_params(), self.readout_params()
+        trained = first + readout if self.train_first_layer else readout
+        return ParamCount(
+            total=trained,
+            active=trained,
+            embedding=0,
+            largest_block=first,
+            root=readout,
+            frozen=0 if self.train_first_layer else first,
+        )
+
+    def train_flops(self, examples: float) -> StepFlops:
+        """One step over `examples` inputs: 6·N·D of the trained weights (one MAC per weight and example),
+        2·N·D of a frozen first layer (forward only)."""
+        first, readout = self.first_params(), self.readout_params()
+        if self.train_first_layer:
+            return StepFlops(six_nd=6.0 * (first + readout) * examples)
+        return StepFlops(six_nd=6.0 * readout * examples, frozen_2nd=2.0 * first * examples)
+
+
 Model = kinded(
     Transformer,
     ViT,
+    MLP,
     default="transformer",
-    description="The model of a stage: transformer | vit (default transformer).",
+    description="The model of a stage: transformer | vit | mlp (default transformer).",
 )

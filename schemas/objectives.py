@@ -10,7 +10,7 @@ from pydantic import Field
 from .base import Problems, Strict, kinded
 from .evals import Evaluator, Representation
 from .masks import MultiBlock
-from .models import Predictor, StepFlops, Transformer, ViT
+from .models import MLP, Predictor, StepFlops, Transformer, ViT
 from .training import Batch, WeightsRef
 
 
@@ -58,11 +58,34 @@ class NextToken(TrainingObjective):
 
     def check(self, stage: Any, p: Problems) -> None:
         """The stage trains a transformer."""
-        if not isinstance(stage.model, Transformer):
+        if isinstance(stage.model, MLP):
+            p.add("objective.kind", "an mlp trains with hinge (its output is one score, not token logits)")
+        elif not isinstance(stage.model, Transformer):
             p.add(
                 "objective.kind",
                 "a vit trains with pixel_reconstruction, latent_prediction or ema_latent_prediction",
             )
+
+
+class Hinge(TrainingObjective):
+    """The margin loss max(0, 1 - y·f(x)) of a scalar model (mlp) on ±1 labels, averaged over the batch."""
+
+    kind: Literal["hinge"] = Field(
+        "hinge", description="Hinge loss max(0, 1 - y f(x)) of an mlp on biased_parity's ±1 labels."
+    )
+
+    def check(self, stage: Any, p: Problems) -> None:
+        """The stage trains an mlp (whose own check pairs it with its data)."""
+        if not isinstance(stage.model, MLP):
+            p.add(
+                "objective.kind",
+                f"hinge trains an mlp's scalar output; a {stage.model.kind} trains with "
+                + ("next_token" if isinstance(stage.model, Transformer) else "a masked-video objective"),
+            )
+
+    def step_flops(self, model: MLP, examples: float) -> StepFlops:
+        """One step over `examples` inputs (the loss itself is negligible)."""
+        return model.train_flops(examples)
 
 
 class MaskedVideo(TrainingObjective):
@@ -78,7 +101,7 @@ class MaskedVideo(TrainingObjective):
         if not isinstance(stage.model, ViT):
             p.add(
                 "objective.kind",
-                f"{self.kind!r} trains a video encoder; a transformer trains with next_token",
+                f"{self.kind!r} trains a video encoder; a transformer trains with next_token, an mlp with hinge",
             )
         elif stage.predictor is None:
             p.add("predictor", f"{self.kind} needs a predictor; add `predictor: {{kind: predictor}}`")
@@ -233,6 +256,7 @@ Objective = kinded(
     PixelReconstruction,
     LatentPrediction,
     EMALatentPrediction,
+    Hinge,
     default="next_token",
     description="The training objective of a stage, by `kind` (default next_token).",
 )

@@ -13,6 +13,7 @@ from .base import Examples, Nodes, Problems, ProcsPerNode, Strict, kinded, spec_
 from .data import Data, TokenData
 from .evals import Eval, Top1
 from .models import (
+    MLP,
     AttentiveProbe,
     Model,
     Predictor,
@@ -201,7 +202,12 @@ class TrainStage(StageRules):
     def _model_fits_data(self) -> TrainStage:
         p = Problems()
         m, d = self.model, self.data
-        if isinstance(m, Transformer):
+        if isinstance(m, MLP):
+            m.check(self, p)
+            if isinstance(d, TokenData):
+                for i, ev in enumerate(self.evals):
+                    ev.check_tokens(d, f"evals.{i}", p)
+        elif isinstance(m, Transformer):
             if not isinstance(d, TokenData):
                 p.add(
                     "data.kind",

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import astuple
 from typing import Any
 
-from schemas.models import ParamCount, StepFlops, ViT, encoder_flops, probe_classes
+from schemas.models import MLP, ParamCount, StepFlops, ViT, encoder_flops, probe_classes
 from schemas.spec import EvaluateStage, ProbeStage, Resources, RLStage, Spec, TrainStage
 
 from .launch import Launch, sbatch_script, torchrun_command
@@ -45,6 +45,34 @@ def plan_stage(stage: TrainStage, resources: Resources) -> StagePlan:
         tokens=Tokens(per_example=mean_t, per_step=tokens_per_step, total=tokens_per_step * steps),
         flops=Flops.of(stage.objective.step_flops(cfg, vocab, tokens_per_step, batch * mean_t_t1), steps),
         memory_per_rank=memory_per_rank(stage, resources, params, vocab),
+    )
+
+
+def plan_mlp_stage(stage: TrainStage, resources: Resources) -> StagePlan:
+    """An mlp stage: its config counts parameters (a frozen first layer apart) and the objective a step's FLOPs
+    over the batch's examples; memory holds one micro-batch of hidden activations."""
+    cfg = stage.model
+    params = cfg.param_count()
+    batch, steps = stage.batch.global_, stage.schedule.steps
+    seq = stage.data.max_seq_len()
+    bundle = _batching(stage, resources)
+    return StagePlan(
+        **bundle,
+        model=f"mlp-{cfg.width}" + ("" if cfg.train_first_layer else " (first layer frozen)"),
+        vocab_size=None,
+        params=params,
+        tokens=Tokens(per_example=seq, per_step=batch * seq, total=batch * seq * steps),
+        flops=Flops.of(stage.objective.step_flops(cfg, float(batch)), steps),
+        memory_per_rank=memory(
+            stage,
+            resources,
+            trained=params.total,
+            frozen=params.frozen,
+            gathered_params=params.largest_block + params.root,
+            seq_len=1,
+            dim=cfg.width,
+            depth=1,
+        ),
     )
 
 
@@ -347,6 +375,8 @@ def _plan_stage(name: str, stage: TrainStage | ProbeStage | EvaluateStage | RLSt
         return plan_probe_stage(stage, spec, spec.resources)
     if stage.model.kind == "transformer":
         return plan_stage(stage, spec.resources)
+    if isinstance(stage.model, MLP):
+        return plan_mlp_stage(stage, spec.resources)
     return plan_video_stage(stage, spec, name, spec.resources)
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from ..base import kinded
 from .base import IntRange, LengthRanges, TokenData
+from .biased_parity import BiasedParity
 from .connectivity import PETAL, Connectivity, ConnectivityStrategy
 from .copy_reverse import Copy, CopyTask, Reverse
 from .countdown import Countdown
@@ -35,6 +36,7 @@ __all__ = [
     "SIM_GRAPHS",
     "SIM_SIZES",
     "SIM_SOURCES",
+    "BiasedParity",
     "Connectivity",
     "ConnectivityStrategy",
     "Copy",
@@ -78,6 +80,7 @@ Data = kinded(
     MathFormats,
     SyntheticVideo,
     VideoFiles,
+    BiasedParity,
     default=None,
     description="The data generator of a stage, by `kind`.",
 )
