@@ -715,11 +715,13 @@ def probe_classes(cfg: ProbeBase, classes: int | None = None) -> int:
 
 
 class MLP(Strict):
-    """A two-layer ReLU network on ±1 inputs, f(x) = a·ReLU(Wx + b) / sqrt(width) + c: with its first layer
-    frozen at initialisation it is a random-features model (docs/papers/random_features.md).
+    """A two-layer ReLU network on ±1 inputs, f(x) = a·ReLU(Wx + b) / sqrt(width) + c (`ntk`) or
+    a·ReLU(Wx + b) + c (`standard`): with its first layer frozen at initialisation it is a random-features model
+    (docs/papers/random_features.md).
 
-    Initialisation: W ~ N(0, 1/inputs), b ~ N(0, 1), a ~ N(0, 1), c = 0. The readout's 1/sqrt(width) keeps f's
-    scale and one SGD step's change of f independent of the width; the bias lets odd parities be represented
+    Initialisation: W ~ N(0, 1/inputs), b ~ N(0, 1), c = 0, and a ~ N(0, 1) (`ntk`) or N(0, 1/width)
+    (`standard`): the same function at initialisation. Under SGD at one learning rate they differ: `standard` is
+    `ntk` with the readout's learning rate multiplied by the width. The bias lets odd parities be represented
     (without it ReLU(w·x) spans only linear and even functions of x).
     """
 
@@ -732,6 +734,12 @@ class MLP(Strict):
         True,
         description="Train W and b with the readout; false freezes them at initialisation (random features: "
         "only a and c are trained).",
+    )
+    parametrization: Literal["ntk", "standard"] = Field(
+        "ntk",
+        description="ntk: readout scaled by 1/sqrt(width), a ~ N(0, 1) (a step's change of f does not grow with "
+        "the width); standard: no scale, a ~ N(0, 1/width) (the readout's effective learning rate grows with "
+        "the width).",
     )
 
     @property
@@ -771,7 +779,7 @@ class MLP(Strict):
 
     def weight_shapes(self, vocab_size: int | None = None) -> dict[str, Any]:
         """What fixes the names and shapes of this model's weights."""
-        return {"kind": self.kind, "width": self.width, "inputs": self.inputs}
+        return {"kind": self.kind, "width": self.width, "inputs": self.inputs}  # parametrization: same shapes
 
     def first_params(self) -> int:
         """W and b."""

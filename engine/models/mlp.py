@@ -1,11 +1,12 @@
-"""Two-layer ReLU network f(x) = a·ReLU(Wx + b) / sqrt(M) + c, built from a `schemas.models.MLP` config.
+"""Two-layer ReLU network f(x) = a·ReLU(Wx + b) / sqrt(M) + c (ntk) or a·ReLU(Wx + b) + c (standard), built from
+a `schemas.models.MLP` config.
 
 The hidden layer (W, b) is the one entry of `blocks` (so it is sharded like any block); the readout (a, c) is at
 the root. With `train_first_layer: false` W and b have requires_grad False from the start: the objective's
 optimizer never sees them and they stay at their initialisation (random features).
 
-Init: W ~ N(0, 1/inputs), b ~ N(0, 1), a ~ N(0, 1), c = 0, from torch's global generator (the trainer seeds it
-from the run seed and the stage name).
+Init: W ~ N(0, 1/inputs), b ~ N(0, 1), c = 0, a ~ N(0, 1) (ntk) or N(0, 1/M) (standard), from torch's global
+generator (the trainer seeds it from the run seed and the stage name).
 """
 
 from __future__ import annotations
@@ -28,18 +29,18 @@ class MLP(nn.Module):
         self.cfg = cfg
         self.blocks = nn.ModuleList([nn.Linear(cfg.inputs, cfg.width)])  # W [M, n], b [M]
         self.readout = nn.Linear(cfg.width, 1)  # a [1, M], c [1]
-        self.scale = 1.0 / math.sqrt(cfg.width)
+        self.scale = 1.0 / math.sqrt(cfg.width) if cfg.parametrization == "ntk" else 1.0
         self.reset_parameters()
         if not cfg.train_first_layer:
             self.blocks.requires_grad_(False)
 
     @torch.no_grad()
     def reset_parameters(self) -> None:
-        """W ~ N(0, 1/inputs), b ~ N(0, 1), a ~ N(0, 1), c = 0."""
+        """W ~ N(0, 1/inputs), b ~ N(0, 1), a ~ N(0, 1) (ntk) or N(0, 1/M) (standard), c = 0."""
         first = self.blocks[0]
         first.weight.normal_(0.0, 1.0 / math.sqrt(self.cfg.inputs))
         first.bias.normal_(0.0, 1.0)
-        self.readout.weight.normal_(0.0, 1.0)
+        self.readout.weight.normal_(0.0, 1.0 if self.cfg.parametrization == "ntk" else self.cfg.width**-0.5)
         self.readout.bias.zero_()
 
     def features(self, x: Tensor) -> Tensor:
