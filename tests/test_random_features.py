@@ -156,7 +156,7 @@ def test_plan_counts_what_the_model_holds_and_flops_by_convention() -> None:
 
 def test_both_parametrizations_start_from_the_same_function_and_differ_in_the_readout_step() -> None:
     """standard = ntk with the readout's learning rate multiplied by the width."""
-    _, ntk = built("stages.train.model.width=64")
+    _, ntk = built("stages.train.model.width=64", "stages.train.model.parametrization=ntk")
     _, std = built("stages.train.model.width=64", "stages.train.model.parametrization=standard")
     x = torch.where(torch.rand(16, 20) < 0.5, 1.0, -1.0)
     assert torch.allclose(ntk.model(x), std.model(x), atol=1e-5)
@@ -201,10 +201,10 @@ def test_a_short_run_reaches_99_percent_held_out(tmp_path: Path, one_thread: Non
         f"run.output={tmp_path}",
         "stages.train.data.n=10",
         "stages.train.model.width=256",
-        "stages.train.schedule.steps=600",
-        "stages.train.evals.0.every=300",
+        "stages.train.schedule.steps=300",
+        "stages.train.evals.0.every=150",
         "stages.train.evals.0.examples=1024",
-        "stages.train.logging.every=100",
+        "stages.train.logging.every=50",
     )
     results, rows = train_in_process(spec)
     accs = [r["acc/eval"] for r in rows if "acc/eval" in r]

@@ -1,4 +1,4 @@
-"""Two-layer ReLU network f(x) = a·ReLU(Wx + b) / sqrt(M) + c (ntk) or a·ReLU(Wx + b) + c (standard), built from
+"""Two-layer ReLU network f(x) = a·ReLU(Wx + b) + c (standard) or a·ReLU(Wx + b) / sqrt(M) + c (ntk), built from
 a `schemas.models.MLP` config.
 
 The hidden layer (W, b) is the one entry of `blocks` (so it is sharded like any block); the readout (a, c) is at
