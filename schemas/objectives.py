@@ -101,7 +101,12 @@ class MaskedVideo(TrainingObjective):
         if not isinstance(stage.model, ViT):
             p.add(
                 "objective.kind",
-                f"{self.kind!r} trains a video encoder; a transformer trains with next_token, an mlp with hinge",
+                f"{self.kind!r} trains a video encoder; "
+                + (
+                    "an mlp trains with hinge"
+                    if isinstance(stage.model, MLP)
+                    else "a transformer trains with next_token"
+                ),
             )
         elif stage.predictor is None:
             p.add("predictor", f"{self.kind} needs a predictor; add `predictor: {{kind: predictor}}`")
