@@ -206,13 +206,14 @@ def test_tool_end_to_end_on_a_fake_sweep(tmp_path, capsys, one_thread):
     fits = {(f["pairing"], f["x"], f["y"]): f for f in report["loss_to_loss"]}
     ab = fits[("train-to-train", "train:a", "train:b")]
     assert ab["kappa"] == pytest.approx(1.0, rel=0.02) and ab["K"] == pytest.approx(K_AB, rel=0.02)
-    assert ab["e_x_source"] == "given" and ab["n"] == 9
+    assert ab["e_x_source"] == "L(N, D) fit of a" and ab["n"] == 9
     probe = fits[("train-to-test", "train:a", "probe|a")]
     assert probe["kappa"] == pytest.approx(1.1, rel=0.05) and probe["e_y_source"] == "grid"
-    assert ("test-to-test", "probe|a", "probe|b") in fits
+    test = fits[("test-to-test", "probe|a", "probe|b")]
+    assert test["e_x"] == probe["e_y"] and test["e_x_source"] == "train-to-test fit of probe|a"
     assert ("train-to-train", "train:b", "train:a") in fits
     md = (out / "scaling.md").read_text()
-    assert "| a | 9 |" in md and "a-running" in md
+    assert "| a | 9 |" in md and "a-running" in md and "| train-to-test | train:a | probe\\|a | 9 |" in md
     assert (out / "scaling.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 

@@ -218,7 +218,7 @@ class LossToLossFit:
     r2: float  # of the prediction of L_y, in linear space
     rmse: float  # of the prediction of L_y, in linear space
     n: int
-    e_x_source: str = "given"  # "given" or "grid"
+    e_x_source: str = "given"  # "given", "grid", or (in the tool) the fit it comes from
     e_y_source: str = "given"
 
     @property
@@ -486,7 +486,7 @@ def fit_sweep(members: list[Member], labels: list[str]) -> dict[str, Any]:
     """Every fit of the sweep: L(N, D) per dataset, then train-to-train, train-to-test and test-to-test laws."""
     result: dict[str, Any] = {"scaling": {}, "loss_to_loss": [], "skipped_fits": []}
     datasets = [d for d in labels if any(m.dataset == d for m in members)]
-    e_train: dict[str, float] = {}
+    e_train: dict[str, tuple[float, str]] = {}
     for d in datasets:
         mine = [m for m in members if m.dataset == d]
         fit_on = [m for m in mine if not m.holdout]
@@ -497,7 +497,7 @@ def fit_sweep(members: list[Member], labels: list[str]) -> dict[str, Any]:
         except ValueError as e:
             result["skipped_fits"].append({"fit": f"L(N, D) of {d}", "why": str(e)})
             continue
-        e_train[d] = fit.E
+        e_train[d] = (fit.E, f"L(N, D) fit of {d}")
         held = [
             {"name": m.name, "N": m.N, "D": m.D, **_error(float(fit.predict(m.N, m.D)), m.train_loss)}
             for m in mine
@@ -506,14 +506,16 @@ def fit_sweep(members: list[Member], labels: list[str]) -> dict[str, Any]:
         result["scaling"][d] = {**fit.as_dict(), "holdout": held}
 
     def loss_to_loss(
-        pairing: str, x: str, y: str, points: list[tuple[Member, float, float, bool]], **es: Any
+        pairing: str, x: str, y: str, points: list[tuple[Member, float, float, bool]], ex: Any, ey: Any
     ) -> LossToLossFit | None:
+        """Fit one law on the points not held out; ex and ey are (E, where it comes from) or None (grid)."""
         fit_on = [(lx, ly) for _, lx, ly, h in points if not h]
         try:
-            fit = fit_loss_to_loss([p[0] for p in fit_on], [p[1] for p in fit_on], es["ex"], es["ey"])
+            fit = fit_loss_to_loss([p[0] for p in fit_on], [p[1] for p in fit_on], ex and ex[0], ey and ey[0])
         except ValueError as e:
             result["skipped_fits"].append({"fit": f"{pairing} {x} → {y}", "why": str(e)})
             return None
+        fit.e_x_source, fit.e_y_source = (e[1] if e else "grid" for e in (ex, ey))
         held = [
             {"name": m.name, "x": lx, **_error(float(fit.predict(lx)), ly)} for m, lx, ly, h in points if h
         ]
@@ -539,7 +541,7 @@ def fit_sweep(members: list[Member], labels: list[str]) -> dict[str, Any]:
             "train-to-train", f"train:{dx}", f"train:{dy}", pts, ex=e_train.get(dx), ey=e_train.get(dy)
         )
     tests = sorted({t for m in members for t in m.test_losses})
-    e_test: dict[tuple[str, str], float] = {}
+    e_test: dict[tuple[str, str], tuple[float, str]] = {}
     for d in datasets:
         for t in tests:
             pts = [
@@ -551,7 +553,10 @@ def fit_sweep(members: list[Member], labels: list[str]) -> dict[str, Any]:
                 continue
             fit = loss_to_loss("train-to-test", f"train:{d}", f"{t}|{d}", pts, ex=e_train.get(d), ey=None)
             if fit is not None:
-                e_test[(t, d)] = fit.e_y  # E_{t|d}: the test set's offset for models trained on d
+                e_test[(t, d)] = (
+                    fit.e_y,
+                    f"train-to-test fit of {t}|{d}",
+                )  # E_{t|d}: the test set's offset for models trained on d
     for t in tests:
         for dx, dy in itertools.permutations(datasets, 2):
             pts = [
@@ -576,6 +581,11 @@ def fit_sweep(members: list[Member], labels: list[str]) -> dict[str, Any]:
 
 def _g(x: float) -> str:
     return f"{x:.4g}"
+
+
+def _cell(text: str) -> str:
+    """Text for a Markdown table cell (a `|` in a loss's name, as in `probe|data`, escaped)."""
+    return text.replace("|", "\\|")
 
 
 def markdown(axis: str, members: list[Member], skipped: list[dict[str, str]], result: dict[str, Any]) -> str:
@@ -607,7 +617,7 @@ def markdown(axis: str, members: list[Member], skipped: list[dict[str, str]], re
         ex = f"{f['e_x']:.3f}" + (" (grid)" if f["e_x_source"] == "grid" else "")
         ey = f"{f['e_y']:.3f}" + (" (grid)" if f["e_y_source"] == "grid" else "")
         out.append(
-            f"| {f['pairing']} | {f['x']} | {f['y']} | {f['n']} | {f['kappa']:.3f} | {f['K']:.3f} | {ex} | {ey} "
+            f"| {f['pairing']} | {_cell(f['x'])} | {_cell(f['y'])} | {f['n']} | {f['kappa']:.3f} | {f['K']:.3f} | {ex} | {ey} "
             f"| {f['r2']:.4f} | {f['rmse']:.2e} |"
         )
     rows = [(f, h) for f in result["loss_to_loss"] for h in f["holdout"]]
@@ -619,7 +629,7 @@ def markdown(axis: str, members: list[Member], skipped: list[dict[str, str]], re
         ]
         for f, h in rows:
             out.append(
-                f"| {f['pairing']} | {f['x']} → {f['y']} | {h['name']} | {h['x']:.4f} | {h['predicted']:.4f} "
+                f"| {f['pairing']} | {_cell(f['x'])} → {_cell(f['y'])} | {h['name']} | {h['x']:.4f} | {h['predicted']:.4f} "
                 f"| {h['actual']:.4f} | {100 * h['rel_error']:+.2f}% |"
             )
     if skipped or result["skipped_fits"]:
@@ -681,6 +691,11 @@ def plot(members: list[Member], labels: list[str], result: dict[str, Any]) -> by
             label="held out",
         )
     )
+    sizes = sorted({m.N for m in members})
+    if len(sizes) <= 8:  # what the shades mean, in grey
+        for j, n in enumerate(sizes):
+            shade = matplotlib.colormaps["Greys"](0.4 + 0.55 * j / max(1, len(sizes) - 1))
+            handles.append(Line2D([], [], color=shade, marker="o", linestyle="", label=f"N = {n:.3g}"))
     ax.set_xscale("log")
     ax.set_xlabel("compute C = 6·N·D (FLOPs)")
     ax.set_ylabel("train loss (mean of the last logged steps)")
