@@ -7,6 +7,7 @@ import json
 import sys
 from pathlib import Path
 
+import fsspec
 import numpy as np
 import pytest
 
@@ -217,16 +218,17 @@ def test_tool_end_to_end_on_a_fake_sweep(tmp_path, capsys, one_thread):
     assert (out / "scaling.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_tool_holds_out_the_largest_budget_and_predicts_it(tmp_path, one_thread):
-    root = fake_sweep(tmp_path / "sweep")
-    out = tmp_path / "report"
-    assert (
-        scaling.main(
-            [str(root), "--dataset", "data", "--last", "1", "--params", "non-embedding", "-o", str(out)]
-        )
-        == 0
-    )
-    report = json.loads((out / "scaling.json").read_text())
+def test_tool_holds_out_the_largest_budget_and_predicts_it_on_an_fsspec_url(tmp_path, one_thread):
+    fs = fsspec.filesystem("memory")
+    fs.put(str(fake_sweep(tmp_path / "sweep")), "/scaling-test/sweep", recursive=True)
+    args = ["memory://scaling-test/sweep", "--dataset", "data", "--last", "1", "--params", "non-embedding"]
+    try:
+        assert scaling.main([*args, "-o", "memory://scaling-test/report"]) == 0
+        report = json.loads(fs.cat("/scaling-test/report/scaling.json"))
+        md = fs.cat("/scaling-test/report/scaling.md").decode()
+        assert fs.cat("/scaling-test/report/scaling.png")[:4] == b"\x89PNG"
+    finally:
+        fs.rm("/scaling-test", recursive=True)
     held = {m["name"] for m in report["members"] if m["holdout"]}
     assert held == {f"{d}-n{i}-b2" for d in "ab" for i in range(3)}
     fit = report["scaling"]["a"]
@@ -236,7 +238,22 @@ def test_tool_holds_out_the_largest_budget_and_predicts_it(tmp_path, one_thread)
     ab = next(f for f in report["loss_to_loss"] if (f["x"], f["y"]) == ("train:a", "train:b"))
     assert ab["n"] == 6 and len(ab["holdout"]) == 3
     assert all(abs(h["rel_error"]) < 0.01 for h in ab["holdout"])
-    assert "Held out of the L(N, D) fits" in (out / "scaling.md").read_text()
+    assert "Held out of the L(N, D) fits" in md
+
+
+def test_tool_skips_a_fit_with_too_few_points(tmp_path, capsys, one_thread):
+    root = fake_sweep(tmp_path / "sweep")
+    for name in ("b-n0-b0", "b-n0-b1", "b-n1-b0", "b-n1-b1", "b-n2-b0"):  # b keeps 4 members
+        (root / name / "train/final/done.json").unlink()
+    assert scaling.main([str(root), "--holdout", "none", "-o", str(tmp_path / "out")]) == 0
+    report = json.loads((tmp_path / "out/scaling.json").read_text())
+    assert set(report["scaling"]) == {"a"}
+    assert {"fit": "L(N, D) of b", "why": "4 point(s): an L(N, D) fit needs at least 6"} in report[
+        "skipped_fits"
+    ]
+    assert "skipped fit L(N, D) of b: 4 point(s)" in capsys.readouterr().err
+    ab = next(f for f in report["loss_to_loss"] if (f["x"], f["y"]) == ("train:a", "train:b"))
+    assert ab["n"] == 4 and ab["e_x_source"] == "L(N, D) fit of a" and ab["e_y_source"] == "grid"
 
 
 def test_tool_errors_on_a_directory_without_a_sweep(tmp_path):
@@ -244,6 +261,16 @@ def test_tool_errors_on_a_directory_without_a_sweep(tmp_path):
     with pytest.raises(SystemExit) as e:
         scaling.main([str(tmp_path / "empty")])
     assert "no sweep.json" in str(e.value.code) and str(tmp_path / "empty") in str(e.value.code)
+
+
+def test_tool_errors_on_a_sweep_without_finished_members(tmp_path, capsys):
+    root = fake_sweep(tmp_path / "sweep")
+    for done in root.glob("*/train/final/done.json"):
+        done.unlink()
+    with pytest.raises(SystemExit) as e:
+        scaling.main([str(root)])
+    assert "no finished member" in str(e.value.code) and "19 skipped" in str(e.value.code)
+    assert capsys.readouterr().err.count("skipped ") == 19
 
 
 def test_tool_errors_on_an_unknown_dataset_axis(tmp_path):

@@ -430,7 +430,12 @@ def read_sweeps(
     """The dataset axis, its labels, the usable members and the skipped ones (name and why) of the sweeps."""
     axis, labels, members, skipped = None, [], [], []
     for run_dir in run_dirs:
-        sweep = _read_json(f"{run_dir.rstrip('/')}/sweep.json")
+        try:
+            sweep = _read_json(f"{run_dir.rstrip('/')}/sweep.json")
+        except ValueError as e:
+            raise InputError(
+                f"{run_dir}/sweep.json is not valid JSON ({e}); rerun the sweep's launcher"
+            ) from None
         if sweep is None:
             raise InputError(
                 f"{run_dir}: no sweep.json there; give the output directory of a sweep "
@@ -464,8 +469,11 @@ def mark_holdout(members: list[Member], holdout: list[str]) -> None:
         for d in {m.dataset for m in members}:
             mine = [m for m in members if m.dataset == d]
             top = max(m.flops or m.compute for m in mine)
-            for m in mine:
-                m.holdout = (m.flops or m.compute) >= top * (1 - 1e-9)
+            held = [(m.flops or m.compute) >= top * (1 - 1e-9) for m in mine]
+            if all(held):  # one budget only: holding it out would leave nothing to fit
+                continue
+            for m, h in zip(mine, held, strict=True):
+                m.holdout = h
         return
     names = {m.name for m in members}
     unknown = [h for h in holdout if h not in names]
