@@ -279,3 +279,10 @@ def test_tool_errors_on_an_unknown_dataset_axis(tmp_path):
         scaling.main([str(root), "--dataset", "corpus"])
     message = str(e.value.code)
     assert "corpus" in message and "stages.train.model.dim" in message and "budget" in message
+
+
+def test_tool_errors_on_an_unknown_holdout_member(tmp_path):
+    root = fake_sweep(tmp_path / "sweep")
+    with pytest.raises(SystemExit) as e:
+        scaling.main([str(root), "--holdout", "a-n0-b0,nobody"])
+    assert "nobody" in str(e.value.code) and "a-n0-b0" not in str(e.value.code)

@@ -8,6 +8,7 @@ of each dataset are held out of the fits and predicted:
 
     python tools/scaling.py runs/lm_sweep                   # writes runs/lm_sweep/scaling/scaling.{json,md,png}
     python tools/scaling.py runs/lm_sweep --dataset data --holdout none -o out/
+    python tools/scaling.py runs/lm_sweep --holdout MEMBER,MEMBER     # hold out these members instead
 
 Members without a done.json for the stage (still running, failed) or without metrics are listed and skipped.
 """
@@ -399,6 +400,8 @@ def read_member(
     if not train:
         raise ValueError(f"{name}/metrics.jsonl has no training loss")
     loss = float(np.mean([r["loss"] for r in train[-last_k:]]))
+    if not math.isfinite(loss):
+        raise ValueError(f"{name}: the training loss is not finite (diverged)")
     tokens = done.get("tokens") or next((r["tokens"] for r in reversed(lines) if r.get("tokens")), None)
     if not tokens:
         raise ValueError(f"no token count in {name}/final/done.json or metrics.jsonl")
@@ -772,10 +775,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument(
         "--holdout",
-        nargs="+",
-        default=["largest"],
+        default="largest",
         help="members held out of the fits and predicted: `largest` (default: the largest planned FLOPs of each "
-        "dataset), `none`, or member names",
+        "dataset), `none`, or member names separated by commas",
     )
     ap.add_argument("--stage", help="the trained stage (default: the sole or last stage of kind train)")
     ap.add_argument(
@@ -801,7 +803,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"skipped {s['name']}: {s['why']}", file=sys.stderr)
         if not members:
             raise InputError(f"no finished member to fit in {', '.join(a.runs)} ({len(skipped)} skipped)")
-        mark_holdout(members, a.holdout)
+        mark_holdout(members, [h for h in a.holdout.split(",") if h])
     except InputError as e:
         raise SystemExit(f"error: {e}") from None
     result = fit_sweep(members, labels)
