@@ -121,17 +121,19 @@ def video_overrides(name: str) -> list[str]:
 # Sweep specs: every member is validated and planned; (overrides that shrink the base, the member run here in
 # full, its train stage's loss bar), or None for a sweep planned only (its members' stages run in other cases).
 SWEEPS: dict[str, tuple[list[str], str, float] | None] = {
-    # 2.51 -> 1.31 at 60 steps of the widest member at the smallest budget, evaluators on 32 examples
+    # the narrowest member at a budget of 43 steps of 16 examples: 5.57 -> 4.01 (0.72); evaluators on 32 examples
     "lm_sweep": (
         [
-            "sweep.budget.flops=[2.2e+9]",
+            "sweep.budget.flops=[8.0e+9]",
+            "stages.train.batch.global=16",
             *(f"stages.train.evals.{i}.examples=32" for i in range(3)),
-            "stages.train.logging.every=10",
+            "stages.train.logging.every=5",
         ],
-        "clean-d96-2.2e9",
-        0.7,
+        "clean-d24-8e9",
+        0.8,
     ),
     "salt_frontier": None,  # salt_small's stages and probes, which run in its own case above
+    "random_features": None,  # its base runs in test_mlp_spec_learns_the_parity
 }
 
 
@@ -160,7 +162,9 @@ def test_sweep_spec_members_validate_plan_and_one_learns(name: str, tmp_path: Pa
             target = (
                 m.values["budget"] if budget.flops else sum(stage_cost(m.spec, s)[1] for s in budget.match)
             )
-            assert abs(spent - target) <= per_step / 2, (m.name, spent, target)
+            # within half a step; a masked-video plan past 16384 clips averages the masks of a spread of steps,
+            # so its total moves by up to ~0.5% from one step count to the next
+            assert abs(spent - target) <= max(per_step / 2, 0.005 * target), (m.name, spent, target)
     case = SWEEPS[name]
     if case is None:
         return
@@ -169,18 +173,24 @@ def test_sweep_spec_members_validate_plan_and_one_learns(name: str, tmp_path: Pa
     train_in_process(spec)
     out = tmp_path / member
     assert_learns(out, "train", bar)
-    last = json.loads((out / "train" / "metrics.jsonl").read_text().splitlines()[-1])
-    assert {"test_loss/noisy_text", "test_loss/clean_text", "test_loss/cloze"} <= set(last)
+    logged = {
+        k for line in (out / "train" / "metrics.jsonl").read_text().splitlines() for k in json.loads(line)
+    }
+    assert {"test_loss/noisy_text", "test_loss/clean_text", "test_loss/cloze"} <= logged
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(MLP_BARS))
 def test_mlp_spec_learns_the_parity(name: str, tmp_path: Path, one_thread: None) -> None:
-    """The whole spec: its loss falls and its held-out accuracy reaches the bar."""
+    """The spec's own run at 500 steps: its loss falls and its held-out accuracy reaches the bar."""
     from schemas import load_spec
 
     bar, acc = MLP_BARS[name]
-    overrides = [f"run.output={tmp_path}", "stages.train.evals.0.every=250"]
+    overrides = [
+        f"run.output={tmp_path}",
+        "stages.train.schedule.steps=500",
+        "stages.train.evals.0.every=250",
+    ]
     results, _ = train_in_process(load_spec(str(REPO / "specs" / f"{name}.yaml"), overrides))
     assert_learns(tmp_path, "train", bar)
     assert results["train"]["acc/eval"] >= acc, results

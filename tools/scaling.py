@@ -3,8 +3,8 @@
 Per training dataset it fits L(N, D) = [(A/N)^(α/β) + B/D]^β + E (N parameters, D training tokens) by L-BFGS on
 the Huber loss (δ = 1e-3) of log L̂ − log L from a 4 × 4 grid of starts; then the loss-to-loss law
 L_y = K·(L_x − E_x)^κ + E_y for every ordered pair of datasets (train-to-train), every (dataset, test set)
-pair (train-to-test) and every test set across pairs of datasets (test-to-test). The largest-FLOPs member(s)
-of each dataset are held out of the fits and predicted:
+pair (train-to-test) and every test set across pairs of datasets (test-to-test). Each dataset's members at its
+largest budget (within 10% of its largest planned FLOPs) are held out of the fits and predicted:
 
     python tools/scaling.py runs/lm_sweep                   # writes runs/lm_sweep/scaling/scaling.{json,md,png}
     python tools/scaling.py runs/lm_sweep --dataset data --holdout none -o out/
@@ -465,14 +465,16 @@ def read_sweeps(
 
 
 def mark_holdout(members: list[Member], holdout: list[str]) -> None:
-    """Mark the held-out members: `largest` (the largest planned FLOPs of each dataset), `none`, or names."""
+    """Mark the held-out members: `largest` (each dataset's members within 10% of its largest planned FLOPs:
+    its largest budget), `none`, or names."""
     if holdout == ["none"]:
         return
     if holdout == ["largest"]:
         for d in {m.dataset for m in members}:
             mine = [m for m in members if m.dataset == d]
             top = max(m.flops or m.compute for m in mine)
-            held = [(m.flops or m.compute) >= top * (1 - 1e-9) for m in mine]
+            # members of one budget differ by the rounding of their steps: within 10% is the same budget
+            held = [(m.flops or m.compute) >= top * 0.9 for m in mine]
             if all(held):  # one budget only: holding it out would leave nothing to fit
                 continue
             for m, h in zip(mine, held, strict=True):
@@ -776,8 +778,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--holdout",
         default="largest",
-        help="members held out of the fits and predicted: `largest` (default: the largest planned FLOPs of each "
-        "dataset), `none`, or member names separated by commas",
+        help="members held out of the fits and predicted: `largest` (default: each dataset's members within 10%% "
+        "of its largest planned FLOPs), `none`, or member names separated by commas",
     )
     ap.add_argument("--stage", help="the trained stage (default: the sole or last stage of kind train)")
     ap.add_argument(
