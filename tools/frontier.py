@@ -460,6 +460,7 @@ def plot(points: list[Point], metric: str, maximize: bool, label: str | None) ->
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     panels = sorted({p.panel for p in points})
     series = sorted({p.series for p in points})
@@ -505,6 +506,7 @@ def plot(points: list[Point], metric: str, maximize: bool, label: str | None) ->
             )
         if trained:
             ax.set_xscale("log")
+            ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())  # no crowded minor labels
         ax.set_xlabel("training FLOPs (stage and the stages it loads)")
         ax.set_ylabel(metric)
         ax.set_title((panel + "\n" if panel else "") + f"{metric} vs training FLOPs ({better} is better)")

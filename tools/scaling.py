@@ -641,9 +641,13 @@ def markdown(axis: str, members: list[Member], skipped: list[dict[str, str]], re
             "|---|---|---|---|---|---|---|",
         ]
         for f, h in rows:
+            if math.isfinite(h["predicted"]):
+                guess, error = f"{h['predicted']:.4f}", f"{100 * h['rel_error']:+.2f}%"
+            else:  # the law has no value below its E_x
+                guess, error = f"none: L_x ≤ E_x = {f['e_x']:.3f}", "-"
             out.append(
-                f"| {f['pairing']} | {_cell(f['x'])} → {_cell(f['y'])} | {h['name']} | {h['x']:.4f} | {h['predicted']:.4f} "
-                f"| {h['actual']:.4f} | {100 * h['rel_error']:+.2f}% |"
+                f"| {f['pairing']} | {_cell(f['x'])} → {_cell(f['y'])} | {h['name']} | {h['x']:.4f} | {guess} "
+                f"| {h['actual']:.4f} | {error} |"
             )
     if skipped or result["skipped_fits"]:
         out += ["", "## Skipped", ""]
@@ -661,6 +665,7 @@ def plot(members: list[Member], labels: list[str], result: dict[str, Any]) -> by
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
     from matplotlib.lines import Line2D
 
     fig, (ax, bx) = plt.subplots(1, 2, figsize=(13, 5.2))
@@ -710,6 +715,7 @@ def plot(members: list[Member], labels: list[str], result: dict[str, Any]) -> by
             shade = matplotlib.colormaps["Greys"](0.4 + 0.55 * j / max(1, len(sizes) - 1))
             handles.append(Line2D([], [], color=shade, marker="o", linestyle="", label=f"N = {n:.3g}"))
     ax.set_xscale("log")
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())  # no crowded minor labels
     ax.set_xlabel("compute C = 6·N·D (FLOPs)")
     ax.set_ylabel("train loss (mean of the last logged steps)")
     ax.set_title("L(N, D) per dataset; lines: fit per model size (darker = larger N)", fontsize=10)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import os
 import re
 import time
 import warnings
@@ -81,7 +82,7 @@ def write_bytes(url: str, data: bytes) -> None:
     fs, path = _fs(url)
     fs.makedirs(fs._parent(path), exist_ok=True)
     if "file" in fs.protocol:
-        tmp = path + ".tmp"
+        tmp = f"{path}.{os.getpid()}.tmp"  # per process: SLURM array tasks write sweep.json at once
         with fs.open(tmp, "wb") as f:
             f.write(data)
         fs.mv(tmp, path)
