@@ -121,7 +121,7 @@ def video_overrides(name: str) -> list[str]:
 # Sweep specs: every member is validated and planned; (overrides that shrink the base, the member run here in
 # full, its train stage's loss bar), or None for a sweep planned only (its members' stages run in other cases).
 SWEEPS: dict[str, tuple[list[str], str, float] | None] = {
-    # the narrowest member at a budget of 43 steps of 16 examples: 5.57 -> 4.01 (0.72); evaluators on 32 examples
+    # the narrowest member at a budget of 28 steps of 16 examples: 5.50 -> 4.07 (0.74); evaluators on 32 examples
     "lm_sweep": (
         [
             "sweep.budget.flops=[8.0e+9]",
@@ -129,7 +129,7 @@ SWEEPS: dict[str, tuple[list[str], str, float] | None] = {
             *(f"stages.train.evals.{i}.examples=32" for i in range(3)),
             "stages.train.logging.every=5",
         ],
-        "clean-d24-8e9",
+        "clean-d32-8e9",
         0.8,
     ),
     "salt_frontier": None,  # salt_small's stages and probes, which run in its own case above
