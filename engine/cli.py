@@ -277,8 +277,18 @@ def cmd_plan(argv: Sequence[str]) -> int:
         from engine import sweep as sweeps
 
         described = sweeps.describe(runs.sweep)
-        _print(json.dumps(described, indent=2) if a.json else sweeps.render(runs.sweep, described))
-        return 0
+        warnings = [
+            f"member {m.index} {m.name}: {w}"
+            for m in runs.sweep.members
+            for w in make_plan(m.spec).warnings()
+        ]
+        if a.json:
+            _print(json.dumps({**described, "warnings": warnings}, indent=2))
+        else:
+            _print(sweeps.render(runs.sweep, described))
+        for w in warnings:
+            print(f"warning: {a.spec}: {w}", file=sys.stderr)
+        return PLAN_WARNED if a.strict and warnings else 0
     spec, launch_args = runs.runs[0][1], runs.runs[0][2]
     plan = make_plan(spec, a.spec, launch_args)
     warnings = plan.warnings()
@@ -440,21 +450,19 @@ def _members(
     from engine import sweep as sweeps
 
     try:
-        sweep = sweeps.load(path, overrides)
+        sweep = sweeps.load(path, overrides, only=member)  # one member: the others are not priced
     except SpecError as e:
         if report:
             print(e, file=sys.stderr)
         return USER_ERROR
-    chosen = sweep.members
-    if member is not None:
-        try:
-            chosen = [sweep.member(member)]
-        except ValueError as e:
-            return _fail(str(e)) if report else USER_ERROR
-    n = len(sweep.members)
+    except ValueError as e:  # no such member
+        return _fail(str(e)) if report else USER_ERROR
     return _Runs(
         sweep,
-        [(f"member {m.index}/{n} {m.name}", m.spec, [*overrides, "--member", str(m.index)]) for m in chosen],
+        [
+            (f"member {m.index}/{sweep.total} {m.name}", m.spec, [*overrides, "--member", m.name])
+            for m in sweep.members
+        ],
     )
 
 
@@ -474,7 +482,6 @@ def _launch(a: argparse.Namespace, argv: Sequence[str], work) -> int:
         return runs
 
     from engine.runtime import distributed
-    from engine.runtime.checkpoint import write_json
     from engine.runtime.trainer import LaunchError
     from engine.runtime.watchdog import watch_launcher
 
@@ -488,13 +495,14 @@ def _launch(a: argparse.Namespace, argv: Sequence[str], work) -> int:
     code = 0
     try:
         if runs.sweep is not None and dist.main:
-            from engine import sweep as sweeps
-
-            write_json(f"{runs.sweep.output}/sweep.json", sweeps.describe(runs.sweep))
-        for label, member, args in runs.runs:
+            code = _describe_sweep(a, runs.sweep)
+        for label, member, args in runs.runs if not code else ():
             if label is not None and dist.main:
                 log.info("== %s: %s", label, member.run.output)
-            code = _run_one(a, argv, member, args, dist, work)
+            rerun = (
+                argv if a.member or label is None else [*argv, "--member", args[-1]]
+            )  # for the spec history
+            code = _run_one(a, rerun, member, args, dist, work)
             if code == NON_FINITE and label is not None:
                 failed.append(label)  # the other members are independent runs: go on
                 continue
@@ -510,6 +518,25 @@ def _launch(a: argparse.Namespace, argv: Sequence[str], work) -> int:
 
 
 NON_FINITE = 3  # exit status of a run stopped by a non-finite loss
+
+
+def _describe_sweep(a: argparse.Namespace, sweep: SweepPlan) -> int:
+    """Write `{output}/sweep.json` for the tools (a single member's run writes it only when it is missing: the
+    other members are then planned once); 0, or the exit status of an output that cannot be written."""
+    from engine import sweep as sweeps
+    from engine.runtime.checkpoint import exists, write_json
+    from engine.runtime.rundir import RunDirConflict, check_output
+
+    url = f"{sweep.output}/sweep.json"
+    try:
+        check_output(sweep.output)
+        if a.member is not None and exists(url):
+            return 0
+        whole = sweeps.load(sweep.path, sweep.overrides) if a.member is not None else sweep
+        write_json(url, sweeps.describe(whole))
+    except (RunDirConflict, OSError) as e:
+        return _fail(f"cannot write {url}: {e}")
+    return 0
 
 
 def _run_one(a: argparse.Namespace, argv: Sequence[str], spec: Spec, args: list[str], dist, work) -> int:

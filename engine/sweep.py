@@ -17,7 +17,7 @@ from schemas.spec import ProbeStage, TrainStage
 from schemas.sweep import SweepPlan, flow, load_sweep, short
 
 from .plan import make_plan
-from .plan.launch import sbatch_script
+from .plan.launch import RDZV_PORT, sbatch_script, torchrun_command
 from .plan.make import _plan_stage
 from .plan.report import fmt_count, fmt_flops
 
@@ -35,9 +35,10 @@ def _cost(spec_json: str, name: str) -> tuple[float, float]:
     return flops.per_step, flops.total
 
 
-def load(path: str, overrides: Sequence[str] = ()) -> SweepPlan | None:
-    """The spec's sweep with every member validated and its budgeted steps derived (None: not a sweep)."""
-    return load_sweep(path, list(overrides), stage_cost)
+def load(path: str, overrides: Sequence[str] = (), only: str | None = None) -> SweepPlan | None:
+    """The spec's sweep with every member (or `only` the one named) validated and its budgeted steps derived
+    (None: not a sweep)."""
+    return load_sweep(path, list(overrides), stage_cost, only=only)
 
 
 def _trained(spec: Spec) -> list[str]:
@@ -114,7 +115,10 @@ def render(sweep: SweepPlan, described: dict[str, Any]) -> str:
 def sbatch_array(sweep: SweepPlan, base: Spec, parallel: int | None = None) -> str:
     """An sbatch script running the sweep as a job array: task i runs member i (at most `parallel` at once).
 
-    Every member must ask for the same resources (a job array has one shape); ValueError otherwise.
+    Tasks select their member by name, so the script runs the members it lists even if the spec's axes change
+    while it waits in the queue. One-node members start torchrun with --standalone (array tasks may share a
+    node); multi-node ones rendezvous on a port of their own. Every member must ask for the same resources (a
+    job array has one shape); ValueError otherwise.
     """
     differ = [m for m in sweep.members if m.spec.resources != base.resources]
     if differ:
@@ -122,20 +126,24 @@ def sbatch_array(sweep: SweepPlan, base: Spec, parallel: int | None = None) -> s
             f"member {differ[0].index} ({differ[0].name}) asks for other resources than the base spec; a job "
             "array runs every task on one shape: sweep resources in separate specs"
         )
-    n = len(sweep.members)
+    res, n = base.resources, len(sweep.members)
     throttle = f"%{parallel}" if parallel else ""
-    script = sbatch_script(base, sweep.path, sweep.overrides)
-    lines = script.rstrip("\n").split("\n")
+    lines = sbatch_script(base, sweep.path, sweep.overrides).rstrip("\n").split("\n")
+    launch = torchrun_command(res, sweep.path, sweep.overrides, rendezvous=res.nodes > 1)
+    launch = launch.replace(f":{RDZV_PORT} ", f":$(({RDZV_PORT} + SLURM_ARRAY_TASK_ID % 1000)) ")
     out = []
     for line in lines:
         if line.startswith("#SBATCH --output="):
             name = line.removeprefix("#SBATCH --output=").removesuffix("-%j.out")
             out += [f"#SBATCH --array=0-{n - 1}{throttle}", f"#SBATCH --output={name}-%A_%a.out"]
+        elif line.startswith("set -euo pipefail"):
+            out += [
+                line,
+                f"# {n} members of {sweep.path}, one per array task",
+                "MEMBERS=(" + " ".join(m.name for m in sweep.members) + ")",
+            ]
         elif line.startswith("srun "):
-            out.append(f'{line} --member "$SLURM_ARRAY_TASK_ID"')
+            out.append(f'srun {launch} --member "${{MEMBERS[$SLURM_ARRAY_TASK_ID]}}"')
         else:
             out.append(line)
-    members = [f"#   {m.index}: {m.name}" for m in sweep.members]
-    blank = out.index("")  # after the #SBATCH lines, which must come before any other line but comments
-    listing = ["", f"# {n} members of {sweep.path}, one per array task:", *members]
-    return "\n".join([*out[:blank], *listing, *out[blank:]]) + "\n"
+    return "\n".join(out) + "\n"

@@ -25,7 +25,7 @@ from .spec import Spec, Sweep, TrainStage
 StageCost = Callable[[Spec, str], tuple[float, float]]
 
 BUDGET = "budget"  # the axis of `budget.flops`
-_NAME = re.compile(r"^[A-Za-z0-9_.\-]+$")
+_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,199}$")  # a directory name: not '.', '..' or hidden
 _FIELD = re.compile(r"\{([^{}:]+)(?::([^{}]*))?\}")
 _FIXED = ("run.output", "run.name")  # set per member from its name
 
@@ -64,12 +64,13 @@ class SweepPlan:
     overrides: list[str]
     output: str
     axes: list[Axis]
-    members: list[Member] = field(default_factory=list)
+    members: list[Member] = field(default_factory=list)  # all of them, or the one `only` asked for
+    total: int = 0  # members in the whole sweep
 
     def member(self, which: str) -> Member:
-        """A member by number or by name; ValueError saying what exists otherwise."""
+        """A member by number (all digits: always a number) or by name; ValueError saying what exists otherwise."""
         for m in self.members:
-            if which in (str(m.index), m.name):
+            if (str(m.index) if which.isdigit() else m.name) == which:
                 return m
         names = ", ".join(m.name for m in self.members[:5]) + (", ..." if len(self.members) > 5 else "")
         raise ValueError(f"no member {which!r}: give a number 0..{len(self.members) - 1} or a name ({names})")
@@ -137,6 +138,19 @@ def _axes(sweep: Sweep, tree: Tree, base_data: dict, issues: list[Issue]) -> tup
             if any(a.key == key for a in grid + rows):
                 issues.append(Issue(where, at, "swept twice (in grid and zip); keep one"))
                 continue
+            nested = [
+                a.key for a in grid + rows if key.startswith(a.key + ".") or a.key.startswith(key + ".")
+            ]
+            if nested:
+                issues.append(
+                    Issue(
+                        where,
+                        at,
+                        f"overlaps the swept key {nested[0]} (one holds the other): the later would "
+                        "overwrite the earlier's value; sweep one of them",
+                    )
+                )
+                continue
             if not values:
                 issues.append(
                     Issue(where, at, "no values: give at least one (an empty axis makes no members)")
@@ -170,13 +184,37 @@ def _budget_rules(sweep: Sweep, base: Spec, tree: Tree, issues: list[Issue]) -> 
     stage = base.stages.get(b.stage)
     if not isinstance(stage, TrainStage):
         kinds = [n for n, s in base.stages.items() if isinstance(s, TrainStage)]
-        what = "no stage" if stage is None else f"a {stage.kind} stage, which has no schedule.steps"
+        what = (
+            "no stage" if stage is None else f"a {stage.kind} stage; a budget derives a train stage's steps"
+        )
         issues.append(
             Issue(
                 where, "sweep.budget.stage", f"{b.stage!r} is {what}; name a train stage: {', '.join(kinds)}"
             )
         )
-    for name in b.match or []:
+    derived = [f"stages.{b.stage}.schedule.steps"]
+    if b.warmup is not None:
+        derived.append(f"stages.{b.stage}.schedule.warmup")
+    for section in ("grid", "zip"):
+        for key in getattr(sweep, section):
+            hit = next((d for d in derived if d == key or d.startswith(key + ".")), None)
+            if hit:
+                issues.append(
+                    Issue(
+                        _where(tree, "sweep", section, key),
+                        f"sweep.{section}.{key}",
+                        f"sets {hit}, which the budget derives for every member; sweep budget.flops instead",
+                    )
+                )
+    if b.match is not None and len(set(b.match)) < len(b.match):
+        issues.append(
+            Issue(
+                _where(tree, "sweep", "budget", "match"),
+                "sweep.budget.match",
+                "names a stage twice: its FLOPs would count twice; list each stage once",
+            )
+        )
+    for name in dict.fromkeys(b.match or []):
         if name not in base.stages or name == b.stage:
             issues.append(
                 Issue(
@@ -204,6 +242,25 @@ def _namer(sweep: Sweep, axes: list[Axis], tree: Tree, issues: list[Issue]) -> C
                 )
             )
             template = None
+    for f, spec in _FIELD.findall(template or ""):
+        shown = (
+            [0]
+            if f == "index"
+            else [a.shown(i) for a in axes if a.key == by_suffix[f] for i in range(len(a.values))]
+        )
+        for v in shown if spec else ():
+            try:
+                format(v, spec)
+            except (ValueError, TypeError) as e:
+                issues.append(
+                    Issue(
+                        tree.value_at.get(("sweep", "name"), Where("?")),
+                        "sweep.name",
+                        f"{{{f}:{spec}}} cannot format {v!r}: {e}; drop the format or change it",
+                    )
+                )
+                template = None
+                break
 
     def name(index: int, at: dict[str, int]) -> str:
         def value(key: str) -> Any:
@@ -229,20 +286,25 @@ def _namer(sweep: Sweep, axes: list[Axis], tree: Tree, issues: list[Issue]) -> C
                     parts.append(f"{last}{i}")
                 else:
                     parts.append(f"{last}{short(a.values[i])}")
-            text = "-".join(parts) or str(index)
+            text = "-".join(parts) or f"member{index}"
         return re.sub(r"[^A-Za-z0-9_.\-]", "_", text)
 
     return name
 
 
 def load_sweep(
-    path: str, overrides: Sequence[str] = (), cost: StageCost | None = None, tree: Tree | None = None
+    path: str,
+    overrides: Sequence[str] = (),
+    cost: StageCost | None = None,
+    tree: Tree | None = None,
+    only: str | None = None,
 ) -> SweepPlan | None:
     """The members of the spec's sweep, every one validated (None when the spec has no sweep).
 
     Raises SpecError listing every problem: of the sweep block (a key that does not exist, unequal zip
     lists, an empty axis, names that collide) and of each member (prefixed with the member's number, name and
-    values). `cost` prices a stage of a member; it is needed only for `budget`.
+    values). `cost` prices a stage of a member; it is needed only for `budget`. `only` (a member's number or
+    name) validates and prices that member alone (ValueError when there is no such member).
     """
     tree = tree or load_tree(path, list(overrides))
     base = validate_tree(tree)
@@ -260,8 +322,23 @@ def load_sweep(
         else []
     )
     axes = grid + rows + budget_axis
-    if not axes and not issues:
+    if not axes and not issues and not (sweep.budget and sweep.budget.match):
         issues.append(Issue(_where(tree, "sweep"), "sweep", "no axes: add grid or zip keys, or budget.flops"))
+    swept = [a.key for a in grid + rows]
+    if sweep.budget is not None:
+        swept.append(f"stages.{sweep.budget.stage}.schedule.steps")
+    for text in overrides:
+        key = text.partition("=")[0].strip()
+        hit = next((k for k in swept if key == k or key.startswith(k + ".") or k.startswith(key + ".")), None)
+        if hit:
+            issues.append(
+                Issue(
+                    Where(f"override {text!r}"),
+                    key,
+                    f"sets {hit}, which the sweep sets for every member; change "
+                    "the sweep instead (e.g. sweep.grid={...} replaces the whole grid)",
+                )
+            )
     namer = _namer(sweep, axes, tree, issues)
     if issues:
         raise SpecError(issues)
@@ -289,17 +366,32 @@ def load_sweep(
                 )
             )
             break
-        if not _NAME.match(n):
-            issues.append(Issue(_where(tree, "sweep"), "sweep.name", f"member name {n!r} is empty"))
+        if not _NAME.match(n) or n.isdigit():
+            issues.append(
+                Issue(
+                    tree.value_at.get(("sweep", "name"), Where("?")) if sweep.name else _where(tree, "sweep"),
+                    "sweep.name",
+                    f"member {i}'s name {n!r} cannot be a directory name: it must start with a letter, digit or "
+                    "'_', hold at most 200 of letters, digits, '_', '.', '-', and not be all digits (--member would read it as "
+                    "a number); change sweep.name or the labels",
+                )
+            )
             break
         seen[n] = i
     if issues:
         raise SpecError(issues)
 
     output = base.run.output.rstrip("/")
-    plan = SweepPlan(path, list(overrides), output, axes)
+    plan = SweepPlan(path, list(overrides), output, axes, total=len(combos))
+    chosen = range(len(combos))
+    if only is not None:
+        chosen = [i for i, n in enumerate(names) if (str(i) if only.isdigit() else n) == only]
+        if not chosen:
+            shown = ", ".join(names[:5]) + (", ..." if len(names) > 5 else "")
+            raise ValueError(f"no member {only!r}: give a number 0..{len(names) - 1} or a name ({shown})")
     problems: dict[tuple[str, str, str], tuple[Where, list[str]]] = {}  # one line per problem, all members
-    for index, (at, name) in enumerate(zip(combos, names, strict=True)):
+    for index in chosen:
+        at, name = combos[index], names[index]
         sets = [(a.key, a.values[at[a.key]], a.where) for a in grid + rows]
         sets += [("run.output", f"{output}/{name}", None), ("run.name", f"{base.run.name}-{name}", None)]
         values = {a.key: a.shown(at[a.key]) for a in axes}
@@ -346,10 +438,15 @@ def _member(
             raise SpecError(found)
         return validate_tree(member)
 
-    spec = build(sets)
     b = sweep.budget
     if b is None:
-        return spec, sets
+        return build(sets), sets
+    # Priced before its steps are derived: at steps no swept warmup exceeds (the base's may be fewer).
+    warmups = [v for k, v, _ in sets if k == f"stages.{b.stage}.schedule.warmup" and isinstance(v, int)]
+    key = ("stages", b.stage, "schedule", "steps")
+    base_steps = data.get("stages", {}).get(b.stage, {}).get("schedule", {}).get("steps")
+    probe = max([base_steps if isinstance(base_steps, int) else 1, *warmups])
+    spec = build([*sets, (".".join(key), probe, None)])
     if cost is None:
         raise ValueError(
             "a sweep with a budget needs `cost` to derive steps (engine.sweep passes the plan's)"

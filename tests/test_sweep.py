@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -166,11 +167,15 @@ def test_plan_sbatch_and_validate_describe_the_members(tmp_path: Path, capsys: p
     assert all(abs(m["flops"] / (1e9 * (1 + m["index"] % 2)) - 1) < 0.05 for m in described["members"])
     assert main(["plan", path, "--member", "3"]) == 0
     out = capsys.readouterr().out
-    assert out.startswith("plan sw-dim64-budget2e9") and "--member 3" in out
+    assert out.startswith("plan sw-dim64-budget2e9") and "--member dim64-budget2e9" in out
     assert main(["sbatch", path, "--parallel", "2"]) == 0
     script = capsys.readouterr().out
     assert "#SBATCH --array=0-3%2\n" in script and "#SBATCH --output=sw-%A_%a.out" in script
-    assert script.rstrip().endswith('--member "$SLURM_ARRAY_TASK_ID"')
+    # tasks pick their member by name (the script runs what it lists); one node: --standalone (tasks may share it)
+    assert "MEMBERS=(dim32-budget1e9 dim32-budget2e9 dim64-budget1e9 dim64-budget2e9)" in script
+    assert script.rstrip().endswith(
+        "--standalone --nproc_per_node=1 -m engine " + path + ' --member "${MEMBERS[$SLURM_ARRAY_TASK_ID]}"'
+    )
     directives = [i for i, line in enumerate(script.splitlines()) if line.startswith("#SBATCH")]
     assert directives == list(range(1, len(directives) + 1))  # before any other line
     assert main(["plan", path, "--member", "dim99"]) == 2
@@ -218,3 +223,56 @@ def test_a_member_with_a_non_finite_loss_does_not_stop_the_others(
     assert not (out / "huge/train/final").exists()
     assert (out / "fine/train/final/done.json").exists()  # ... after the next member ran
     assert "1 member(s) stopped on a non-finite loss: member 0/2 huge" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("sweep", "message"),
+    [
+        (  # one axis inside another: the later would overwrite the earlier's value
+            {"grid": {"stages.train.optim.lr": [1e-3, 3e-3]}, "zip": {"stages.train.optim": [{"lr": 0.1}]}},
+            "overlaps the swept key stages.train.optim.lr",
+        ),
+        (  # the budget derives the steps: sweeping them too would make identical members
+            {
+                "grid": {"stages.train.schedule.steps": [100, 200]},
+                "budget": {"stage": "train", "flops": [1e9]},
+            },
+            "sets stages.train.schedule.steps, which the budget derives",
+        ),
+        ({"grid": {"run.seed": {"small": 1, "big": 2}}, "name": "s{seed:.0e}"}, "cannot format 'small'"),
+        ({"grid": {"run.seed": [3, 2]}, "name": "{seed}"}, "not be all digits"),
+        ({"grid": {"run.seed": {"..": 0, "ok": 1}}}, "cannot be a directory name"),
+        ({"budget": {"stage": "train", "match": ["other", "other"]}}, "names a stage twice"),
+    ],
+    ids=["nested-keys", "budgeted-steps", "bad-format", "digit-names", "dot-names", "match-twice"],
+)
+def test_sweep_mistakes_are_spec_errors(tmp_path: Path, sweep: dict, message: str) -> None:
+    path = write(tmp_path, sweep)
+    if "match" in json.dumps(sweep):
+        data = yaml.safe_load(Path(path).read_text())
+        data["stages"]["other"] = data["stages"]["train"]
+        Path(path).write_text(yaml.safe_dump(data), encoding="utf-8")
+    with pytest.raises(SpecError, match=re.escape(message)):
+        load(path)
+
+
+def test_overrides_of_swept_keys_are_refused_and_one_member_is_priced_alone(tmp_path: Path) -> None:
+    path = write(
+        tmp_path, {"grid": {"stages.train.model.dim": [32, 64]}, "budget": {"stage": "train", "flops": [1e9]}}
+    )
+    with pytest.raises(SpecError, match="sets stages.train.model.dim, which the sweep sets for every member"):
+        load(path, ["stages.train.model.dim=128"])
+    with pytest.raises(SpecError, match="sets stages.train.schedule.steps"):
+        load(path, ["stages.train.schedule.steps=5"])
+    one = load(path, only="1")
+    assert [m.name for m in one.members] == ["dim64-budget1e9"] and one.total == 2
+    assert load(path, only="dim32-budget1e9").members[0].index == 0
+    with pytest.raises(ValueError, match="no member 'dim99'"):
+        load(path, only="dim99")
+    # a sweep of derived steps alone: one member, the stage matched to another's FLOPs
+    spec = yaml.safe_load(Path(path).read_text())
+    spec["stages"]["other"] = spec["stages"]["train"]
+    spec["sweep"] = {"budget": {"stage": "other", "match": ["train"]}}
+    Path(path).write_text(yaml.safe_dump(spec), encoding="utf-8")
+    (m,) = load(path).members
+    assert m.name == "member0"

@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import re
+import socket
 import time
 import warnings
 import zlib
@@ -82,7 +83,7 @@ def write_bytes(url: str, data: bytes) -> None:
     fs, path = _fs(url)
     fs.makedirs(fs._parent(path), exist_ok=True)
     if "file" in fs.protocol:
-        tmp = f"{path}.{os.getpid()}.tmp"  # per process: SLURM array tasks write sweep.json at once
+        tmp = f"{path}.{socket.gethostname()}-{os.getpid()}.tmp"  # per process: array tasks write sweep.json at once
         with fs.open(tmp, "wb") as f:
             f.write(data)
         fs.mv(tmp, path)
