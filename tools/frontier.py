@@ -473,8 +473,9 @@ def plot(points: list[Point], metric: str, maximize: bool, label: str | None) ->
         for s in series:
             pts = sorted((p for p in trained if p.series == s), key=lambda p: p.flops)
             c = colours[s]
-            for p in (p for p in here if p.series == s and p.flops <= 0):
-                ax.axhline(p.value, color=c, ls="--", lw=1, label=f"{s or metric} (0 FLOPs)")
+            levels = sorted({p.value for p in here if p.series == s and p.flops <= 0})  # members share one
+            for i, v in enumerate(levels):
+                ax.axhline(v, color=c, ls="--", lw=1, label=None if i else f"{s or metric} (0 FLOPs)")
             if not pts:
                 continue
             ax.scatter(
