@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from typing import Any, Literal
 
@@ -246,9 +247,9 @@ def masked_flops(
     trained on Kc tokens, the predictor on Kc + Kt, a frozen `target` run forward on every whole clip."""
     n_enc, n_pred = encoder.params(), predictor.params(encoder.dim, out_dim)
     six_nd = attention = 0.0
-    for kc, kt in pairs:
-        six_nd += 6.0 * (n_enc * kc + n_pred * (kc + kt))
-        attention += 3.0 * (encoder.attention_flops(kc) + predictor.attention_flops(kc + kt))
+    for (kc, kt), n in Counter(pairs).items():  # the clips of a mask group share their pair
+        six_nd += 6.0 * (n_enc * kc + n_pred * (kc + kt)) * n
+        attention += 3.0 * (encoder.attention_flops(kc) + predictor.attention_flops(kc + kt)) * n
     frozen_2nd = 0.0
     if target is not None:
         frozen_2nd = 2.0 * target.params() * clips * encoder.tokens
