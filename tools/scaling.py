@@ -812,8 +812,9 @@ def main(argv: list[str] | None = None) -> int:
         if not members:
             raise InputError(f"no finished member to fit in {', '.join(a.runs)} ({len(skipped)} skipped)")
         mark_holdout(members, [h for h in a.holdout.split(",") if h])
-    except InputError as e:
-        raise SystemExit(f"error: {e}") from None
+    except InputError as e:  # a user error: the message, exit status 2 (as the engine's CLI)
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     result = fit_sweep(members, labels)
     for s in result["skipped_fits"]:
         print(f"skipped fit {s['fit']}: {s['why']}", file=sys.stderr)
