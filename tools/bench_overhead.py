@@ -6,6 +6,12 @@ plain loop's from the same number of steps timed in this script. Rounds alternat
 both. Then the MoE layer against a dense FFN with the same active parameters (tools/bench_moe.py).
 
     python tools/bench_overhead.py [--spec specs/sparse_parity.yaml] [--steps 200] [--rounds 3] [key=value ...]
+
+`--lengths` measures instead how a training step of the spec's model grows with sequence length and batch,
+plain and with activation checkpointing or torch.compile per block (the spec's `distributed` switches), each
+shape's variants interleaved over rounds:
+
+    python tools/bench_overhead.py --lengths 256,512,1024,2048 --batches 4,16 [--variants plain,checkpoint,compile]
 """
 
 from __future__ import annotations
@@ -72,6 +78,87 @@ def plain_step_times(spec_path: str, overrides: list[str], steps: int, window: i
     return times[1:]
 
 
+def _shape_step(model: torch.nn.Module, optim: torch.optim.Optimizer, tokens: torch.Tensor) -> None:
+    """One step of next-token training on a fixed [batch, length] tensor: forward, backward, AdamW."""
+    logits, aux = model(tokens[:, :-1])
+    loss = F.cross_entropy(logits.flatten(0, 1), tokens[:, 1:].flatten()) + aux["aux_loss"]
+    loss.backward()
+    optim.step()
+    optim.zero_grad(set_to_none=True)
+
+
+def length_table(
+    spec_path: str,
+    overrides: list[str],
+    lengths: list[int],
+    batches: list[int],
+    variants: list[str],
+    steps: int,
+    rounds: int,
+) -> list[dict[str, float | int | str]]:
+    """ms per step of the spec's model per (length, batch, variant): medians over `rounds` of `steps` steps,
+    the variants of one shape interleaved round by round (compiled ones warmed up before timing)."""
+    from engine.runtime.parallel import parallelize
+    from schemas.training import Distributed
+
+    spec = load_spec(spec_path, overrides)
+    name, stage = next(iter(spec.stages.items()))
+    switches = {"plain": {}, "checkpoint": {"activation_checkpointing": True}, "compile": {"compile": True}}
+    rows = []
+    for length in lengths:
+        for batch in batches:
+            built = {}
+            for v in variants:
+                torch.manual_seed(stage_seed(spec.run.seed, name))
+                model = registry.build_model(stage.model, stage.vocab_size)
+                model = parallelize(model, Distributed(**switches[v]), Dist())
+                optim = build_optimizer(stage.optim, {"model": model})
+                tokens = torch.randint(0, stage.vocab_size, (batch, length + 1))
+                for _ in range(2):  # warm-up (and compilation)
+                    _shape_step(model, optim, tokens)
+                built[v] = (model, optim, tokens)
+            times: dict[str, list[float]] = {v: [] for v in variants}
+            for _ in range(rounds):
+                for v in variants:
+                    model, optim, tokens = built[v]
+                    t0 = time.perf_counter()
+                    for _ in range(steps):
+                        _shape_step(model, optim, tokens)
+                    times[v].append((time.perf_counter() - t0) / steps)
+            for v in variants:
+                ms = statistics.median(times[v]) * 1e3
+                rows.append({"length": length, "batch": batch, "variant": v, "ms": ms,
+                             "spread": (max(times[v]) - min(times[v])) * 1e3,
+                             "tokens_per_s": batch * length / ms * 1e3})  # fmt: skip
+            print("  ".join(f"{r['variant']} {r['ms']:.1f} ms" for r in rows[-len(variants):]),
+                  f"(length {length}, batch {batch})", flush=True)  # fmt: skip
+    return rows
+
+
+def print_length_table(rows: list[dict], variants: list[str]) -> None:
+    """Markdown: per shape, ms/step and tokens/s of the plain step, its growth from the first shape, and each
+    other variant's time as a ratio to plain."""
+    base = rows[0]["ms"]
+    others = [v for v in variants if v != "plain"]
+    head = [
+        "length",
+        "batch",
+        "plain ms/step",
+        "tokens/s",
+        "x first shape",
+        *(f"{v} / plain" for v in others),
+    ]
+    print("| " + " | ".join(head) + " |")
+    print("|" + "---|" * len(head))
+    shapes = sorted({(r["length"], r["batch"]) for r in rows}, key=lambda x: (x[1], x[0]))
+    for length, batch in shapes:
+        here = {r["variant"]: r for r in rows if (r["length"], r["batch"]) == (length, batch)}
+        plain = here.get("plain") or next(iter(here.values()))
+        cells = [length, batch, f"{plain['ms']:.1f} ± {plain['spread'] / 2:.1f}", f"{plain['tokens_per_s']:.0f}",
+                 f"{plain['ms'] / base:.2f}", *(f"{here[v]['ms'] / plain['ms']:.2f}" for v in others)]  # fmt: skip
+        print("| " + " | ".join(map(str, cells)) + " |")
+
+
 def main() -> None:
     """Alternate engine and plain runs, print per-step medians and the ratio; then MoE vs dense."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -81,10 +168,24 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--threads", type=int, default=torch.get_num_threads())
     p.add_argument("--skip-moe", action="store_true")
+    p.add_argument("--lengths", help="comma-separated sequence lengths: the step-time table instead")
+    p.add_argument("--batches", default="4,16", help="with --lengths: comma-separated batch sizes")
+    p.add_argument(
+        "--variants", default="plain,checkpoint,compile", help="with --lengths: plain, checkpoint, compile"
+    )
     p.add_argument("overrides", nargs="*", help="spec overrides, e.g. stages.train.model.dim=256")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     logging.basicConfig(level=logging.WARNING)
+    if a.lengths:
+        lengths = [int(x) for x in a.lengths.split(",")]
+        variants = a.variants.split(",")
+        steps = min(a.steps, 5)
+        rows = length_table(a.spec, a.overrides, lengths, [int(x) for x in a.batches.split(",")], variants,
+                            steps, a.rounds)  # fmt: skip
+        print(f"\n{a.threads} threads, median of {a.rounds} rounds of {steps} steps; ± is half the spread\n")
+        print_length_table(rows, variants)
+        return
     overrides = [
         *a.overrides,
         f"stages.train.logging.every={a.window}",
