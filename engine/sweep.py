@@ -2,7 +2,7 @@
 
 The spec language expands a sweep (`schemas.sweep`); this module gives it the plan's costs, so that a FLOPs
 budget becomes steps, and describes the members for people (`engine plan`), for tools (`{output}/sweep.json`)
-and for SLURM (one array task per member, `--member $SLURM_ARRAY_TASK_ID`).
+and for SLURM (a job array whose task i runs the i-th member of the list in its script, by name).
 """
 
 from __future__ import annotations
