@@ -443,10 +443,9 @@ def _member(
         return build(sets), sets
     # Priced before its steps are derived: at steps no swept warmup exceeds (the base's may be fewer).
     warmups = [v for k, v, _ in sets if k == f"stages.{b.stage}.schedule.warmup" and isinstance(v, int)]
-    key = ("stages", b.stage, "schedule", "steps")
     base_steps = data.get("stages", {}).get(b.stage, {}).get("schedule", {}).get("steps")
     probe = max([base_steps if isinstance(base_steps, int) else 1, *warmups])
-    spec = build([*sets, (".".join(key), probe, None)])
+    spec = build([*sets, (f"stages.{b.stage}.schedule.steps", probe, None)])
     if cost is None:
         raise ValueError(
             "a sweep with a budget needs `cost` to derive steps (engine.sweep passes the plan's)"

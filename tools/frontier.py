@@ -25,10 +25,17 @@ import itertools
 import json
 import sys
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import fsspec
 import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+
+from engine.runtime.checkpoint import exists, read_json, write_bytes  # noqa: E402
+from engine.runtime.evaluate import png  # noqa: E402
+from engine.runtime.metrics import read_metrics  # noqa: E402
 
 TRAIN_KINDS_EXCLUDED = {"probe", "evaluate"}  # stage kinds that do not train the weights later stages load
 PROBE_METRICS = {"top1"}
@@ -45,11 +52,6 @@ def _join(url: str, *parts: str) -> str:
     return "/".join([url.rstrip("/"), *parts])
 
 
-def _exists(url: str) -> bool:
-    fs, path = fsspec.core.url_to_fs(url)
-    return fs.exists(path)
-
-
 def _read_text(url: str) -> str | None:
     """The file's text, or None when it is missing or unreadable."""
     try:
@@ -60,37 +62,11 @@ def _read_text(url: str) -> str | None:
 
 
 def _read_json(url: str) -> Any | None:
-    """A JSON file's content, or None when it is missing or not (yet) valid JSON."""
-    text = _read_text(url)
-    if text is None:
-        return None
+    """A JSON file's content, or None when it is missing or not (yet) valid JSON (a run is writing it)."""
     try:
-        return json.loads(text)
-    except json.JSONDecodeError:
+        return read_json(url)
+    except (OSError, json.JSONDecodeError):
         return None
-
-
-def _write(url: str, data: bytes) -> None:
-    fs, path = fsspec.core.url_to_fs(url)
-    fs.makedirs(fs._parent(path), exist_ok=True)
-    with fs.open(path, "wb") as f:
-        f.write(data)
-
-
-def read_metrics(url: str) -> list[dict[str, Any]]:
-    """The lines of a metrics.jsonl that parse as JSON objects (a line being written is left out)."""
-    text = _read_text(url)
-    if text is None:
-        return []
-    out = []
-    for line in text.splitlines():
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(row, dict):
-            out.append(row)
-    return out
 
 
 # ----------------------------------------------------------------------------- members
@@ -123,7 +99,7 @@ def _sweep_members(url: str, sweep: dict[str, Any]) -> list[Member]:
         name = str(m.get("name", m.get("index", "?")))
         here = _join(url, name)  # the member's directory beside sweep.json (output = base output/name)
         given = m.get("output")
-        member_url = given if (given and not _exists(here) and _exists(given)) else here
+        member_url = given if (given and not exists(here) and exists(given)) else here
         out.append(Member(name, member_url, dict(m.get("values") or {})))
     return out
 
@@ -140,7 +116,7 @@ def resolve_members(runs: list[str]) -> tuple[list[Member], dict[str, list[Any]]
                 axes.setdefault(key, [])
                 axes[key] += [v for v in vals if v not in axes[key]]
             members.extend(_sweep_members(url, sweep))
-        elif _exists(_join(url, "spec.yaml")):
+        elif exists(_join(url, "spec.yaml")):
             members.append(Member(url.rstrip("/").rsplit("/", 1)[-1], url))
         elif depth == 0:
             for child in _children(url):
@@ -228,7 +204,7 @@ def stage_flops(member: Member, stages: dict[str, Any], name: str) -> Flops:
         if isinstance(done, dict) and isinstance(done.get("flops"), (int, float)):
             out.total += float(done["flops"])
             continue
-        logged = [r["flops"] for r in read_metrics(_join(member.url, s, "metrics.jsonl")) if "flops" in r]
+        logged = [r["flops"] for r in read_metrics(_join(member.url, s)) if "flops" in r]
         if not isinstance(done, dict):
             out.unfinished.append(s)
         if logged:
@@ -310,7 +286,7 @@ def metric_points(
         candidates = [stage] if stage else [s for s in reversed(list(stages)) if is_training(stages[s])]
         chosen, value = None, None
         for s in candidates:
-            rows = read_metrics(_join(m.url, s, "metrics.jsonl"))
+            rows = read_metrics(_join(m.url, s))
             if not keys:
                 keys = sorted({k for r in rows for k in r})
             have = [r[metric] for r in rows if isinstance(r.get(metric), (int, float))]
@@ -454,7 +430,6 @@ def markdown_table(points: list[Point], metric: str, label: str | None) -> str:
 
 def plot(points: list[Point], metric: str, maximize: bool, label: str | None) -> bytes:
     """A PNG: one panel per (task, probe kind), log-x FLOPs, one colour per series, frontiers as steps."""
-    import io
 
     import matplotlib
 
@@ -513,11 +488,7 @@ def plot(points: list[Point], metric: str, maximize: bool, label: str | None) ->
         ax.set_title((panel + "\n" if panel else "") + f"{metric} vs training FLOPs ({better} is better)")
         ax.grid(alpha=0.3, which="both")
         ax.legend(fontsize=7)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
-    return buf.getvalue()
+    return png(fig)
 
 
 def _num(v: Any) -> tuple[int, Any]:
@@ -641,7 +612,9 @@ def run(argv: list[str]) -> int:
     out = a.output or _join(a.runs[0], "frontier")
     table = markdown_table(points, a.metric, label_axis)
     direction = "maximize" if maximize else "minimize"
-    _write(_join(out, "frontier.md"), f"# {a.metric} vs training FLOPs ({direction})\n\n{table}".encode())
+    write_bytes(
+        _join(out, "frontier.md"), f"# {a.metric} vs training FLOPs ({direction})\n\n{table}".encode()
+    )
     doc = {
         "metric": a.metric,
         "direction": direction,
@@ -650,8 +623,8 @@ def run(argv: list[str]) -> int:
         "points": [asdict(p) for p in points],
         "skipped": skipped,
     }
-    _write(_join(out, "frontier.json"), (json.dumps(doc, indent=2, default=str) + "\n").encode())
-    _write(_join(out, "frontier.png"), plot(points, a.metric, maximize, label_axis))
+    write_bytes(_join(out, "frontier.json"), (json.dumps(doc, indent=2, default=str) + "\n").encode())
+    write_bytes(_join(out, "frontier.png"), plot(points, a.metric, maximize, label_axis))
     print(table)
     written = [_join(out, f) for f in ("frontier.png", "frontier.md", "frontier.json")]
     if small_axis:
@@ -661,9 +634,9 @@ def run(argv: list[str]) -> int:
         op = ">=" if maximize else "<="
         head = f"smallest {small_axis} with final {a.metric} {op} {a.reach:g}"
         print(f"{head}:\n\n{md}")
-        _write(_join(out, "smallest.md"), f"# {head}\n\n{md}".encode())
+        write_bytes(_join(out, "smallest.md"), f"# {head}\n\n{md}".encode())
         blob = {"axis": small_axis, "reach": a.reach, "direction": direction, "by": by, "rows": rows}
-        _write(_join(out, "smallest.json"), (json.dumps(blob, indent=2, default=str) + "\n").encode())
+        write_bytes(_join(out, "smallest.json"), (json.dumps(blob, indent=2, default=str) + "\n").encode())
         written += [_join(out, "smallest.md"), _join(out, "smallest.json")]
     print("wrote " + ", ".join(written))
     return 0

@@ -16,17 +16,22 @@ Members without a done.json for the stage (still running, failed) or without met
 from __future__ import annotations
 
 import argparse
-import io
 import itertools
 import json
 import math
 import sys
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
-import fsspec
 import numpy as np
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+
+from engine.runtime.checkpoint import exists, read_json, write_bytes  # noqa: E402
+from engine.runtime.evaluate import png  # noqa: E402
+from engine.runtime.metrics import read_metrics  # noqa: E402
 
 HUBER_DELTA = 1e-3
 LBFGS_ITERS = 200
@@ -319,19 +324,9 @@ class InputError(Exception):
     """The run directories or options cannot be used; the message says what is wrong and how to fix it."""
 
 
-def _read_text(url: str) -> str | None:
-    """A file's text, or None where it does not exist."""
-    fs, path = fsspec.core.url_to_fs(url)
-    if not fs.exists(path):
-        return None
-    with fsspec.open(url, "r") as f:
-        return f.read()
-
-
 def _read_json(url: str) -> Any:
     """A JSON file, or None where it does not exist."""
-    text = _read_text(url)
-    return None if text is None else json.loads(text)
+    return read_json(url) if exists(url) else None
 
 
 def resolve_axis(axes: dict[str, Any], name: str | None) -> str:
@@ -371,8 +366,7 @@ def read_member(
     """Read one member's run directory; raises KeyError / ValueError with the reason it cannot be used."""
     base = run_dir.rstrip("/")
     out = f"{base}/{entry['name']}"
-    fs, path = fsspec.core.url_to_fs(out)
-    if not fs.exists(path) and entry.get("output"):
+    if not exists(out) and entry.get("output"):
         out = str(entry["output"]).rstrip("/")
     plan = _read_json(f"{out}/plan.json")
     if plan is None:
@@ -387,15 +381,9 @@ def read_member(
     done = _read_json(f"{out}/{name}/final/done.json")
     if done is None:
         raise KeyError(f"no {name}/final/done.json (not finished: still running or failed)")
-    text = _read_text(f"{out}/{name}/metrics.jsonl")
-    if text is None:
+    lines = read_metrics(f"{out}/{name}")  # either layout; a line cut short by a crash is left out
+    if not lines:
         raise KeyError(f"no {name}/metrics.jsonl")
-    lines = []
-    for line in text.splitlines():
-        try:
-            lines.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue  # a line cut short by a crash
     train = [r for r in lines if isinstance(r.get("loss"), int | float)]
     if not train:
         raise ValueError(f"{name}/metrics.jsonl has no training loss")
@@ -755,18 +743,7 @@ def plot(members: list[Member], labels: list[str], result: dict[str, Any]) -> by
     bx.set_xlabel(f"L_x: train loss on {ref}" if ref else "L_x")
     bx.set_ylabel("L_y: loss of the paired model / test set")
     bx.grid(alpha=0.3)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=120)
-    plt.close(fig)
-    return buf.getvalue()
-
-
-def _write(url: str, data: bytes) -> None:
-    fs, path = fsspec.core.url_to_fs(url)
-    fs.makedirs(fs._parent(path), exist_ok=True)
-    with fs.open(path, "wb") as f:
-        f.write(data)
+    return png(fig)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -831,9 +808,9 @@ def main(argv: list[str] | None = None) -> int:
         "skipped": skipped,
         **result,
     }
-    _write(f"{out}/scaling.json", (json.dumps(report, indent=2) + "\n").encode())
-    _write(f"{out}/scaling.md", md.encode())
-    _write(f"{out}/scaling.png", plot(members, labels, result))
+    write_bytes(f"{out}/scaling.json", (json.dumps(report, indent=2) + "\n").encode())
+    write_bytes(f"{out}/scaling.md", md.encode())
+    write_bytes(f"{out}/scaling.png", plot(members, labels, result))
     print(f"\nwrote {out}/scaling.json, scaling.md, scaling.png")
     return 0
 
