@@ -541,6 +541,7 @@ def _describe_sweep(a: argparse.Namespace, sweep: SweepPlan) -> int:
 
 def _run_one(a: argparse.Namespace, argv: Sequence[str], spec: Spec, args: list[str], dist, work) -> int:
     """Take the run directory's lease, check it against the spec, run `work` and report; the exit status."""
+    from engine.data.loader import DataWorkerError
     from engine.plan import make_plan
     from engine.runtime import distributed
     from engine.runtime.checkpoint import write_json
@@ -588,6 +589,9 @@ def _run_one(a: argparse.Namespace, argv: Sequence[str], spec: Spec, args: list[
         if dist.main:
             log.error("error: %s", e)
         code = NON_FINITE
+    except DataWorkerError as e:  # on this rank: say so whichever it is
+        log.error("error: %s; rerun the same command to resume from the last checkpoint", e)
+        code = 1
     except Preempted as e:
         if dist.main:  # every rank stops; one says so
             log.warning("%s", e)

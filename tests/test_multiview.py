@@ -194,7 +194,7 @@ stages:
 
 def probe_objective(tmp_path: Path, manifest: Path, probe: str) -> ProbeObjective:
     """A probe on a random encoder of 4-frame 32-pixel clips of the manifest's videos (3 classes)."""
-    data = f"{{kind: video_files, manifest: {manifest}, classes: 3, frames: 4, resolution: 32, workers: 1}}"
+    data = f"{{kind: video_files, manifest: {manifest}, classes: 3, frames: 4, resolution: 32, threads: 1}}"
     path = tmp_path / "views.yaml"
     schedule = "    schedule: {steps: 1}\n"
     path.write_text(FILE_SPEC.format(out=tmp_path / "run", data=data, probe=probe, schedule=schedule))
@@ -232,7 +232,7 @@ def test_the_whole_eval_manifest_is_scored_once(tmp_path: Path, videos: dict) ->
     manifest = manifest_of(videos, tmp_path)
     o = probe_objective(tmp_path, manifest, "{kind: attentive_probe, depth: 1, heads: 2}")
     stage = o.stage
-    gen = files(videos, str(manifest), frames=4, resolution=32, classes=3, workers=1)
+    gen = files(videos, str(manifest), frames=4, resolution=32, classes=3, threads=1)
     cfg = stage.evals[0]
     result = Top1(cfg, gen, stage.data, 3, "probe", Dist())(o, 0)
     hits = 0
@@ -287,7 +287,7 @@ def test_two_sharded_ranks_score_the_whole_manifest_as_one_process(tmp_path: Pat
     from engine.runtime.trainer import run_spec
 
     manifest = manifest_of(videos, tmp_path, [*VAL, ("ramp.mp4", 0)])
-    data = f"{{kind: video_files, manifest: {manifest}, classes: 3, frames: 4, resolution: 32, workers: 1}}"
+    data = f"{{kind: video_files, manifest: {manifest}, classes: 3, frames: 4, resolution: 32, threads: 1}}"
     path = tmp_path / "views.yaml"
     knn = "{kind: knn_probe, k: 3}"  # trains nothing: no schedule
     path.write_text(FILE_SPEC.format(out=tmp_path / "one", data=data, probe=knn, schedule=""))

@@ -320,7 +320,7 @@ def files(videos: dict, manifest: str = "manifest.txt", **kw: object):
     from engine.data.video_files import VideoFiles
     from schemas.data import VideoFiles as VideoFilesConfig
 
-    fields = dict(frames=8, frame_step=4, resolution=32, classes=5, workers=2)
+    fields = dict(frames=8, frame_step=4, resolution=32, classes=5, threads=2)
     url = manifest if "://" in manifest else str(videos["root"] / manifest)
     return VideoFiles(VideoFilesConfig(manifest=url, **{**fields, **kw}))
 
@@ -340,13 +340,13 @@ def test_files_shapes_labels_and_failures(videos: dict, caplog: pytest.LogCaptur
     assert {"corrupt.mp4" in r.getMessage() for r in logged} == {True, False}  # both kinds were hit
     assert all(loader.entries["train"][e].label not in bad for e in clips.meta["entry"])
     # the same rng gives the same clips, whatever the thread scheduling and the failures
-    again = files(videos, workers=3).sample(counter_rng(0), 24)
+    again = files(videos, threads=3).sample(counter_rng(0), 24)
     assert same(clips, again)
     assert "label=" in loader.render(clips, 0) and "crop" in loader.render(clips[0])
 
 
 def test_files_too_many_failures_name_the_manifest(videos: dict) -> None:
-    loader = files(videos, "bad_only.txt", max_retries=3, workers=1)
+    loader = files(videos, "bad_only.txt", max_retries=3, threads=1)
     with pytest.raises(RuntimeError, match="bad_only.txt"):
         loader.sample(counter_rng(0), 2)
     assert loader.failures == 4
@@ -385,7 +385,7 @@ def test_truncated_files_never_make_clips_and_warn_once(
     for url, bad in loader.bad.items():  # one warning per file, with its path and the reason
         assert sum(url in m and bad.reason in m for m in logged) == 1
     # a batch is a pure function of its rng and the files, whatever the threads and the failures before it
-    assert same(files(videos, "truncated.txt", workers=1).sample(counter_rng(2), 16), batches[2])
+    assert same(files(videos, "truncated.txt", threads=1).sample(counter_rng(2), 16), batches[2])
 
 
 def test_genuinely_short_video_is_padded_not_bad(videos: dict) -> None:
@@ -433,14 +433,17 @@ TINY_VIT = {"dim": 32, "depth": 1, "heads": 2, "mlp": 64}
 
 
 @pytest.mark.slow
-def test_training_stage_lists_bad_clips(videos: dict, tmp_path) -> None:
-    """The trainer hands the generator its stage directory: a stage over a manifest with bad files lists them."""
+@pytest.mark.parametrize("workers", [0, 2])
+def test_training_stage_lists_bad_clips(videos: dict, tmp_path, workers: int) -> None:
+    """The trainer hands the generator its stage directory: a stage over a manifest with bad files lists them,
+    each data worker in its own file."""
+    from engine.data.video_files import read_bad_clips
     from engine.runtime.distributed import Dist
     from engine.runtime.trainer import run_spec
     from schemas import load_spec
 
     manifest = videos["root"] / "truncated.txt"
-    data = f"{{kind: video_files, manifest: {manifest}, classes: 5, frames: 8, resolution: 32, workers: 1}}"
+    data = f"{{kind: video_files, manifest: {manifest}, classes: 5, frames: 8, resolution: 32, workers: {workers}}}"
     spec = load_spec(
         str(Path(__file__).parent.parent / "specs" / "salt_tiny.yaml"),
         [
@@ -454,7 +457,10 @@ def test_training_stage_lists_bad_clips(videos: dict, tmp_path) -> None:
         ],
     )
     run_spec(spec, Dist(), only="teacher")
-    rows = [json.loads(line) for line in (tmp_path / "teacher" / "bad_clips.jsonl").read_text().splitlines()]
+    names = sorted(p.name for p in (tmp_path / "teacher").glob("bad_clips*.jsonl"))
+    # the training process draws step 0 for the example text, each worker its own steps
+    assert names == ["bad_clips.jsonl"] + [f"bad_clips.worker{w}.jsonl" for w in range(workers)]
+    rows = read_bad_clips(str(tmp_path / "teacher"))
     assert {r["path"].rsplit("/", 1)[1] for r in rows} <= {"cut_full.mp4", "cut_full.mkv", "corrupt.mp4"}
     assert rows and all(r["count"] >= 1 and r["reason"] for r in rows)
 

@@ -5,11 +5,16 @@ For each token spec in specs/ (or the ones given), the first stage's generator a
   consumed   examples/s of the engine's own training step (forward, backward, clip, AdamW) on that stage's
              global batch in one process with the machine's threads, fed a batch drawn beforehand;
   ratio      generated / consumed: how many times over one core feeds the whole training step.
-The two alternate over `--rounds` rounds so that machine noise hits both; the table shows medians. Target
-(issue 4): ratio >= 10 for every generator. Rows whose generator has a reference rate in docs/design.md
+Then the training loop as it runs, the stream drawing each step's batch (`data.workers`, engine/data/loader.py):
+  fed w=0    examples/s of step + batch, the batch drawn in the training process;
+  fed w=1    the same with one worker process drawing the batches ahead;
+  fed w=N-1  with as many workers as the machine has cores less one (omitted when that is 1);
+  keeps up   the fewest workers whose fed rate is within 5% of `consumed` (the step never waits), else "no".
+The measurements alternate over `--rounds` rounds so that machine noise hits all; the table shows medians.
+Target (issue 4): ratio >= 10 for every generator. Rows whose generator has a reference rate in docs/design.md
 ("Performance bar") also print generated / reference (aim: 20x).
 
-    python tools/bench_generators.py [SPEC ...] [--rounds 3] [--seconds 1.0] [--steps 5]
+    python tools/bench_generators.py [SPEC ...] [--rounds 3] [--seconds 1.0] [--steps 5] [--no-workers]
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ sys.path.insert(0, str(ROOT))
 import torch  # noqa: E402
 
 from engine import registry  # noqa: E402
+from engine.data.loader import Prefetched  # noqa: E402
 from engine.data.stream import counter_rng  # noqa: E402
 from engine.runtime.distributed import Dist  # noqa: E402
 from engine.runtime.signals import Preemption  # noqa: E402
@@ -61,16 +67,45 @@ def generated_rate(gen, batch: int, seconds: float, key: int) -> float:
         os.sched_setaffinity(0, cpus)
 
 
+class _Fixed:
+    """A stream that hands out one batch drawn beforehand, whatever the step."""
+
+    def __init__(self, batch):
+        self.fixed = batch
+
+    def batch(self, step: int):
+        return self.fixed
+
+
 def consumed_rate(runner: StageRunner, steps: int) -> float:
     """Examples/s of the engine's training step on a batch drawn beforehand (generation not timed)."""
-    batch = runner.stream.batch(0)
-    runner.stream.batch = lambda step: batch
-    flag = Preemption()
-    runner._step(0, flag)  # warm-up: allocator, first AdamW state
-    t0 = time.perf_counter()
-    for step in range(1, steps + 1):
-        runner._step(step, flag)
-    return steps * len(batch) / (time.perf_counter() - t0)
+    stream = runner.stream
+    runner.stream = _Fixed(stream.batch(0))
+    try:
+        return fed_rate(runner, steps)
+    finally:
+        runner.stream = stream
+
+
+def fed_rate(runner: StageRunner, steps: int, workers: int | None = None, first: int = 0) -> float:
+    """Examples/s of the training loop's steps first+1..first+steps (after one untimed step), each drawing its
+    batch from the runner's stream: inline (workers 0), through `workers` prefetching processes, or as the
+    stream is (None)."""
+    stream = runner.stream
+    if workers is not None:
+        runner.stream = Prefetched(stream, first, first + steps + 1, workers)
+    flag, n = Preemption(), 0
+    try:
+        runner._step(first, flag)  # warm-up: allocator, first AdamW state, the workers' start
+        t0 = time.perf_counter()
+        for step in range(first + 1, first + steps + 1):
+            runner._step(step, flag)
+            n += runner.per_rank
+        return n / (time.perf_counter() - t0)
+    finally:
+        if workers is not None:
+            runner.stream.close()
+            runner.stream = stream
 
 
 def main() -> None:
@@ -80,29 +115,39 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--seconds", type=float, default=1.0, help="generation time per round")
     p.add_argument("--steps", type=int, default=5, help="timed training steps per round")
+    p.add_argument("--no-workers", action="store_true", help="skip the fed columns (the loop with workers)")
     a = p.parse_args()
     paths = [Path(s) for s in a.specs] or token_specs()
-    print(f"torch threads {torch.get_num_threads()}, {os.cpu_count()} cores; generation pinned to one core")
+    cores = len(os.sched_getaffinity(0))
+    counts = [] if a.no_workers else sorted({0, 1, max(1, cores - 1)})
+    print(f"torch threads {torch.get_num_threads()}, {cores} cores; generation pinned to one core")
     head = f"{'spec':26s} {'kind':18s} {'batch':>6s} {'generated/s':>12s} {'consumed/s':>11s} {'ratio':>7s}"
-    print(head + f" {'vs paper':>9s}")
+    head += f" {'vs paper':>9s}" + "".join(f" {f'fed w={w}':>9s}" for w in counts)
+    print(head + (f" {'keeps up':>9s}" if counts else ""))
     for path in paths:
         spec = load_spec(str(path), ["run.output=memory://bench_generators"])
         name, stage = next(iter(spec.stages.items()))
         gen = registry.build_data(stage.data)
         runner = StageRunner(spec, name, stage, Dist())
         runner.build()
-        gens, cons = [], []
+        gens, cons, fed = [], [], {w: [] for w in counts}
         for r in range(a.rounds):
             gens.append(generated_rate(gen, stage.batch.global_, a.seconds, key=r))
             cons.append(consumed_rate(runner, a.steps))
+            for w in counts:  # fresh steps each time: no batch is drawn twice
+                steps = max(
+                    a.steps, 8 * w
+                )  # the batches the workers draw ahead at the start are a small part
+                fed[w].append(fed_rate(runner, steps, w, first=(r * len(counts) + counts.index(w)) * 100))
         g, c = statistics.median(gens), statistics.median(cons)
         ref = REFERENCE.get(stage.data.kind)
         vs = f"{g / ref:8.1f}x" if ref else f"{'-':>9s}"
-        print(
-            f"{path.name:26s} {stage.data.kind:18s} {stage.batch.global_:6d} {g:12.0f} {c:11.0f}"
-            f" {g / c:6.1f}x {vs}",
-            flush=True,
-        )
+        rates = {w: statistics.median(v) for w, v in fed.items()}
+        row = f"{path.name:26s} {stage.data.kind:18s} {stage.batch.global_:6d} {g:12.0f} {c:11.0f} {g / c:6.1f}x {vs}"
+        if counts:
+            keeps = next((f"w={w}" for w in counts if rates[w] >= 0.95 * c), "no")
+            row += "".join(f" {rates[w]:9.0f}" for w in counts) + f" {keeps:>9s}"
+        print(row, flush=True)
 
 
 if __name__ == "__main__":

@@ -83,6 +83,17 @@ class MultiBlockMasks:
         """Per mask config, (context, target) token indices: int64 [batch, Kc], [batch, Kt], rows sorted."""
         return [self.trim(d.target, rng) for d in self.draw(rng, batch)]
 
+    def extras(self, rng: np.random.Generator, n: int) -> dict[str, np.ndarray]:
+        """The masks of one group of n clips as a batch's extra arrays: `context_i`, `target_i` per mask config.
+
+        Groups are fixed by the spec (`masks.group`, V-JEPA's per-GPU batch) and drawn by their index in the
+        global batch, so every world size trains on the same masked tokens.
+        """
+        out = {}
+        for i, (context, target) in enumerate(self.sample(rng, n)):
+            out[f"context_{i}"], out[f"target_{i}"] = context, target
+        return out
+
     def draw(self, rng: np.random.Generator, batch: int) -> list[Draw]:
         """Per mask config, the untrimmed targets of `batch` clips (what `sample` trims, same draws)."""
         return [self._draw(i, gen, rng, batch) for i, gen in enumerate(self.cfg.masks)]

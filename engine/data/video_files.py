@@ -459,26 +459,53 @@ class VideoFiles:
         self.report_url: str | None = None  # where `report_to` asked for the list of bad files
         self._earlier: dict[str, dict[str, Any]] = {}  # the list found there (an earlier attempt's)
         self._reported = (0, 0)  # (files, failures) in the last report written
+        self._report_at = ("", 0)  # (stage URL, rank) given to `report_to`
+        self._report_pid = 0  # the process `report_url` was chosen in
         self._lock = threading.Lock()
         self._pool: ThreadPoolExecutor | None = None
+        self._pool_pid = 0  # the process the pool's threads run in (a forked data worker has none of them)
+
+    def __getstate__(self) -> dict[str, Any]:
+        """What a data worker process receives: all but the thread pool and the lock (it makes its own)."""
+        state = dict(self.__dict__)
+        state.update(_pool=None, _pool_pid=0, _lock=None)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
 
     def manifest(self, split: str) -> str:
         """The manifest URL of a split."""
         return (self.cfg.eval_manifest or self.cfg.manifest) if split == "eval" else self.cfg.manifest
 
     def report_to(self, stage_url: str, rank: int = 0) -> None:
-        """List the bad files in the stage directory: bad_clips.jsonl (rank r > 0: bad_clips.rank{r}.jsonl).
+        """List the bad files in the stage directory: bad_clips.jsonl (rank r > 0: bad_clips.rank{r}.jsonl; data
+        worker w of the rank adds `.worker{w}` before `.jsonl`: each process lists the files it met).
 
         One JSON object per file (path, reason, count of failed reads), sorted by path, rewritten whole after
         a batch that met a new bad file or doubled the failures since the last write. The list an earlier
         attempt of the stage left there (a resumed run) is kept, its counts added to.
         """
-        name = "bad_clips.jsonl" if rank == 0 else f"bad_clips.rank{rank}.jsonl"
-        self.report_url = f"{stage_url.rstrip('/')}/{name}"
+        self._report_at = (stage_url.rstrip("/"), rank)
+        self._retarget()
+
+    def _retarget(self) -> None:
+        """Point the list at this process's file (a forked data worker starts its own, from no bad files)."""
+        from torch.utils.data import get_worker_info
+
+        stage_url, rank = self._report_at
+        name = "bad_clips" if rank == 0 else f"bad_clips.rank{rank}"
+        worker = get_worker_info()
+        if worker is not None:
+            name += f".worker{worker.id}"
+            self.bad, self.failures = {}, 0  # the parent's were its own to list
+        self.report_url = f"{stage_url}/{name}.jsonl"
         fs, path = fsspec.core.url_to_fs(self.report_url)
         lines = fs.cat_file(path).decode().splitlines() if fs.exists(path) else []
         self._earlier = {row["path"]: row for row in map(json.loads, lines)}
         self._reported = (0, 0)
+        self._report_pid = os.getpid()
 
     def sample(self, rng: np.random.Generator, n: int, split: str = "train") -> Clips:
         """n clips of random manifest entries; train clips are augmented, eval clips centre-cropped."""
@@ -511,11 +538,14 @@ class VideoFiles:
             raise ValueError(
                 f"segments={segments} and views={views} are eval clips; train clips are one each"
             )
+        if self.report_url is not None and self._report_pid != os.getpid():  # first batch in a data worker
+            self._retarget()
         jobs = [(int(e), int(k), split, segments, views) for e, k in zip(entries, keys, strict=True)]
         try:
-            if self.cfg.workers > 1 and len(jobs) > 1:
-                if self._pool is None:
-                    self._pool = ThreadPoolExecutor(self.cfg.workers, thread_name_prefix="video")
+            if self.cfg.threads > 1 and len(jobs) > 1:
+                if self._pool is None or self._pool_pid != os.getpid():
+                    self._pool = ThreadPoolExecutor(self.cfg.threads, thread_name_prefix="video")
+                    self._pool_pid = os.getpid()
                 results = list(self._pool.map(self._clips, jobs))
             else:
                 results = [self._clips(job) for job in jobs]
@@ -567,6 +597,8 @@ class VideoFiles:
         """Rewrite the list of bad files if a file was added or the failures doubled since the last write."""
         if self.report_url is None:
             return
+        if self._report_pid != os.getpid():
+            self._retarget()
         with self._lock:
             files, failures = len(self.bad), self.failures
             if files == self._reported[0] and failures < 2 * max(1, self._reported[1]):

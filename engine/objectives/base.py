@@ -4,6 +4,7 @@ its model and objective, and the token batch NextToken takes."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -49,10 +50,11 @@ class Objective:
         """The modules the optimizer updates (default: all of `models`)."""
         return self.models
 
-    def augment(self, rng: np.random.Generator, n: int) -> dict[str, np.ndarray]:
-        """Per-step randomness the objective needs (e.g. masks) for all n examples of the global batch, as
-        arrays with leading dimension n; each rank adds its rows to its batch's `meta`. Default: none."""
-        return {}
+    # Per-step randomness the objective needs (e.g. masks): `augment(rng, n)` gives arrays with leading dimension
+    # n for n consecutive examples of the global batch, and each rank adds its rows to its batch's `meta`. None:
+    # nothing. It travels to the data worker processes with the stream, so it must pickle without the models
+    # (a method of a small helper object, not of the objective).
+    augment: Callable[[np.random.Generator, int], dict[str, np.ndarray]] | None = None
 
     def stream(self, stream: Any) -> Any:
         """The training batches (anything with `batch(step)`): the counter-based `stream` the trainer built

@@ -89,6 +89,7 @@ class MaskedVideo(Objective):
         self.cfg, self.stage, self.vit = cfg, st, st.model
         self.encoder = models["model"]
         self.masks = MultiBlockMasks(cfg.masks, self.vit.grid)
+        self.augment = self.masks.extras  # the masks of a group of clips, drawn with the batch
         predictor = Predictor(st.predictor, self.vit.dim, out_dim, self.vit.grid)
         self.predictor = ctx.shard(predictor)
         self.models = {"model": self.encoder, "predictor": self.predictor}
@@ -98,17 +99,6 @@ class MaskedVideo(Objective):
     def batch_group(self) -> int:
         """Clips whose masks are drawn and trimmed together; a micro-batch never holds clips of two groups."""
         return self.cfg.masks.group
-
-    def augment(self, rng: np.random.Generator, n: int) -> dict[str, np.ndarray]:
-        """The masks of one group of n clips (per generator: context and target indices, trimmed together).
-
-        Groups are fixed by the spec (`masks.group`, V-JEPA's per-GPU batch) and drawn by their index in the
-        global batch, so every world size trains on the same masked tokens.
-        """
-        out = {}
-        for i, (context, target) in enumerate(self.masks.sample(rng, n)):
-            out[f"context_{i}"], out[f"target_{i}"] = context, target
-        return out
 
     def collate(self, clips: Clips, device: torch.device) -> dict[str, Any]:
         """Pixels in [0, 1] and normalised input, mask indices, labels: tensors on `device`.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import signal
 import time
 import zlib
@@ -16,6 +17,7 @@ from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_
 from torch.distributed.fsdp import FSDPModule
 
 from engine import registry
+from engine.data.loader import Prefetched, resolve_workers
 from engine.data.stream import Stream
 from engine.objectives.base import Objective
 from schemas.spec import ProbeStage, Spec, TrainStage
@@ -233,7 +235,7 @@ class StageRunner:
             for e in st.evals
         ]
         self.last_by_eval: list[dict[str, float]] = [{} for _ in self.evals]  # each evaluator's last results
-        self.stream = stream
+        self.stream, self.data_cfg = stream, data_cfg
         ckpt_url = st.checkpoint.url or f"{self.url}/checkpoints"
         self.ckpt = Checkpointer(ckpt_url, st.checkpoint.keep_last, dist, name=self.name)
 
@@ -263,6 +265,7 @@ class StageRunner:
         )
         if start == 0:
             metrics.text("example", self.gen.render(self.stream.batch(0)[0]), 0)
+        self.stream = self._prefetch(self.stream, start)
 
         window = Window()
         t_start = time.perf_counter()
@@ -331,6 +334,24 @@ class StageRunner:
         save_final(f"{self.url}/final", self.models, done_info, dist)
         metrics.close()
         return last_eval
+
+    def _prefetch(self, stream: Any, start: int) -> Prefetched:
+        """The stream of steps start.. drawn ahead by the data config's worker processes (`data.workers`)."""
+        data, device = self.data_cfg, self.dist.device
+        local_world = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+        workers = resolve_workers(getattr(data, "workers", 0), device, local_world)
+        if not isinstance(stream, Stream):  # a probe's labelled set, in memory: taking its rows costs nothing
+            workers = 0
+        prefetch = getattr(data, "prefetch", 2)
+        if workers and self.dist.main:
+            log.info("%s: %d data worker(s) per rank, %d batch(es) ahead each", self.name, workers, prefetch)
+        return Prefetched(stream, start, self.steps, workers, prefetch, pin=device.type == "cuda")
+
+    def close(self) -> None:
+        """Stop the stage's data workers, if any (after it ends, however it ends)."""
+        close = getattr(getattr(self, "stream", None), "close", None)
+        if close is not None:
+            close()
 
     def evaluate(self) -> dict[str, float]:
         """Run the stage's evaluators on its final weights, without training, and write their results files
@@ -533,7 +554,10 @@ def run_spec(
                 rundir.write_fingerprint(runner.url, identities[name])
             steps = getattr(getattr(stage, "schedule", None), "steps", 0)
             log.info("%s: starting (%d steps, world %d)", name, steps, dist.world)
-            results[name] = runner.run(preemption)
+            try:
+                results[name] = runner.run(preemption)
+            finally:
+                getattr(runner, "close", lambda: None)()  # its data workers, if it has any
     if dist.main:  # the probe stages' results side by side (nothing for a run without probes)
         summary.write_summary(spec.run.output.rstrip("/"), list(spec.stages), spec.run.name)
     return results

@@ -1,12 +1,13 @@
-"""Shared pieces of the data configs: `TokenData` (what the plan, validators and evaluators ask of a token
-generator), `LengthRanges` and `IntRange`."""
+"""Shared pieces of the data configs: `Loading` (how batches are drawn), `TokenData` (what the plan, validators
+and evaluators ask of a token generator), `LengthRanges` and `IntRange`."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Annotated, ClassVar
+from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 from ..base import Strict, spec_error
 
@@ -16,6 +17,40 @@ IntRange = Annotated[tuple[int, int], Field(description="Inclusive range [low, h
 def mean_t_t1(ts: Sequence[int]) -> tuple[float, float]:
     """(E[T], E[T*(T+1)]) over equally likely example lengths `ts`: what the plan's FLOPs need."""
     return sum(ts) / len(ts), sum(t * (t + 1) for t in ts) / len(ts)
+
+
+class Loading(Strict):
+    """Base of every data config: how a stage's training batches are drawn, not what they hold (OPERATIONAL:
+    a run may change them on resume, and the batches are the same whatever they are).
+
+    Its fields are moved after the subclass's own, so that `kind` stays first in the schema and in dumped specs.
+    """
+
+    workers: int | Literal["auto"] = Field(
+        "auto",
+        description="Worker processes per rank drawing the next steps' batches while the step runs; 0 = drawn "
+        "in the training process. auto = 0 on CPU, the rank's share of the cores less one (at most 4) on CUDA.",
+    )
+    prefetch: int = Field(2, ge=1, le=64, description="Batches each worker keeps ready ahead of the step.")
+    OPERATIONAL: ClassVar[frozenset[str]] = frozenset({"workers", "prefetch"})
+
+    @field_validator("workers", mode="before")
+    @classmethod
+    def _workers(cls, value: Any) -> Any:
+        """`auto` or a whole number of processes, 0 to 64 (one message, not one per member of the union)."""
+        if value == "auto" or (type(value) is int and 0 <= value <= 64):
+            return value
+        raise PydanticCustomError(
+            "spec", f"{value!r} is not a number of worker processes; give 0 to 64, or auto"
+        )
+
+    @classmethod
+    def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
+        super().__pydantic_init_subclass__(**kwargs)
+        fields = cls.__pydantic_fields__
+        for name in Loading.model_fields:
+            fields[name] = fields.pop(name)
+        cls.model_rebuild(force=True)
 
 
 class LengthRanges(Strict):
@@ -33,7 +68,7 @@ class LengthRanges(Strict):
         return self
 
 
-class TokenData(Strict):
+class TokenData(Loading):
     """Base of the token generators' configs: what the plan, the validators and the evaluators ask of data.
 
     A subclass sets `kind`, `SPLITS` and implements `vocab_size`, `max_seq_len` and `length_stats` in pure

@@ -7,8 +7,8 @@ from typing import Annotated, ClassVar, Literal
 
 from pydantic import Field, model_validator
 
-from ..base import Problems, Strict
-from .base import IntRange
+from ..base import Problems
+from .base import IntRange, Loading
 
 FloatRange = Annotated[tuple[float, float], Field(description="Inclusive range [low, high].")]
 VideoShape = Literal["disc", "square", "triangle", "ring", "cross"]
@@ -25,7 +25,7 @@ def _distinct(p: Problems, name: str, values: tuple) -> None:
         p.add(name, f"{name} {list(values)} repeats an item; list each once")
 
 
-class SyntheticVideo(Strict):
+class SyntheticVideo(Loading):
     """Procedural clips (numpy): textured shapes that move, bounce and spin over a noisy background.
 
     The largest object is the target; motion labels (direction, speed, rotation) are invisible in any single
@@ -145,7 +145,7 @@ class SyntheticVideo(Strict):
         return (self.channels, self.frames, self.resolution, self.resolution)
 
 
-class VideoFiles(Strict):
+class VideoFiles(Loading):
     """Video files listed in a V-JEPA manifest (`path label` per line), decoded with PyAV (extra `video`)."""
 
     kind: Literal["video_files"] = Field("video_files", description="Decoded video files with class labels.")
@@ -175,8 +175,10 @@ class VideoFiles(Strict):
     max_retries: int = Field(
         10, ge=1, description="Consecutive unreadable files tolerated for one clip before the job stops."
     )
-    OPERATIONAL: ClassVar[frozenset[str]] = frozenset({"workers"})  # threads do not change the clips
-    workers: int = Field(4, ge=1, description="Threads decoding the clips of one batch.")
+    OPERATIONAL: ClassVar[frozenset[str]] = Loading.OPERATIONAL | {
+        "threads"
+    }  # threads do not change the clips
+    threads: int = Field(4, ge=1, description="Threads decoding the clips of one batch (in each worker).")
 
     @model_validator(mode="after")
     def _ranges(self) -> VideoFiles:
