@@ -63,15 +63,21 @@ checks that the grid after SOL_S is complete, free of conflicts and equal to the
 
 from __future__ import annotations
 
+import atexit
 import hashlib
+import logging
+import os
+import tempfile
 from collections.abc import Sequence
 from itertools import combinations
+from pathlib import Path
 
 import numpy as np
 
 from schemas.data import Sudoku as SudokuConfig
 
 from .base import Example, Examples, UnknownSplit, Vocab
+from .stream import counter_rng
 
 VOCAB = Vocab(SudokuConfig.VOCAB)
 PAD, START, END = VOCAB.pad, VOCAB.bos, VOCAB.eos
@@ -84,6 +90,7 @@ EQ, COLON, LBR, RBR, COMMA, NL, NONE, SOL_S, SOL_E = (
 )
 CELL0 = VOCAB.id("(0, 0)")  # cell (r, c) is CELL0 + 9r + c
 STRATEGIES = SudokuConfig.STRATEGIES  # meta["hardest"] indexes this tuple; the last entry is guessing
+log = logging.getLogger("engine")
 
 # ---- grid geometry: cells 0..80 row-major, digit v as bit v-1 of a 9-bit mask --------------------------
 
@@ -453,6 +460,147 @@ def make_puzzle(rng: np.random.Generator, target: int, tries: int, most: int) ->
     return puzzle, solution
 
 
+# ---- the bank: base puzzles made once, drawn under random symmetries ----------------------------------
+
+BANK_VERSION = 1  # bump when make_puzzle or the key changes what a slot holds: old cache files then go unused
+
+
+def cache_dir() -> Path:
+    """Where banks are kept on disk: $ENGINE_CACHE/sudoku, else $XDG_CACHE_HOME/engine/sudoku (~/.cache)."""
+    root = os.environ.get("ENGINE_CACHE")
+    if not root:
+        base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+        root = os.path.join(base, "engine")
+    return Path(root) / "sudoku"
+
+
+class Bank:
+    """Base puzzles of one clue count and split: slot k is make_puzzle under the counter key (key, k).
+
+    A slot is a pure function of (clues, split, tries, most), never of the run's seed, rank or world size, so
+    every process that draws it makes the same puzzle. Slots are made on first draw, kept in memory and saved to
+    `cache_dir()/<key>.npz` (merged with what other processes saved, written to a temporary file and renamed
+    into place); a file that does not match its key and checksum is ignored and overwritten.
+    """
+
+    def __init__(self, clues: int, split: int, tries: int, most: int):
+        self.clues, self.split, self.tries, self.most = clues, split, tries, most
+        text = f"sudoku-bank v{BANK_VERSION} clues={clues} split={split} tries={tries} most={most}"
+        self.key = hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
+        self.path = cache_dir() / f"{self.key}.npz"
+        self.puzzles = self.load()
+        self.saved = len(self.puzzles)
+
+    def puzzle(self, slot: int) -> np.ndarray:
+        """Base puzzle `slot` [81] int8 (0 = empty), made now if no process made it before."""
+        p = self.puzzles.get(slot)
+        if p is None:
+            made = make_puzzle(counter_rng(int(self.key, 16), slot), self.clues, self.tries, self.most)[0]
+            p = self.puzzles[slot] = np.array(made, dtype=np.int8)
+        return p
+
+    def _checksum(self, slots: np.ndarray, puzzles: np.ndarray) -> np.ndarray:
+        """16-byte digest of a file's slots and puzzles, bound to the bank's key."""
+        h = hashlib.blake2b(self.key.encode(), digest_size=16)
+        h.update(slots.astype("<i8").tobytes())
+        h.update(puzzles.astype(np.int8).tobytes())
+        return np.frombuffer(h.digest(), dtype=np.uint8)
+
+    def load(self) -> dict[int, np.ndarray]:
+        """The slots saved on disk; none when the file is missing, unreadable or does not check out."""
+        try:
+            with np.load(self.path, allow_pickle=False) as f:
+                key, slots, puzzles, digest = str(f["key"]), f["slots"], f["puzzles"], f["checksum"]
+        except FileNotFoundError:
+            return {}
+        except Exception as e:  # a torn, truncated or foreign file: rebuilt, never trusted
+            log.warning(
+                "sudoku bank %s is unreadable (%s: %s); rebuilding it", self.path, type(e).__name__, e
+            )
+            return {}
+        ok = (
+            key == self.key
+            and slots.ndim == 1
+            and puzzles.shape == (len(slots), 81)
+            and np.array_equal(digest, self._checksum(slots, puzzles))
+        )
+        if ok:
+            n = (puzzles > 0).sum(1)
+            ok = bool(
+                ((puzzles >= 0) & (puzzles <= 9)).all() and ((n >= self.clues) & (n <= self.most)).all()
+            )
+        if not ok:
+            log.warning("sudoku bank %s does not match its key or checksum; rebuilding it", self.path)
+            return {}
+        return {int(s): p for s, p in zip(slots.tolist(), puzzles.astype(np.int8), strict=True)}
+
+    def save(self) -> None:
+        """Write every slot known here or on disk to the file, atomically (temporary file, then rename)."""
+        merged = {**self.load(), **self.puzzles}
+        slots = np.array(sorted(merged), dtype=np.int64)  # [m]
+        puzzles = np.stack([merged[s] for s in sorted(merged)]).astype(np.int8)  # [m, 81]
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=f".{self.key}.", suffix=".npz", dir=self.path.parent)
+            try:
+                with os.fdopen(fd, "wb") as f:
+                    checksum = self._checksum(slots, puzzles)
+                    np.savez(f, key=np.array(self.key), slots=slots, puzzles=puzzles, checksum=checksum)
+                os.replace(tmp, self.path)
+            except BaseException:
+                os.unlink(tmp)
+                raise
+        except OSError as e:  # a read-only or full disk costs only remaking the slots in a later process
+            log.warning("cannot save the sudoku bank to %s (%s); it stays in memory", self.path, e)
+        self.puzzles.update(merged)
+        self.saved = len(self.puzzles)
+
+    def flush(self, size: int) -> None:
+        """Save when a quarter more slots than saved (at least 16) are new, or every one of `size` is made."""
+        new = len(self.puzzles) - self.saved
+        if new > 0 and (new >= max(16, self.saved // 4) or len(self.puzzles) >= size):
+            self.save()
+
+
+_BANKS: dict[
+    tuple[int, int, int, int, str], Bank
+] = {}  # in-process cache, by (clues, split, tries, most, dir)
+
+
+def bank(clues: int, split: int, tries: int, most: int) -> Bank:
+    """The bank of one clue count and split, shared by every generator of this process."""
+    at = (clues, split, tries, most, str(cache_dir()))
+    b = _BANKS.get(at)
+    if b is None:
+        b = _BANKS[at] = Bank(clues, split, tries, most)
+    return b
+
+
+def clear_banks() -> None:
+    """Forget the banks held in memory (the files stay): the next draw reads them from disk again."""
+    _BANKS.clear()
+
+
+@atexit.register
+def save_banks() -> None:
+    """Save every bank with slots not yet on disk (also run when the interpreter exits)."""
+    for b in _BANKS.values():
+        if len(b.puzzles) > b.saved:
+            b.save()
+
+
+def transform(puzzle: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A random validity-preserving transform of a grid [81] (0 = empty): digits relabelled, rows within bands,
+    bands, columns within stacks and stacks permuted, then transposed with probability 1/2."""
+    order = rng.random((2, 4, 3)).argsort(axis=2)  # [rows | cols, band perm + 3 within-band perms, 3]
+    lines = 3 * order[:, :1, :].transpose(0, 2, 1) + order[:, 1:, :][np.arange(2)[:, None], order[:, 0, :]]
+    relabel = np.concatenate([[0], rng.permutation(9) + 1]).astype(np.int8)  # [10]
+    grid = puzzle.reshape(9, 9)[lines[0].reshape(9)][:, lines[1].reshape(9)]
+    if rng.integers(2):
+        grid = grid.T
+    return relabel[grid].reshape(81)
+
+
 # ---- the strategy solver and its trace -----------------------------------------------------------------
 
 
@@ -809,6 +957,9 @@ def valid_solution(grid: Sequence[int], puzzle: Sequence[int]) -> bool:
     return all(len({grid[c] for c in u}) == 9 for u in UNITS)
 
 
+REDRAWS = 1000  # draws of a puzzle whose full trace fits max_tokens before giving up
+
+
 class Sudoku:
     """Generator of sudoku examples: the givens, the solver's trace (full | shortcut | none), the grid."""
 
@@ -821,16 +972,26 @@ class Sudoku:
 
     def example(
         self, rng: np.random.Generator, clues: int, split: int
-    ) -> tuple[list[int], int, list[int], list[int], int, int]:
-        """One example within max_tokens: (tokens, prompt length, puzzle, solution, hardest, guesses)."""
+    ) -> tuple[list[int], int, list[int], list[int], int, int, int]:
+        """One example within max_tokens: (tokens, prompt length, puzzle, solution, hardest, guesses, base slot).
+
+        With a bank: a random slot of the split's bank for `clues` under a random transform (base slot >= 0);
+        without (bank 0): a fresh puzzle, its digits relabelled until it hashes into the split (base slot -1).
+        """
         cfg = self.cfg
-        while True:  # full traces over max_tokens are redrawn (the validator keeps that rare)
-            puzzle, solution = make_puzzle(rng, clues, cfg.tries, cfg.clues[1])
-            while True:  # relabel the digits until the puzzle hashes into the split
-                relabel = [0, *(rng.permutation(9) + 1).tolist()]
-                mine = [relabel[v] for v in puzzle]
-                if split_of(mine) == split:
-                    break
+        for _ in range(REDRAWS):  # full traces over max_tokens are redrawn (the validator keeps that rare)
+            if cfg.bank:
+                slot = int(rng.integers(cfg.bank))
+                base = bank(clues, split, cfg.tries, cfg.clues[1]).puzzle(slot)
+                mine = transform(base, rng).tolist()
+            else:
+                slot = -1
+                puzzle, _ = make_puzzle(rng, clues, cfg.tries, cfg.clues[1])
+                while True:  # relabel the digits until the puzzle hashes into the split
+                    relabel = [0, *(rng.permutation(9) + 1).tolist()]
+                    mine = [relabel[v] for v in puzzle]
+                    if split_of(mine) == split:
+                        break
             found, lines, hardest, guesses = solve(mine)
             tokens = [START, ORIGINAL, COLON, NL]
             for i, v in enumerate(mine):
@@ -846,7 +1007,11 @@ class Sudoku:
                 tokens += (CELL0 + i, EQ, DIGIT0 + v, NL)
             tokens += (SOL_E, END)
             if len(tokens) <= cfg.max_tokens:
-                return tokens, prompt, mine, found, hardest, guesses
+                return tokens, prompt, mine, found, hardest, guesses, slot
+        raise ValueError(
+            f"no sudoku with {clues} givens fit max_tokens={cfg.max_tokens} in {REDRAWS} draws: every puzzle "
+            f"drawn has a longer full trace; raise max_tokens, the low end of clues or bank"
+        )
 
     def sample(
         self, rng: np.random.Generator, n: int, split: str = "train", length: int | None = None
@@ -862,6 +1027,9 @@ class Sudoku:
         targets = rng.integers(lo, hi + 1, size=n).tolist()
         which = self.cfg.SPLITS.index(split)
         rows = [self.example(rng, t, which) for t in targets]
+        if self.cfg.bank:
+            for t in set(targets):  # save the slots made here (now and then, not on every call)
+                bank(t, which, self.cfg.tries, self.cfg.clues[1]).flush(self.cfg.bank)
         lengths = np.array([len(r[0]) for r in rows], dtype=np.int64)  # [n]
         width = int(lengths.max(initial=1))
         tokens = np.full((n, width), PAD, dtype=np.int32)  # [n, L]
@@ -876,6 +1044,7 @@ class Sudoku:
             "guesses": np.array([r[5] for r in rows], dtype=np.int64),
             "puzzle": puzzles,
             "solution": np.array([r[3] for r in rows], dtype=np.int8).reshape(n, 81),
+            "base": np.array([r[6] for r in rows], dtype=np.int64),
         }
         return Examples(tokens, loss_mask, lengths, None, meta)
 

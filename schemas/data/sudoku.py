@@ -30,6 +30,19 @@ class Sudoku(TokenData):
         ge=1,
         description="Local-search rounds per puzzle to reach its clue count; fewer than 27 givens need more (see TRIES).",
     )
+    bank: int = Field(
+        1000,
+        ge=0,
+        description=(
+            "Base puzzles per clue count and split, each made once (lazily, on first draw) from a fixed key of "
+            "the config's clue range and tries, and cached in memory and on disk ($ENGINE_CACHE, else "
+            "~/.cache/engine); every example is a base puzzle drawn at random under a random validity-preserving "
+            "transform (digit relabelling, row and column swaps within bands and stacks, band and stack swaps, "
+            "transposition: up to 9!*6^8*2 = 1.2e12 variants of one puzzle, the same givens pattern and strategies "
+            "up to symmetry), solved afresh for its trace. Train and eval draw on separate banks. 0: a fresh "
+            "puzzle per example (no two examples share a base, about 20x slower once a bank is built)."
+        ),
+    )
     trace: Literal["full", "shortcut", "none"] = Field(
         "shortcut",
         description="Trace before the answer: full (guesses, dead ends, reverts), shortcut (reverted branches dropped), none.",
