@@ -3,13 +3,19 @@
 Hypothesis draws the config (clue range, trace kind, token limit), the number of examples and the seed;
 the tests check the token format, the lengths and their bounds, the answer mask, unique solutions, traces
 that replay to the solution, the shortcut as the full trace without reverted branches, the verifier and
-the split, plus the strategies one by one on hand-made candidate grids and a short training run.
+the split, plus the strategies one by one on hand-made candidate grids and a short training run. The bank
+tests check that its examples are symmetries of its base puzzles with unique solutions, that train and eval
+banks are disjoint, that banks are the same in every process and that a damaged cache file is rebuilt.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import logging
 import math
+from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -27,6 +33,18 @@ SEEDS = st.integers(0, 2**63 - 1)
 SPLITS = st.sampled_from(["train", "eval"])
 FAST = settings(max_examples=25, deadline=None)
 CELLS = range(S.CELL0, S.CELL0 + 81)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def private_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Banks of these tests live in a temporary cache, not the user's."""
+    mp = pytest.MonkeyPatch()
+    where = tmp_path_factory.mktemp("engine_cache")
+    mp.setenv("ENGINE_CACHE", str(where))
+    yield where
+    S.save_banks()
+    S.clear_banks()
+    mp.undo()
 
 
 @st.composite
@@ -108,7 +126,7 @@ def without_reverted(lines: list[tuple[int, ...]]) -> list[tuple[int, ...]]:
 def test_same_seed_same_examples_other_seed_others(cfg: SudokuConfig, seed: int, n: int, split: str) -> None:
     a, b = sample(cfg, seed, n, split), sample(cfg, seed, n, split)
     assert identical(a, b)
-    assert set(a.meta) == {"clues", "hardest", "guesses", "puzzle", "solution"}
+    assert set(a.meta) == {"clues", "hardest", "guesses", "puzzle", "solution", "base"}
     other = sample(cfg, seed + 1, n, split)
     assert not np.array_equal(a.meta["puzzle"], other.meta["puzzle"])
 
@@ -304,10 +322,155 @@ def test_verifier_rejects_any_conflict() -> None:
 
 @FAST
 @given(cfg=configs(), seed=SEEDS, n=st.integers(1, 6))
-def test_train_and_eval_puzzles_lie_in_disjoint_halves(cfg: SudokuConfig, seed: int, n: int) -> None:
+def test_without_a_bank_train_and_eval_puzzles_lie_in_disjoint_halves(
+    cfg: SudokuConfig, seed: int, n: int
+) -> None:
+    cfg = cfg.model_copy(update={"bank": 0})
     for k, split in enumerate(cfg.SPLITS):
         ex = sample(cfg, seed, n, split)
         assert all(S.split_of(p.tolist()) == k for p in ex.meta["puzzle"])
+        assert (ex.meta["base"] == -1).all()
+
+
+def test_bank_0_is_the_generator_before_banks() -> None:
+    """Digests of batches recorded with the generator of commit 2bf1dbb (a fresh puzzle per example)."""
+    cfg = SudokuConfig(clues=(26, 32), trace="full", bank=0)
+    for split, digest in (("train", "515fb389a78a199b"), ("eval", "0342b07936e580f8")):
+        tokens = sample(cfg, 2026, 6, split).tokens
+        assert hashlib.blake2b(tokens.tobytes(), digest_size=8).hexdigest() == digest
+
+
+# ---- the bank ------------------------------------------------------------------------------------------
+
+
+def invariant(puzzle: np.ndarray) -> tuple:
+    """A fingerprint that every transform keeps: per given, the givens in its row and column (unordered, as
+    transposition swaps them), in its box and with its digit; sorted."""
+    g = np.asarray(puzzle).reshape(9, 9)
+    given = g > 0
+    rows, cols = given.sum(1), given.sum(0)
+    boxes = given.reshape(3, 3, 3, 3).sum((1, 3))
+    digits = np.bincount(g.reshape(-1), minlength=10)
+    return tuple(
+        sorted(
+            (min(rows[r], cols[c]), max(rows[r], cols[c]), boxes[r // 3, c // 3], digits[g[r, c]])
+            for r, c in zip(*np.nonzero(given), strict=True)
+        )
+    )
+
+
+@FAST
+@given(seed=SEEDS, clues=st.integers(24, 40))
+def test_transforms_keep_grids_valid_and_puzzles_unique(seed: int, clues: int) -> None:
+    rng = counter_rng(seed)
+    puzzle, solution = (np.array(a, dtype=np.int8) for a in S.make_puzzle(rng, clues, 20, 40))
+    a, b = counter_rng(seed, 1), counter_rng(seed, 1)  # the same transform for the puzzle and its solution
+    p, s = S.transform(puzzle, a), S.transform(solution, b)
+    assert S.valid_solution(s.tolist(), p.tolist()) and S.count_solutions(p.tolist(), 2) == 1
+    assert S.solve(p.tolist())[0] == s.tolist() and invariant(p) == invariant(puzzle)
+    assert sorted(np.bincount(p, minlength=10)) == sorted(np.bincount(puzzle, minlength=10))
+    assert (p > 0).sum() == (puzzle > 0).sum()
+
+
+def test_transforms_reach_the_whole_group() -> None:
+    """Each transform maps lines to lines and boxes to boxes; digit relabelling, moves of rows within bands and
+    of whole bands (columns and stacks likewise) and transposition all occur, the moves not always."""
+    seen: dict[str, set[bool]] = {k: set() for k in ("relabel", "row", "band", "col", "stack", "transpose")}
+    for k in range(60):
+        to = np.zeros(81, dtype=np.int64)  # where transform k sends each cell
+        for j in range(81):
+            one = np.zeros(81, dtype=np.int8)
+            one[j] = 1
+            to[j] = int(np.flatnonzero(S.transform(one, counter_rng(k)))[0])
+        digits = [int(S.transform(np.full(81, v, np.int8), counter_rng(k))[0]) for v in range(1, 10)]
+        assert sorted(digits) == list(range(1, 10))
+        r, c = to // 9, to % 9
+        transposed = len(set(r[:9].tolist())) == 9  # row 0 went to a column
+        if transposed:
+            r, c = c, r
+        assert all(len(set(r[list(u)].tolist())) == 1 for u in S.UNITS[:9])  # rows stay rows
+        assert all(len(set(c[list(u)].tolist())) == 1 for u in S.UNITS[9:18])  # columns stay columns
+        assert all(len({int(to[i]) // 27 * 3 + int(to[i]) % 9 // 3 for i in u}) == 1 for u in S.UNITS[18:])
+        for name, moved in (
+            ("relabel", digits != list(range(1, 10))),
+            ("row", r[0] % 3 != 0),
+            ("band", r[0] // 3 != 0),
+            ("col", c[0] % 3 != 0),
+            ("stack", c[0] // 3 != 0),
+            ("transpose", transposed),
+        ):
+            seen[name].add(bool(moved))
+    relabel = seen.pop("relabel")
+    assert relabel == {True} and all(v == {False, True} for v in seen.values()), seen  # 1 in 9! keeps digits
+
+
+@pytest.mark.parametrize("split", ["train", "eval"])
+def test_bank_examples_are_symmetries_of_their_split_bank_with_unique_solutions(split: str) -> None:
+    cfg = SudokuConfig(clues=(30, 31), bank=3, trace="full")
+    ex = sample(cfg, 5, 24, split)
+    which, other = cfg.SPLITS.index(split), 1 - cfg.SPLITS.index(split)
+    assert set(ex.meta["base"].tolist()) <= {0, 1, 2}
+    for i in range(len(ex)):
+        puzzle, solution = ex.meta["puzzle"][i].tolist(), ex.meta["solution"][i].tolist()
+        assert S.count_solutions(puzzle, 2) == 1 and S.valid_solution(solution, puzzle)
+        clues = int(ex.meta["clues"][i])
+        mine = S.bank(clues, which, cfg.tries, 31).puzzle(int(ex.meta["base"][i]))
+        theirs = [S.bank(clues, other, cfg.tries, 31).puzzle(k) for k in range(3)]
+        assert invariant(np.array(puzzle)) == invariant(mine)
+        assert invariant(mine) not in {invariant(p) for p in theirs}  # never a base of the other split
+    assert len({tuple(p) for p in ex.meta["puzzle"].tolist()}) == len(ex)  # 6 bases, 24 distinct puzzles
+
+
+def test_banks_are_the_same_in_every_process(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A bank depends on the config alone: rebuilt from nothing, or read back from disk, it is the same."""
+    cfg = SudokuConfig(clues=(33, 34), bank=4)
+    a = sample(cfg, 9, 12)
+    S.save_banks()
+    S.clear_banks()
+    b = sample(cfg, 9, 12)  # read from disk
+    monkeypatch.setenv("ENGINE_CACHE", str(tmp_path))
+    c = sample(cfg, 9, 12)  # made again in an empty cache
+    assert identical(a, b) and identical(a, c) and not identical(a, sample(cfg, 10, 12))
+    assert list(tmp_path.glob("sudoku/*.npz")), "the bank was saved"
+    other = SudokuConfig(clues=(33, 34), bank=4, tries=7)  # another key: other puzzles
+    assert not np.array_equal(sample(other, 9, 12).meta["puzzle"], a.meta["puzzle"])
+
+
+def test_a_damaged_cache_file_is_rebuilt(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setenv("ENGINE_CACHE", str(tmp_path))
+    bank = S.bank(30, 0, 5, 30)
+    made = {k: bank.puzzle(k).copy() for k in range(4)}
+    bank.save()
+    path = bank.path
+    assert path.exists() and S.Bank(30, 0, 5, 30).puzzles.keys() == made.keys()
+    good = path.read_bytes()
+    with np.load(path) as f:
+        fields = dict(f)
+
+    def damaged(**change: np.ndarray) -> None:
+        with open(path, "wb") as f:
+            np.savez(f, **{**fields, **change})
+
+    tampered = fields["puzzles"].copy()
+    tampered[0, np.argmax(tampered[0] == 0)] = 1  # one more given: the checksum no longer matches
+    cases = [
+        lambda: path.write_bytes(good[: len(good) // 2]),  # torn write
+        lambda: path.write_bytes(b"not a bank"),
+        lambda: damaged(puzzles=tampered),
+        lambda: damaged(key=np.array("0" * 32)),
+    ]
+    for damage in cases:
+        damage()
+        S.clear_banks()
+        with caplog.at_level(logging.WARNING, logger="engine"):
+            fresh = S.bank(30, 0, 5, 30)
+        assert fresh.puzzles == {} and "rebuilding it" in caplog.text
+        caplog.clear()
+        assert all(np.array_equal(fresh.puzzle(k), made[k]) for k in made)  # made again, the same
+        fresh.save()
+        assert S.Bank(30, 0, 5, 30).puzzles.keys() == made.keys()  # the file is whole again
 
 
 # ---- the strategies, one by one ------------------------------------------------------------------------

@@ -698,18 +698,29 @@ def _naked_triplet(cand: list[int], val: list[int]) -> bool:
 def _locked_candidate(cand: list[int], val: list[int]) -> bool:
     """A digit confined to one line within a box (pointing) or to one box within a line (claiming)."""
     for k, u in enumerate(UNITS):
-        for v in range(1, 10):
-            b = BIT[v]
-            where = [c for c in u if not val[c] and cand[c] & b]
-            if len(where) < 2:
-                continue
+        free = [(c, cand[c]) for c in u if not val[c]]
+        once = twice = 0
+        for _, m in free:
+            twice |= once & m
+            once |= m
+        while twice:  # the digits with two or more open cells in u, lowest first
+            b = twice & -twice
+            twice ^= b
+            where, lines = [], 0
+            for c, m in free:
+                if m & b:
+                    where.append(c)
+                    lines |= UNIT_MASK[c]
             if k >= 18:  # a box: pointing along a row or a column
-                for line, first in ((R, 0), (C, 9)):
-                    if all(line[c] == line[where[0]] for c in where):
-                        if _drop(cand, val, UNITS[first + line[where[0]]], b, where):
-                            return True
-            elif all(B[c] == B[where[0]] for c in where):  # a line: claiming within a box
-                if _drop(cand, val, UNITS[18 + B[where[0]]], b, where):
+                for first in (0, 9):
+                    one = lines >> first & 0x1FF
+                    if not one & (one - 1) and _drop(
+                        cand, val, UNITS[first + one.bit_length() - 1], b, where
+                    ):
+                        return True
+            else:  # a line: claiming within a box
+                one = lines >> 18
+                if not one & (one - 1) and _drop(cand, val, UNITS[17 + one.bit_length()], b, where):
                     return True
     return False
 
