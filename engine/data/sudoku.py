@@ -69,7 +69,7 @@ import logging
 import os
 import tempfile
 from collections.abc import Sequence
-from itertools import combinations
+from itertools import chain, combinations
 from pathlib import Path
 
 import numpy as np
@@ -115,6 +115,7 @@ DIGITS = tuple(tuple(v for v in range(1, 10) if m >> (v - 1) & 1) for m in range
 DIGIT = tuple(DIGITS[m][0] if POP[m] == 1 else 0 for m in range(512))  # the digit of a single-bit mask
 # `[ 2 , 7 ]` for a candidate mask
 CANDS = tuple((LBR, *[t for v in DIGITS[m] for t in (COMMA, DIGIT0 + v)][1:], RBR) for m in range(512))
+LINE = tuple(tuple((CELL0 + i, EQ, DIGIT0 + v, NL) for v in range(10)) for i in range(81))  # `(r, c) = v n`
 LONE, HIDDEN, PAIR, TRIPLE, LOCKED, XYWING, RECTANGLE, GUESSING = range(8)
 
 
@@ -775,15 +776,14 @@ def _ladder(cand: list[int], val: list[int], out: list[tuple[int, ...]], used: l
     """
     while True:
         placed = False
-        for i in range(81):  # LoneSingle, row-major
-            if not val[i]:
-                m = cand[i]
-                if not m & (m - 1):
-                    p = _assign(cand, val, i, DIGIT[m], out)
-                    placed = True
-                    if p >= 0:
-                        out.append((NOCAND, COLON, CELL0 + p, NL))
-                        return False
+        for i in [i for i in range(81) if not val[i]]:  # LoneSingle, row-major (only i is assigned in turn i)
+            m = cand[i]
+            if not m & (m - 1):
+                p = _assign(cand, val, i, DIGIT[m], out)
+                placed = True
+                if p >= 0:
+                    out.append((NOCAND, COLON, CELL0 + p, NL))
+                    return False
         if placed:
             continue
         if 0 not in val:
@@ -1005,17 +1005,13 @@ class Sudoku:
                         break
             found, lines, hardest, guesses = solve(mine)
             tokens = [START, ORIGINAL, COLON, NL]
-            for i, v in enumerate(mine):
-                if v:
-                    tokens += (CELL0 + i, EQ, DIGIT0 + v, NL)
+            tokens += chain.from_iterable(LINE[i][v] for i, v in enumerate(mine) if v)
             tokens += (SOLVING, NL)
             prompt = len(tokens)
             if cfg.trace != "none":
-                for line in lines if cfg.trace == "full" else shortcut(lines):
-                    tokens += line
+                tokens += chain.from_iterable(lines if cfg.trace == "full" else shortcut(lines))
             tokens += (SOL_S, NL)
-            for i, v in enumerate(found):
-                tokens += (CELL0 + i, EQ, DIGIT0 + v, NL)
+            tokens += chain.from_iterable(LINE[i][v] for i, v in enumerate(found))
             tokens += (SOL_E, END)
             if len(tokens) <= cfg.max_tokens:
                 return tokens, prompt, mine, found, hardest, guesses, slot
