@@ -1,6 +1,6 @@
 """Sudoku with solver traces (docs/papers/backtrack.md): prompt = the givens, answer = trace + grid.
 
-Our own generator (the paper's rated dataset cannot be downloaded):
+Our own generator (the paper's rated dataset cannot be downloaded). A base puzzle is made by
 
 1. a full grid by randomised backtracking (row-major, a random digit order per cell);
 2. givens removed in a random order while the solution stays unique, until the clue count drawn from
@@ -10,8 +10,18 @@ Our own generator (the paper's rated dataset cannot be downloaded):
    the grid's own digit first) answers it; every alternative found is kept as a deadly set (cells that can
    all change at once), with the grid's two-digit unavoidable sets, so a removal that would leave one of
    them without a given is refused without a search;
-3. digits relabelled at random until a hash of the givens falls in the split's half: train and eval never
-   share a puzzle;
+3. with a bank (`bank` > 0, the default): base puzzles are made once per bank slot, slot k of clue count c
+   of a split under the counter key (hash of c, the split, `tries` and the high end of `clues`; k), so every
+   rank, process and resumed run has the same bank; the in-process `Bank` keeps them, and a file per bank
+   under `cache_dir()` (checked against its key and a checksum, written to a temporary file and renamed)
+   keeps them across processes. An example draws a slot of its split's bank, then a random element of the
+   group of transforms that keep a sudoku valid (digits relabelled, rows permuted within bands, bands
+   permuted, columns within stacks, stacks, transposition: 9! * 6^8 * 2 = 1.2e12 elements) and applies it.
+   Train and eval banks are made under different keys: they share no base puzzle, so no puzzle of one is a
+   transform of a puzzle of the other (but for a chance coincidence of two random puzzles). Proving
+   uniqueness is 90% of the cost of a fresh puzzle; a transform keeps it, so a drawn example costs only its
+   solve. Without a bank (`bank: 0`): a fresh base puzzle per example, its digits relabelled at random
+   until a hash of the givens falls in the split's half;
 4. the strategy solver of the paper: LoneSingle, HiddenSingle, NakedPair, NakedTriplet, LockedCandidate,
    XYWing, UniqueRectangle, always the simplest that applies, then a guess on the fewest-candidate cell
    (lowest digit first) with backtracking. It writes the full trace; the shortcut trace drops reverted
@@ -538,6 +548,8 @@ class Bank:
     def save(self) -> None:
         """Write every slot known here or on disk to the file, atomically (temporary file, then rename)."""
         merged = {**self.load(), **self.puzzles}
+        if not merged:
+            return
         slots = np.array(sorted(merged), dtype=np.int64)  # [m]
         puzzles = np.stack([merged[s] for s in sorted(merged)]).astype(np.int8)  # [m, 81]
         try:
@@ -974,7 +986,7 @@ REDRAWS = 1000  # draws of a puzzle whose full trace fits max_tokens before givi
 class Sudoku:
     """Generator of sudoku examples: the givens, the solver's trace (full | shortcut | none), the grid."""
 
-    chunk = 1  # each puzzle costs its own search: key each example, so that no rank makes puzzles it drops
+    chunk = 1  # key each example, so that no rank makes puzzles (or, with a bank, solves) that it drops
 
     vocab = VOCAB
 

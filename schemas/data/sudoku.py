@@ -34,13 +34,15 @@ class Sudoku(TokenData):
         1000,
         ge=0,
         description=(
-            "Base puzzles per clue count and split, each made once (lazily, on first draw) from a fixed key of "
-            "the config's clue range and tries, and cached in memory and on disk ($ENGINE_CACHE, else "
-            "~/.cache/engine); every example is a base puzzle drawn at random under a random validity-preserving "
-            "transform (digit relabelling, row and column swaps within bands and stacks, band and stack swaps, "
-            "transposition: up to 9!*6^8*2 = 1.2e12 variants of one puzzle, the same givens pattern and strategies "
-            "up to symmetry), solved afresh for its trace. Train and eval draw on separate banks. 0: a fresh "
-            "puzzle per example (no two examples share a base, about 20x slower once a bank is built)."
+            "Base puzzles per clue count and split. Each is made once, on first draw, under a fixed key of its "
+            "clue count, split, tries and the high end of clues (never the run's seed), and kept in memory and "
+            "in $ENGINE_CACHE/sudoku (else ~/.cache/engine/sudoku); an example is a random base puzzle of its "
+            "split under a random transform that keeps sudokus valid (digits relabelled, rows and columns "
+            "permuted within bands and stacks, bands and stacks permuted, transposition: up to 9!*6^8*2 = "
+            "1.2e12 variants), solved afresh for its trace. Variants of one base share its givens pattern up to "
+            "symmetry and its hardest strategy; their guess counts and traces differ. Train and eval banks "
+            "share no base puzzle. About 25x the paper's pipeline once built; 0: a fresh puzzle per example "
+            "(about 2x, every example a new base)."
         ),
     )
     trace: Literal["full", "shortcut", "none"] = Field(
