@@ -20,6 +20,7 @@ drawn with probability proportional to P(hit t within the remaining steps), stop
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 
 import numpy as np
@@ -29,6 +30,9 @@ from schemas.data import Connectivity as ConnectivityConfig
 from .base import Example, Examples, UnknownSplit, Vocab
 
 MAX_DEGREE = 5  # a junction: two arcs in, three out
+ARC_ORDERS = tuple(itertools.permutations("SLDB"))  # the orders a junction may take its arcs in
+ORDERS = len(ARC_ORDERS)  # 24
+FORWARD = np.array([1 if o.index("S") < o.index("L") else 2 for o in ARC_ORDERS])  # arc taken on: 1 S, 2 L
 
 
 class Connectivity:
@@ -60,8 +64,28 @@ class Connectivity:
         self.nbr = np.full((self.size + 1, MAX_DEGREE), self.size, dtype=np.int64)  # [size+1, 5]
         for v, a in enumerate(nbr):
             self.nbr[v, : len(a)] = a
-        self.shortest = np.array([0] + [10 * i + j for i in range(d) for j in (1, 2, 10)])  # the unique one
-        self.reach = self._reach_table() if cfg.strategy == "walk" else None
+        N = 2 * self.size
+        flat = self.edges.ravel()
+        self.ends = np.stack([flat, flat.reshape(-1, 2)[:, ::-1].ravel()], axis=1)  # [2M, 2]: by 2e + b
+        word = lambda *ts: [N + ids[t] for t in ts]  # noqa: E731  (canonical id of a word: N + token id)
+        self.head = np.array(word("work", ":", "["))
+        self.tail = np.array(
+            word("]", "decision", ":", "[") + [self.target] + word("]") + [N + self.vocab.eos]
+        )
+        self.tables, self.seg_len = None, None
+        if cfg.strategy in ("shortest_path", "path", "dfs", "dfs_backtrack"):
+            self.tables, self.seg_len = self._segments()
+        self.cumulative = None
+        if cfg.strategy == "walk":
+            reach = self._reach_table()
+            self.cumulative = np.cumsum(reach[:, self.nbr], axis=2)  # [L+1, size+1, 5]
+        # Random 64-bit words per example (see `_decode`): walk uniforms, then pairs of 32-bit words.
+        self.graph_words = (N + len(self.edges) + 1 + 1) // 2  # the same for every strategy
+        self.words = self.graph_words
+        if self.tables is not None:
+            self.words += (d + 1) // 2
+        if cfg.strategy == "walk":
+            self.words += cfg.walk_length
         # Prompt template: BOS graph : [ <edges> ] task : <s> to <t1> or <t2> /
         e = 4 + 2 * len(self.edges)  # index of ']'
         self.slot_s, self.slot_t1, self.slot_t2 = e + 3, e + 5, e + 7
@@ -76,47 +100,101 @@ class Connectivity:
         self, rng: np.random.Generator, n: int, split: str = "train", length: int | None = None
     ) -> Examples:
         """n examples of `split` (train | eval: the same distribution, independent draws)."""
-        if split not in self.cfg.SPLITS:
-            raise UnknownSplit(f"no split {split!r}; connectivity has {', '.join(self.cfg.SPLITS)}")
         if length is not None:
             raise ValueError("connectivity has no length axis; its size is the config's depth")
-        N, M = 2 * self.size, len(self.edges)
-        labels = rng.permuted(np.broadcast_to(np.arange(N, dtype=np.int32), (n, N)), axis=1)  # [n, N]
-        node = self.node0 + labels  # [n, N] token id of each canonical node
-        # Edge e's endpoints sit at columns 2e, 2e+1 of `canon`; shuffle the edges, then flip each at random.
-        canon = np.take(node, self.edges.ravel(), axis=1)  # [n, 2M] canonical edge order and orientation
-        first = rng.permuted(np.broadcast_to(np.arange(0, 2 * M, 2), (n, M)), axis=1)  # [n, M] even columns
-        first |= np.frombuffer(rng.bytes(n * M), dtype=np.uint8).reshape(n, M) & 1  # random orientation
-        pairs = (first[..., None] ^ np.array([0, 1])).reshape(n, 2 * M)  # [n, 2M] (2e+b, 2e+1-b) per edge
-        swap = rng.random(n) < 0.5  # t1 is the decoy
-        work, k = self._traces(rng, n)  # [n, K] canonical nodes (padded with 0), [n] trace nodes
+        return self.sample_chunks([rng], n, split)
 
-        K = int(k.max(initial=0))
-        work = work[:, :K]
-        P = self.cfg.prompt_len
-        width = P + K + (6 if self.cfg.strategy == "none" else 10)
-        tokens = np.zeros((n, width), dtype=np.int32)  # PAD = 0
+    def sample_chunks(self, rngs: list[np.random.Generator], n: int, split: str = "train") -> Examples:
+        """n examples from each generator in `rngs`, in order: rows c*n.. are `sample(rngs[c], n)`'s rows.
+
+        Each generator only draws its chunk's random words; everything else runs once over all chunks.
+        """
+        if split not in self.cfg.SPLITS:
+            raise UnknownSplit(f"no split {split!r}; connectivity has {', '.join(self.cfg.SPLITS)}")
+        if n < 1 or not rngs:
+            raise ValueError(f"need n >= 1 examples from at least one generator (got n={n}, {len(rngs)})")
+        raw = [r.bit_generator.random_raw(n * self.words) for r in rngs]
+        raw = (raw[0] if len(raw) == 1 else np.concatenate(raw)).reshape(len(rngs), n * self.words)
+        # A chunk's words: the graphs of its n examples, then their traces' (so the graphs are the same
+        # whatever the strategy); as rows [n * chunks, words] of an example's graph and trace words.
+        G = self.graph_words
+        rows = np.concatenate(
+            [raw[:, : n * G].reshape(-1, G), raw[:, n * G :].reshape(len(rngs) * n, -1)], axis=1
+        )
+        return self._render(self._draws(rows, rngs, n))
+
+    def _draws(self, raw: np.ndarray, rngs: list[np.random.Generator], n: int) -> dict[str, np.ndarray]:
+        """Every row's choices from its random words; a row that hits a rejection (tied sort keys or a
+        rejected code word: probability about 1e-5 at d = 5) is redrawn whole from its chunk's generator."""
+        draws = self._decode(raw)
+        for r in np.flatnonzero(~draws["ok"]).tolist():
+            one = draws
+            while not one["ok"][-1]:
+                one = self._decode(rngs[r // n].bit_generator.random_raw(self.words).reshape(1, -1))
+            for key, value in one.items():
+                draws[key][r] = value[0]
+        return draws
+
+    def _decode(self, raw: np.ndarray) -> dict[str, np.ndarray]:
+        """Random words [m, words] (uint64) -> each example's choices, exactly uniform in rows that are `ok`.
+
+        A row holds 32-bit words: N label keys, M edge keys (bit 0 turns the edge around, bits 1..31 order
+        the list) and one word whose bit 0 swaps t1 and t2 (the same graph for every strategy); then, from
+        the next 64-bit word, d arc-order codes (path, dfs, dfs_backtrack, shortest_path) or walk_length
+        64-bit uniforms, one per step (walk). A uniform permutation is the argsort of distinct
+        keys (a row with a tie is not `ok`); a code in 0..23 is Lemire's multiply-shift of a 32-bit word,
+        which rejects the 16 words of 2^32 that would bias it (not `ok` either).
+        """
+        N, M, d = 2 * self.size, len(self.edges), self.cfg.depth
+        lw = self.cfg.walk_length if self.cfg.strategy == "walk" else 0
+        u32 = np.ascontiguousarray(raw[:, : raw.shape[1] - lw]).astype("<u8", copy=False).view("<u4")
+        nb, mb = (N - 1).bit_length(), (M - 1).bit_length()
+        keys = np.sort((u32[:, :N].astype(np.int64) << nb) | np.arange(N), axis=1)
+        tie = ((keys[:, 1:] >> nb) == (keys[:, :-1] >> nb)).any(1)
+        ew = u32[:, N : N + M]
+        ekeys = np.sort(((ew >> 1).astype(np.int64) << mb) | np.arange(M), axis=1)
+        tie |= ((ekeys[:, 1:] >> mb) == (ekeys[:, :-1] >> mb)).any(1)
+        draws = {
+            "labels": keys
+            & ((1 << nb) - 1),  # canonical node v is labelled labels[:, v]: a uniform permutation
+            "edge": ((ekeys & ((1 << mb) - 1)) << 1) | (ew & 1),  # 2e + b: edge e listed here, end b first
+            "swap": (u32[:, N + M] & 1).astype(bool),  # t1 is the decoy
+        }
+        if self.tables is not None:
+            first = N + M + 1 + (N + M + 1) % 2  # the code words start on a 64-bit word
+            wide = u32[:, first : first + d].astype(np.uint64) * np.uint64(ORDERS)
+            draws["codes"] = (wide >> np.uint64(32)).astype(np.int64)  # [m, d] arc order at each junction
+            tie |= ((wide & np.uint64(0xFFFFFFFF)) < np.uint64(2**32 % ORDERS)).any(1)
+        if lw:
+            draws["uniform"] = (raw[:, -lw:] >> np.uint64(11)) * 2.0**-53  # as Generator.random draws them
+        draws["ok"] = ~tie
+        return draws
+
+    def _render(self, draws: dict[str, np.ndarray]) -> Examples:
+        """Token rows from the choices: one gather of node and word tokens by canonical ids."""
+        labels = draws["labels"]
+        n, N, M = len(labels), 2 * self.size, len(self.edges)
+        words = len(self.cfg.WORDS)
+        ext = np.empty((n, N + words), dtype=np.int32)  # token of canonical id c: nodes 0..N-1, then words
+        ext[:, :N] = labels
+        ext[:, :N] += self.node0
+        ext[:, N:] = np.arange(words, dtype=np.int32)
+        flat = ext.ravel()
+        row = (np.arange(n) * (N + words))[:, None]
+        work, k = self._work(draws)  # [n, W] canonical ids of the answer (padded with PAD's), trace nodes
+        P, W = self.cfg.prompt_len, work.shape[1]
+        tokens = np.empty((n, P + W), dtype=np.int32)
         tokens[:, :P] = self.template
-        rows = np.arange(n)
-        tokens[:, 4 : 4 + 2 * M] = np.take_along_axis(canon, pairs, axis=1)
-        s_tok, t_tok, x_tok = node[:, 0], node[:, self.target], node[:, self.decoy]
+        tokens[:, 4 : 4 + 2 * M] = flat[self.ends[draws["edge"]].reshape(n, 2 * M) + row]
+        s_tok, t_tok, x_tok = ext[:, 0], ext[:, self.target], ext[:, self.decoy]
+        swap = draws["swap"]
         tokens[:, self.slot_s] = s_tok
         tokens[:, self.slot_t1] = np.where(swap, x_tok, t_tok)
         tokens[:, self.slot_t2] = np.where(swap, t_tok, x_tok)
-        ids = self.ids
-        if self.cfg.strategy == "none":
-            start = np.full(n, P)
-        else:
-            tokens[:, P : P + 3] = [ids["work"], ids[":"], ids["["]]
-            trace = np.take_along_axis(node, work, axis=1)  # [n, K]
-            tokens[:, P + 3 : P + 3 + K] = np.where(np.arange(K)[None, :] < k[:, None], trace, 0)
-            tokens[rows, P + 3 + k] = ids["]"]
-            start = P + 4 + k  # where `decision` goes
-        for j, tok in enumerate((ids["decision"], ids[":"], ids["["], None, ids["]"], self.vocab.eos)):
-            tokens[rows, start + j] = t_tok if tok is None else tok
-        lengths = start + 6
-        loss_mask = np.arange(width)[None, :] >= P
-        loss_mask = loss_mask & (np.arange(width)[None, :] < lengths[:, None])
+        tokens[:, P:] = flat[work + row]
+        lengths = P + self.cfg.answer_len(0) + k
+        cols = np.arange(P + W)
+        loss_mask = (cols >= P) & (cols < lengths[:, None])
         meta = {
             "source": s_tok - self.node0,  # node labels
             "target": t_tok - self.node0,
@@ -125,63 +203,72 @@ class Connectivity:
         }
         return Examples(tokens, loss_mask, lengths, None, meta)
 
-    def _traces(self, rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
-        """Traces of the configured strategy on copy 1: canonical nodes [n, K] (0-padded) and lengths [n]."""
-        strategy = self.cfg.strategy
-        if strategy == "none":
-            return np.zeros((n, 0), dtype=np.int64), np.zeros(n, dtype=np.int64)
-        if strategy == "shortest_path":
-            return np.broadcast_to(self.shortest, (n, len(self.shortest))), np.full(n, len(self.shortest))
-        if strategy == "walk":
-            return self._walks(rng, n)
-        return self._dfs(rng, n, strategy)
+    def _work(self, draws: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """The answer in canonical ids (nodes; N + token id for words), [n, k + 10] 0-padded, and k [n]."""
+        n, N = len(draws["labels"]), 2 * self.size
+        if self.cfg.strategy == "none":
+            return np.broadcast_to(self.tail[1:], (n, len(self.tail) - 1)), np.zeros(n, dtype=np.int64)
+        if self.cfg.strategy == "walk":
+            trace, k = self._walks(draws["uniform"])
+        else:
+            trace, k = self._traces(draws["codes"])
+        K = trace.shape[1]
+        work = np.full((n, K + 10), N + self.vocab.pad, dtype=np.int64)
+        work[:, :3] = self.head
+        work[:, 3 : 3 + K] = np.where(np.arange(K) < k[:, None], trace, N + self.vocab.pad)
+        at = (np.arange(n) * (K + 10) + 3 + k)[:, None] + np.arange(len(self.tail))
+        work.ravel()[at] = self.tail
+        return work, k
 
-    def _dfs(self, rng: np.random.Generator, n: int, strategy: str) -> tuple[np.ndarray, np.ndarray]:
-        """A randomised DFS from s per example, all examples stepping together until each reaches t.
+    def _traces(self, codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Traces on copy 1 from the arc order at every junction: canonical nodes [n, K] (0-padded), k [n].
 
-        Each step looks at the top of the stack: it is recorded (dfs_backtrack every time, dfs the first
-        time); then a uniformly random unvisited neighbour is pushed, or the top popped when there is none.
-        At t the stack is the `path` trace.
+        The DFS takes a junction's unvisited arcs in a uniformly random order (code 0..23 indexes the
+        orders of S, L, D, B), exploring dead ones (D; B, the previous petal's arc not taken, walked back)
+        until the first of S, L leads on; it never returns past a junction. So a petal adds the node segment
+        tabled for (arc it was entered by, code), and a trace is s followed by its d segments.
         """
-        V, W = self.size, self.size + 1
-        stack = np.zeros((n, V), dtype=np.int64)  # [n, V] stack[i, :sp[i]+1], s at the bottom
-        sp = np.zeros(n, dtype=np.int64)
-        visited = np.zeros(n * W, dtype=bool)  # [n, V+1] flat; column V is the padding sentinel
-        visited[V::W] = True
-        cap = 2 * V if strategy == "dfs_backtrack" else V
-        out = np.zeros((n, cap), dtype=np.int64)
-        k = np.zeros(n, dtype=np.int64)
-        live = np.arange(n)
-        base = live * W  # row offsets into `visited`
-        while live.size:
-            top = stack[live, sp[live]]
-            at = base + top
-            if strategy == "dfs_backtrack":
-                out[live, k[live]] = top
-                k[live] += 1
-            elif strategy == "dfs":
-                fresh = ~visited[at]
-                rec = live[fresh]
-                out[rec, k[rec]] = top[fresh]
-                k[rec] += 1
-            visited[at] = True
-            going = top != self.target
-            if strategy == "path":
-                done = live[~going]
-                k[done] = sp[done] + 1
-            live, top, base = live[going], top[going], base[going]
-            cand = self.nbr[top]  # [m, 5]
-            free = ~visited[base[:, None] + cand]
-            keys = np.where(free, rng.random(free.shape), -1.0)
-            j = keys.argmax(1)
-            push = keys[np.arange(len(live)), j] >= 0
-            up, down = live[push], live[~push]
-            sp[up] += 1
-            stack[up, sp[up]] = cand[push, j[push]]
-            sp[down] -= 1
-        if strategy == "path":
-            return stack, k
-        return out, k
+        n, d = codes.shape
+        arc_in = np.zeros_like(codes)
+        arc_in[:, 1:] = FORWARD[codes[:, :-1]]  # 1 (S) or 2 (L): how the DFS entered the petal
+        idx = arc_in * ORDERS + codes  # [n, d] rows of the segment tables
+        lens = self.seg_len[idx]  # [n, d]
+        k = 1 + lens.sum(1)
+        width = int(k.max(initial=1)) + self.tables.shape[2]  # room for the last segment's padding
+        out = np.zeros((n, width), dtype=np.int64)  # out[:, 0] = s = 0
+        start = (np.arange(n) * width)[:, None] + 1 + np.cumsum(lens, axis=1) - lens  # [n, d] flat
+        span = np.arange(self.tables.shape[2])
+        flat = out.ravel()
+        for i in range(d):  # later petals overwrite the padding of earlier ones
+            flat[start[:, i, None] + span] = self.tables[i, idx[:, i]]
+        return out[:, : int(k.max(initial=1))], k
+
+    def _segments(self) -> tuple[np.ndarray, np.ndarray]:
+        """The node segment a petal adds to the trace, per (petal, arc in * 24 + code): tables
+        [d, 72, longest] (0-padded canonical nodes) and lengths [72]."""
+        strategy, d = self.cfg.strategy, self.cfg.depth
+        forward = {"S": [1, 2, 10], "L": [6, 5, 4, 3, 10]}
+        rows: list[list[int]] = []
+        for arc_in in ("", "S", "L"):
+            dead = {"D": [9, 8, 7], "B": [-7, -6, -5, -4] if arc_in == "S" else [-8, -9]}  # from the junction
+            for order in ARC_ORDERS:
+                seg: list[int] = []
+                for arc in order if strategy != "shortest_path" else "S":
+                    if arc in forward:
+                        seg += forward[arc]
+                        break
+                    if arc == "B" and not arc_in:
+                        continue  # s has no previous petal
+                    xs = dead[arc]
+                    seg += {"path": [], "dfs": xs, "dfs_backtrack": xs + xs[-2::-1] + [0]}[strategy]
+                rows.append(seg)
+        longest = max(len(r) for r in rows)
+        rel = np.zeros((len(rows), longest), dtype=np.int64)
+        real = np.zeros((len(rows), longest), dtype=bool)
+        for j, seg in enumerate(rows):
+            rel[j, : len(seg)], real[j, : len(seg)] = seg, True
+        petal = 10 * np.arange(d)[:, None, None]
+        return np.where(real, rel + petal, 0), real.sum(1)
 
     def _reach_table(self) -> np.ndarray:
         """reach[r, v] = P(a uniform random walk from v hits t within r steps), r = 0..L; [L+1, size+1]."""
@@ -195,27 +282,27 @@ class Connectivity:
             reach[r, :V] = step
         return reach
 
-    def _walks(self, rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
-        """Walks from s: each step to a neighbour u with probability proportional to reach[steps left, u]."""
-        L = self.cfg.walk_length
+    def _walks(self, uniform: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Walks from s, step j drawn by uniform[:, j]: to a neighbour u with probability proportional to
+        reach[steps left, u] (inverse CDF over the tabled cumulative weights)."""
+        n, L = uniform.shape
         out = np.zeros((n, L + 1), dtype=np.int64)  # out[:, 0] = s = 0
         k = np.ones(n, dtype=np.int64)
         cur = np.zeros(n, dtype=np.int64)
         live = np.arange(n)
         for step in range(L):
-            cand = self.nbr[cur[live]]  # [m, 5]
-            weight = np.cumsum(self.reach[L - step - 1][cand], axis=1)  # [m, 5]
-            u = rng.random(len(live)) * weight[:, -1]
+            weight = self.cumulative[L - step - 1, cur[live]]  # [m, 5]
+            u = uniform[live, step] * weight[:, -1]
             j = (weight <= u[:, None]).sum(1)  # first j with cumulative weight > u
             j = np.minimum(j, (weight < weight[:, -1:]).sum(1))  # u rounded up to the total: the last one
-            nxt = cand[np.arange(len(live)), j]
+            nxt = self.nbr[cur[live], j]
             out[live, step + 1] = nxt
             k[live] += 1
             cur[live] = nxt
             live = live[nxt != self.target]
             if not live.size:
                 break
-        return out, k
+        return out[:, : int(k.max(initial=1))], k
 
     # ---- checking ------------------------------------------------------------------------------------------
 
