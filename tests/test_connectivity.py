@@ -337,12 +337,15 @@ def test_every_trace_is_a_valid_exploration_for_its_strategy(
 
 
 def test_path_is_the_dfs_stack_and_backtracking_retraces_the_tree() -> None:
-    """One random DFS (same draws) read three ways: dfs = the first visits of the backtracking walk, and
-    path = the stack that the walk leaves (pop on every step back), a simple path from s to t."""
+    """One random DFS (the same arc orders) read three ways: dfs = the first visits of the backtracking walk,
+    and path = the stack that the walk leaves (pop on every step back), a simple path from s to t."""
     for d in (1, 3):
-        gen = Connectivity(ConnectivityConfig(depth=d, strategy="dfs_backtrack"))
-        adj = adjacency([tuple(e) for e in gen.edges.tolist()])
-        runs = {s: gen._dfs(counter_rng(d), 300, s) for s in ("path", "dfs", "dfs_backtrack")}
+        gens = {
+            s: Connectivity(ConnectivityConfig(depth=d, strategy=s)) for s in ("path", "dfs", "dfs_backtrack")
+        }
+        adj = adjacency([tuple(e) for e in gens["dfs"].edges.tolist()])
+        codes = counter_rng(d).integers(0, 24, (300, d))
+        runs = {s: g._traces(codes) for s, g in gens.items()}
         rows = {s: [r[:m] for r, m in zip(t.tolist(), k.tolist(), strict=True)] for s, (t, k) in runs.items()}
         for walk, order, path in zip(rows["dfs_backtrack"], rows["dfs"], rows["path"], strict=True):
             stack: list[int] = []
@@ -352,7 +355,143 @@ def test_path_is_the_dfs_stack_and_backtracking_retraces_the_tree() -> None:
                 else:
                     stack.append(v)
             assert stack == path and list(dict.fromkeys(walk)) == order
-            assert is_walk(adj, path) and len(set(path)) == len(path) and path[-1] == gen.target
+            assert is_walk(adj, path) and len(set(path)) == len(path) and path[-1] == gens["dfs"].target
+
+
+def step_by_step_dfs(gen: Connectivity, rng: np.random.Generator, n: int, strategy: str) -> list[tuple]:
+    """The generator's former trace sampler, kept as the reference: a randomised DFS from s per example,
+    all examples stepping together; each step records the top of the stack (dfs_backtrack every time, dfs
+    the first time), then pushes a uniformly random unvisited neighbour or pops. At t the stack is `path`."""
+    V, W = gen.size, gen.size + 1
+    stack, sp = np.zeros((n, V), dtype=np.int64), np.zeros(n, dtype=np.int64)
+    visited = np.zeros(n * W, dtype=bool)
+    visited[V::W] = True
+    out, k = np.zeros((n, 2 * V), dtype=np.int64), np.zeros(n, dtype=np.int64)
+    live = np.arange(n)
+    base = live * W
+    while live.size:
+        top = stack[live, sp[live]]
+        at = base + top
+        if strategy == "dfs_backtrack":
+            out[live, k[live]] = top
+            k[live] += 1
+        elif strategy == "dfs":
+            fresh = ~visited[at]
+            rec = live[fresh]
+            out[rec, k[rec]] = top[fresh]
+            k[rec] += 1
+        visited[at] = True
+        going = top != gen.target
+        if strategy == "path":
+            done = live[~going]
+            k[done] = sp[done] + 1
+        live, top, base = live[going], top[going], base[going]
+        cand = gen.nbr[top]
+        free = ~visited[base[:, None] + cand]
+        keys = np.where(free, rng.random(free.shape), -1.0)
+        j = keys.argmax(1)
+        push = keys[np.arange(len(live)), j] >= 0
+        up, down = live[push], live[~push]
+        sp[up] += 1
+        stack[up, sp[up]] = cand[push, j[push]]
+        sp[down] -= 1
+    rows = stack if strategy == "path" else out
+    return [tuple(r[:m]) for r, m in zip(rows.tolist(), k.tolist(), strict=True)]
+
+
+def exact_step_by_step(gen: Connectivity, strategy: str) -> dict[tuple[int, ...], float]:
+    """Every trace of the step-by-step DFS with its exact probability (branching on every uniform choice)."""
+    adj = adjacency([(u, v) for u, v in gen.edges.tolist() if u < gen.size])
+    law: dict[tuple[int, ...], float] = {}
+
+    def go(stack: tuple[int, ...], seen: frozenset[int], trace: tuple[int, ...], p: float) -> None:
+        top = stack[-1]
+        if strategy == "dfs_backtrack" or (strategy == "dfs" and top not in seen):
+            trace = (*trace, top)
+        seen = seen | {top}
+        if top == gen.target:
+            key = stack if strategy == "path" else trace
+            law[key] = law.get(key, 0.0) + p
+            return
+        free = sorted(adj[top] - seen)
+        for u in free:
+            go((*stack, u), seen, trace, p / len(free))
+        if not free:
+            go(stack[:-1], seen, trace, p)
+
+    go((0,), frozenset(), (), 1.0)
+    return law
+
+
+def table_law(gen: Connectivity) -> dict[tuple[int, ...], float]:
+    """The exact law of the tabled traces: every combination of arc orders (24^d, equally likely)."""
+    d = gen.cfg.depth
+    codes = np.array(list(itertools.product(range(24), repeat=d)))
+    traces, k = gen._traces(codes)
+    seen = Counter(tuple(r[:m]) for r, m in zip(traces.tolist(), k.tolist(), strict=True))
+    return {t: c / len(codes) for t, c in seen.items()}
+
+
+@pytest.mark.parametrize("strategy", ["path", "dfs", "dfs_backtrack"])
+def test_tabled_traces_have_exactly_the_step_by_step_dfs_law(strategy: str) -> None:
+    """The segment tables give every trace exactly the probability of the DFS that picks a uniformly random
+    unvisited neighbour at each step (both enumerated, d = 1..3); the former sampler and the new draws
+    (random words decoded into arc orders) both match that law in 6000 samples."""
+    for d in (1, 2, 3):
+        gen = Connectivity(ConnectivityConfig(depth=d, strategy=strategy))
+        exact, tabled = exact_step_by_step(gen, strategy), table_law(gen)
+        assert tabled.keys() == exact.keys()
+        assert all(abs(tabled[t] - p) < 1e-12 for t, p in exact.items()), d
+    n = 6000
+    old = Counter(step_by_step_dfs(gen, counter_rng(5), n, strategy))
+    draws = gen._draws(np.concatenate([counter_rng(6).bit_generator.random_raw((n, gen.words))]), [], n)
+    traces, k = gen._traces(draws["codes"])
+    new = Counter(tuple(r[:m]) for r, m in zip(traces.tolist(), k.tolist(), strict=True))
+    for seen in (old, new):
+        assert set(seen) <= set(exact)
+        # Pearson chi-square over traces expected >= 5 times, the rare ones pooled into one bin
+        expected = {t: n * p for t, p in exact.items()}
+        common = [t for t, e in expected.items() if e >= 5]
+        obs = [seen[t] for t in common] + [n - sum(seen[t] for t in common)]
+        exp = [expected[t] for t in common] + [n - sum(expected[t] for t in common)]
+        chi2 = sum((o - e) ** 2 / e for o, e in zip(obs, exp, strict=True) if e > 0)
+        df = len(obs) - 1
+        assert chi2 < df + 5 * np.sqrt(2 * df), (strategy, chi2, df)
+
+
+def test_tied_keys_and_rejected_codes_are_redrawn_from_their_chunk() -> None:
+    """A row whose label keys tie (or whose code word falls in Lemire's rejected range) is drawn again, whole,
+    from its own chunk's generator; the other rows keep their draws."""
+    gen = Connectivity(ConnectivityConfig(depth=2, strategy="dfs"))
+    n, rngs = 3, [counter_rng(1), counter_rng(2)]
+    raw = np.concatenate([counter_rng(9).bit_generator.random_raw((2 * n, gen.words))])
+    assert gen._decode(raw)["ok"].all()
+    bad = raw.copy()
+    bad[1, 0] = (bad[1, 0] & 0xFFFFFFFF) * 0x100000001  # label keys of nodes 0 and 1 equal
+    first = 2 * gen.graph_words  # the first code word, in 32-bit words
+    bad[4, first // 2] = (bad[4, first // 2] >> np.uint64(32)) << np.uint64(32)  # code word 0: rejected
+    assert gen._decode(bad)["ok"].tolist() == [True, False, True, True, False, True]
+    draws = gen._draws(bad.copy(), rngs, n)
+    redrawn = {1: counter_rng(1), 4: counter_rng(2)}
+    for r in range(2 * n):
+        row = (
+            redrawn[r].bit_generator.random_raw(gen.words).reshape(1, -1) if r in redrawn else raw[r : r + 1]
+        )
+        want = gen._decode(row)
+        assert want["ok"][0] and all(np.array_equal(draws[key][r], want[key][0]) for key in want)
+
+
+def test_sample_chunks_rows_are_each_chunks_sample() -> None:
+    """The stream's batched call gives chunk c's rows exactly as `sample(rngs[c], n)` does (padding aside)."""
+    for strategy in STRATEGIES:
+        gen = Connectivity(ConnectivityConfig(depth=3, strategy=strategy, walk_length=15))
+        both = gen.sample_chunks([counter_rng(4, c) for c in range(3)], 5, "train")
+        for c in range(3):
+            one = gen.sample(counter_rng(4, c), 5, "train")
+            part = both.slice(5 * c, 5 * c + 5)
+            assert identical(one, part), strategy
+        with pytest.raises(ValueError, match="need n >= 1"):
+            gen.sample_chunks([counter_rng(0)], 0, "train")
 
 
 @pytest.mark.parametrize("d", [2, 3])
@@ -388,7 +527,7 @@ def test_walks_are_uniform_walks_conditioned_to_hit_t_within_L(d: int, L: int) -
     grow((0,), 1.0)
     total = sum(exact.values())
     n = 6000
-    walks, k = gen._walks(counter_rng(L), n)
+    walks, k = gen._walks(counter_rng(L).random((n, L)))
     seen = Counter(tuple(r[:m]) for r, m in zip(walks.tolist(), k.tolist(), strict=True))
     assert set(seen) <= set(exact)
     if L == 3 * d:

@@ -128,9 +128,10 @@ class Connectivity:
         rejected code word: probability about 1e-5 at d = 5) is redrawn whole from its chunk's generator."""
         draws = self._decode(raw)
         for r in np.flatnonzero(~draws["ok"]).tolist():
-            one = draws
-            while not one["ok"][-1]:
+            while True:
                 one = self._decode(rngs[r // n].bit_generator.random_raw(self.words).reshape(1, -1))
+                if one["ok"][0]:
+                    break
             for key, value in one.items():
                 draws[key][r] = value[0]
         return draws
