@@ -65,13 +65,13 @@ class Connectivity:
         for v, a in enumerate(nbr):
             self.nbr[v, : len(a)] = a
         N = 2 * self.size
-        flat = self.edges.ravel()
-        self.ends = np.stack([flat, flat.reshape(-1, 2)[:, ::-1].ravel()], axis=1)  # [2M, 2]: by 2e + b
+        self.ends = self.edges.ravel()  # end b of edge e at 2e + b
         word = lambda *ts: [N + ids[t] for t in ts]  # noqa: E731  (canonical id of a word: N + token id)
         self.head = np.array(word("work", ":", "["))
         self.tail = np.array(
             word("]", "decision", ":", "[") + [self.target] + word("]") + [N + self.vocab.eos]
         )
+        self.pad_id = N + self.vocab.pad  # PAD's canonical id
         self.tables, self.seg_len = None, None
         if cfg.strategy in ("shortest_path", "path", "dfs", "dfs_backtrack"):
             self.tables, self.seg_len = self._segments()
@@ -151,10 +151,10 @@ class Connectivity:
         u32 = np.ascontiguousarray(raw[:, : raw.shape[1] - lw]).astype("<u8", copy=False).view("<u4")
         nb, mb = (N - 1).bit_length(), (M - 1).bit_length()
         keys = np.sort((u32[:, :N].astype(np.int64) << nb) | np.arange(N), axis=1)
-        tie = ((keys[:, 1:] >> nb) == (keys[:, :-1] >> nb)).any(1)
+        tie = ((keys[:, 1:] ^ keys[:, :-1]) < 1 << nb).any(1)  # equal random parts (sorted: adjacent)
         ew = u32[:, N : N + M]
         ekeys = np.sort(((ew >> 1).astype(np.int64) << mb) | np.arange(M), axis=1)
-        tie |= ((ekeys[:, 1:] >> mb) == (ekeys[:, :-1] >> mb)).any(1)
+        tie |= ((ekeys[:, 1:] ^ ekeys[:, :-1]) < 1 << mb).any(1)
         draws = {
             "labels": keys
             & ((1 << nb) - 1),  # canonical node v is labelled labels[:, v]: a uniform permutation
@@ -186,16 +186,18 @@ class Connectivity:
         P, W = self.cfg.prompt_len, work.shape[1]
         tokens = np.empty((n, P + W), dtype=np.int32)
         tokens[:, :P] = self.template
-        tokens[:, 4 : 4 + 2 * M] = flat[self.ends[draws["edge"]].reshape(n, 2 * M) + row]
+        edge = draws["edge"]  # [n, M] 2e + b: edge e listed here, its end b first
+        tokens[:, 4 : 4 + 2 * M : 2] = np.take(flat, np.take(self.ends, edge) + row)
+        tokens[:, 5 : 5 + 2 * M : 2] = np.take(flat, np.take(self.ends, edge ^ 1) + row)
         s_tok, t_tok, x_tok = ext[:, 0], ext[:, self.target], ext[:, self.decoy]
         swap = draws["swap"]
         tokens[:, self.slot_s] = s_tok
         tokens[:, self.slot_t1] = np.where(swap, x_tok, t_tok)
         tokens[:, self.slot_t2] = np.where(swap, t_tok, x_tok)
-        tokens[:, P:] = flat[work + row]
+        tokens[:, P:] = np.take(flat, work + row)
         lengths = P + self.cfg.answer_len(0) + k
-        cols = np.arange(P + W)
-        loss_mask = (cols >= P) & (cols < lengths[:, None])
+        loss_mask = np.arange(P + W) < lengths[:, None]
+        loss_mask[:, :P] = False
         meta = {
             "source": s_tok - self.node0,  # node labels
             "target": t_tok - self.node0,
@@ -205,8 +207,8 @@ class Connectivity:
         return Examples(tokens, loss_mask, lengths, None, meta)
 
     def _work(self, draws: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-        """The answer in canonical ids (nodes; N + token id for words), [n, k + 10] 0-padded, and k [n]."""
-        n, N = len(draws["labels"]), 2 * self.size
+        """The answer in canonical ids (nodes; N + token id for words), [n, k + 10] PAD-padded, and k [n]."""
+        n = len(draws["labels"])
         if self.cfg.strategy == "none":
             return np.broadcast_to(self.tail[1:], (n, len(self.tail) - 1)), np.zeros(n, dtype=np.int64)
         if self.cfg.strategy == "walk":
@@ -214,15 +216,16 @@ class Connectivity:
         else:
             trace, k = self._traces(draws["codes"])
         K = trace.shape[1]
-        work = np.full((n, K + 10), N + self.vocab.pad, dtype=np.int64)
+        work = np.full((n, K + 10), self.pad_id, dtype=np.int64)
         work[:, :3] = self.head
-        work[:, 3 : 3 + K] = np.where(np.arange(K) < k[:, None], trace, N + self.vocab.pad)
+        work[:, 3 : 3 + K] = trace  # padded with PAD's canonical id
         at = (np.arange(n) * (K + 10) + 3 + k)[:, None] + np.arange(len(self.tail))
         work.ravel()[at] = self.tail
         return work, k
 
     def _traces(self, codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Traces on copy 1 from the arc order at every junction: canonical nodes [n, K] (0-padded), k [n].
+        """Traces on copy 1 from the arc order at every junction: canonical nodes [n, K] (padded with
+        N + PAD, PAD's canonical id) and lengths k [n].
 
         The DFS takes a junction's unvisited arcs in a uniformly random order (code 0..23 indexes the
         orders of S, L, D, B), exploring dead ones (D; B, the previous petal's arc not taken, walked back)
@@ -236,7 +239,8 @@ class Connectivity:
         lens = self.seg_len[idx]  # [n, d]
         k = 1 + lens.sum(1)
         width = int(k.max(initial=1)) + self.tables.shape[2]  # room for the last segment's padding
-        out = np.zeros((n, width), dtype=np.int64)  # out[:, 0] = s = 0
+        out = np.full((n, width), self.pad_id, dtype=np.int64)
+        out[:, 0] = 0  # s
         start = (np.arange(n) * width)[:, None] + 1 + np.cumsum(lens, axis=1) - lens  # [n, d] flat
         span = np.arange(self.tables.shape[2])
         flat = out.ravel()
@@ -246,7 +250,7 @@ class Connectivity:
 
     def _segments(self) -> tuple[np.ndarray, np.ndarray]:
         """The node segment a petal adds to the trace, per (petal, arc in * 24 + code): tables
-        [d, 72, longest] (0-padded canonical nodes) and lengths [72]."""
+        [d, 72, longest] (canonical nodes padded with N + PAD) and lengths [72]."""
         strategy, d = self.cfg.strategy, self.cfg.depth
         forward = {"S": [1, 2, 10], "L": [6, 5, 4, 3, 10]}
         rows: list[list[int]] = []
@@ -269,7 +273,7 @@ class Connectivity:
         for j, seg in enumerate(rows):
             rel[j, : len(seg)], real[j, : len(seg)] = seg, True
         petal = 10 * np.arange(d)[:, None, None]
-        return np.where(real, rel + petal, 0), real.sum(1)
+        return np.where(real, rel + petal, self.pad_id), real.sum(1)
 
     def _reach_table(self) -> np.ndarray:
         """reach[r, v] = P(a uniform random walk from v hits t within r steps), r = 0..L; [L+1, size+1]."""
@@ -287,7 +291,8 @@ class Connectivity:
         """Walks from s, step j drawn by uniform[:, j]: to a neighbour u with probability proportional to
         reach[steps left, u] (inverse CDF over the tabled cumulative weights)."""
         n, L = uniform.shape
-        out = np.zeros((n, L + 1), dtype=np.int64)  # out[:, 0] = s = 0
+        out = np.full((n, L + 1), self.pad_id, dtype=np.int64)  # padded with PAD's canonical id
+        out[:, 0] = 0  # s
         k = np.ones(n, dtype=np.int64)
         cur = np.zeros(n, dtype=np.int64)
         live = np.arange(n)
