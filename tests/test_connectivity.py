@@ -444,7 +444,8 @@ def test_tabled_traces_have_exactly_the_step_by_step_dfs_law(strategy: str) -> N
         assert all(abs(tabled[t] - p) < 1e-12 for t, p in exact.items()), d
     n = 6000
     old = Counter(step_by_step_dfs(gen, counter_rng(5), n, strategy))
-    draws = gen._draws(np.concatenate([counter_rng(6).bit_generator.random_raw((n, gen.words))]), [], n)
+    raw = counter_rng(6).bit_generator.random_raw((1, n, gen.words))
+    draws = gen._draws(raw[..., : gen.graph_words], raw[..., gen.graph_words :], [counter_rng(7)])
     traces, k = gen._traces(draws["codes"])
     new = Counter(tuple(r[:m]) for r, m in zip(traces.tolist(), k.tolist(), strict=True))
     for seen in (old, new):
@@ -460,24 +461,27 @@ def test_tabled_traces_have_exactly_the_step_by_step_dfs_law(strategy: str) -> N
 
 
 def test_tied_keys_and_rejected_codes_are_redrawn_from_their_chunk() -> None:
-    """A row whose label keys tie (or whose code word falls in Lemire's rejected range) is drawn again, whole,
-    from its own chunk's generator; the other rows keep their draws."""
+    """An example whose label keys tie (or whose code word falls in Lemire's rejected range) is drawn again,
+    whole, from its own chunk's generator; the other examples keep their draws."""
     gen = Connectivity(ConnectivityConfig(depth=2, strategy="dfs"))
-    n, rngs = 3, [counter_rng(1), counter_rng(2)]
-    raw = np.concatenate([counter_rng(9).bit_generator.random_raw((2 * n, gen.words))])
-    assert gen._decode(raw)["ok"].all()
+    n, G, rngs = 3, gen.graph_words, [counter_rng(1), counter_rng(2)]
+    raw = counter_rng(9).bit_generator.random_raw((2, n, gen.words))
+
+    def decode(words: np.ndarray) -> dict[str, np.ndarray]:
+        return gen._decode(words[..., :G], words[..., G:])
+
+    assert decode(raw)["ok"].all()
     bad = raw.copy()
-    bad[1, 0] = (bad[1, 0] & 0xFFFFFFFF) * 0x100000001  # label keys of nodes 0 and 1 equal
-    first = 2 * gen.graph_words  # the first code word, in 32-bit words
-    bad[4, first // 2] = (bad[4, first // 2] >> np.uint64(32)) << np.uint64(32)  # code word 0: rejected
-    assert gen._decode(bad)["ok"].tolist() == [True, False, True, True, False, True]
-    draws = gen._draws(bad.copy(), rngs, n)
+    bad[0, 1, 0] = (bad[0, 1, 0] & 0xFFFFFFFF) * 0x100000001  # label keys of nodes 0 and 1 equal
+    bad[1, 1, G] = (bad[1, 1, G] >> np.uint64(32)) << np.uint64(32)  # code word of petal 0: 0, rejected
+    assert decode(bad)["ok"].tolist() == [True, False, True, True, False, True]
+    draws = gen._draws(bad[..., :G], bad[..., G:], rngs)
     redrawn = {1: counter_rng(1), 4: counter_rng(2)}
     for r in range(2 * n):
         row = (
-            redrawn[r].bit_generator.random_raw(gen.words).reshape(1, -1) if r in redrawn else raw[r : r + 1]
+            redrawn[r].bit_generator.random_raw(gen.words)[None] if r in redrawn else raw[r // n, r % n][None]
         )
-        want = gen._decode(row)
+        want = decode(row)
         assert want["ok"][0] and all(np.array_equal(draws[key][r], want[key][0]) for key in want)
 
 

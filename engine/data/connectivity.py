@@ -116,58 +116,65 @@ class Connectivity:
         raw = [r.bit_generator.random_raw(n * self.words) for r in rngs]
         raw = (raw[0] if len(raw) == 1 else np.concatenate(raw)).reshape(len(rngs), n * self.words)
         # A chunk's words: the graphs of its n examples, then their traces' (so the graphs are the same
-        # whatever the strategy); as rows [n * chunks, words] of an example's graph and trace words.
+        # whatever the strategy); views [chunks, n, words] of each.
         G = self.graph_words
-        rows = np.concatenate(
-            [raw[:, : n * G].reshape(-1, G), raw[:, n * G :].reshape(len(rngs) * n, -1)], axis=1
+        graph, extra = (
+            raw[:, : n * G].reshape(len(rngs), n, G),
+            raw[:, n * G :].reshape(len(rngs), n, self.words - G),
         )
-        return self._render(self._draws(rows, rngs, n))
+        return self._render(self._draws(graph, extra, rngs))
 
-    def _draws(self, raw: np.ndarray, rngs: list[np.random.Generator], n: int) -> dict[str, np.ndarray]:
-        """Every row's choices from its random words; a row that hits a rejection (tied sort keys or a
-        rejected code word: probability about 1e-5 at d = 5) is redrawn whole from its chunk's generator."""
-        draws = self._decode(raw)
+    def _draws(
+        self, graph: np.ndarray, extra: np.ndarray, rngs: list[np.random.Generator]
+    ) -> dict[str, np.ndarray]:
+        """Every example's choices from its random words [chunks, n, words]; an example that hits a
+        rejection (tied sort keys or a rejected code word: probability about 1e-5 at d = 5) is drawn again,
+        whole, from its chunk's generator."""
+        draws = self._decode(graph, extra)
+        n, G = graph.shape[1], self.graph_words
         for r in np.flatnonzero(~draws["ok"]).tolist():
             while True:
-                one = self._decode(rngs[r // n].bit_generator.random_raw(self.words).reshape(1, -1))
+                words = rngs[r // n].bit_generator.random_raw(self.words)[None]
+                one = self._decode(words[:, :G], words[:, G:])
                 if one["ok"][0]:
                     break
             for key, value in one.items():
                 draws[key][r] = value[0]
         return draws
 
-    def _decode(self, raw: np.ndarray) -> dict[str, np.ndarray]:
-        """Random words [m, words] (uint64) -> each example's choices, exactly uniform in rows that are `ok`.
+    def _decode(self, graph: np.ndarray, extra: np.ndarray) -> dict[str, np.ndarray]:
+        """Random 64-bit words [..., G] and [..., T] -> the choices of each example (flattened to rows),
+        exactly uniform in the rows that are `ok`.
 
-        A row holds 32-bit words: N label keys, M edge keys (bit 0 turns the edge around, bits 1..31 order
-        the list) and one word whose bit 0 swaps t1 and t2 (the same graph for every strategy); then, from
-        the next 64-bit word, d arc-order codes (path, dfs, dfs_backtrack, shortest_path) or walk_length
-        64-bit uniforms, one per step (walk). A uniform permutation is the argsort of distinct
-        keys (a row with a tie is not `ok`); a code in 0..23 is Lemire's multiply-shift of a 32-bit word,
-        which rejects the 16 words of 2^32 that would bias it (not `ok` either).
+        The graph words, read as 32-bit words: N label keys, M edge keys (bit 0 turns the edge around, bits
+        1..31 order the list) and one word whose bit 0 swaps t1 and t2 (the same for every strategy). The
+        extra words: d arc-order codes in 32-bit words (path, dfs, dfs_backtrack, shortest_path) or
+        walk_length uniforms, one per step (walk). A uniform permutation is the argsort of distinct keys (a
+        row with a tie is not `ok`); a code in 0..23 is Lemire's multiply-shift of a 32-bit word, which
+        rejects the 16 words of 2^32 that would bias it (not `ok` either).
         """
         N, M, d = 2 * self.size, len(self.edges), self.cfg.depth
-        lw = self.cfg.walk_length if self.cfg.strategy == "walk" else 0
-        u32 = np.ascontiguousarray(raw[:, : raw.shape[1] - lw]).astype("<u8", copy=False).view("<u4")
+        u32 = graph.astype("<u8", copy=False).view("<u4")  # the same numbers on any host
         nb, mb = (N - 1).bit_length(), (M - 1).bit_length()
-        keys = np.sort((u32[:, :N].astype(np.int64) << nb) | np.arange(N), axis=1)
+        keys = np.sort((u32[..., :N].astype(np.int64) << nb) | np.arange(N), axis=-1).reshape(-1, N)
         tie = ((keys[:, 1:] ^ keys[:, :-1]) < 1 << nb).any(1)  # equal random parts (sorted: adjacent)
-        ew = u32[:, N : N + M]
+        ew = u32[..., N : N + M].reshape(-1, M)
         ekeys = np.sort(((ew >> 1).astype(np.int64) << mb) | np.arange(M), axis=1)
         tie |= ((ekeys[:, 1:] ^ ekeys[:, :-1]) < 1 << mb).any(1)
         draws = {
             "labels": keys
-            & ((1 << nb) - 1),  # canonical node v is labelled labels[:, v]: a uniform permutation
+            & ((1 << nb) - 1),  # canonical node v gets label labels[:, v]: a uniform permutation
             "edge": ((ekeys & ((1 << mb) - 1)) << 1) | (ew & 1),  # 2e + b: edge e listed here, end b first
-            "swap": (u32[:, N + M] & 1).astype(bool),  # t1 is the decoy
+            "swap": (u32[..., N + M] & 1).astype(bool).ravel(),  # t1 is the decoy
         }
+        extra = extra.reshape(len(keys), extra.shape[-1])
         if self.tables is not None:
-            first = N + M + 1 + (N + M + 1) % 2  # the code words start on a 64-bit word
-            wide = u32[:, first : first + d].astype(np.uint64) * np.uint64(ORDERS)
+            code = extra.astype("<u8", copy=False).view("<u4")[:, :d]
+            wide = code.astype(np.uint64) * np.uint64(ORDERS)
             draws["codes"] = (wide >> np.uint64(32)).astype(np.int64)  # [m, d] arc order at each junction
             tie |= ((wide & np.uint64(0xFFFFFFFF)) < np.uint64(2**32 % ORDERS)).any(1)
-        if lw:
-            draws["uniform"] = (raw[:, -lw:] >> np.uint64(11)) * 2.0**-53  # as Generator.random draws them
+        if self.cfg.strategy == "walk":
+            draws["uniform"] = (extra >> np.uint64(11)) * 2.0**-53  # as Generator.random draws them
         draws["ok"] = ~tie
         return draws
 
