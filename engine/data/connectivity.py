@@ -184,24 +184,27 @@ class Connectivity:
         n, N, M = len(labels), 2 * self.size, len(self.edges)
         words = len(self.cfg.WORDS)
         ext = np.empty((n, N + words), dtype=np.int32)  # token of canonical id c: nodes 0..N-1, then words
-        ext[:, :N] = labels
-        ext[:, :N] += self.node0
+        np.add(labels, self.node0, out=ext[:, :N], casting="unsafe")
         ext[:, N:] = np.arange(words, dtype=np.int32)
         flat = ext.ravel()
         row = (np.arange(n) * (N + words))[:, None]
         work, k = self._work(draws)  # [n, W] canonical ids of the answer (padded with PAD's), trace nodes
         P, W = self.cfg.prompt_len, work.shape[1]
         tokens = np.empty((n, P + W), dtype=np.int32)
-        tokens[:, :P] = self.template
+        tokens[:, :4] = self.template[:4]
+        tokens[:, 4 + 2 * M : P] = self.template[4 + 2 * M :]
         edge = draws["edge"]  # [n, M] 2e + b: edge e listed here, its end b first
-        tokens[:, 4 : 4 + 2 * M : 2] = np.take(flat, np.take(self.ends, edge) + row)
-        tokens[:, 5 : 5 + 2 * M : 2] = np.take(flat, np.take(self.ends, edge ^ 1) + row)
+        for b, col in ((0, 4), (1, 5)):  # indices are in range by construction: no bounds checks (clip)
+            ends = np.take(self.ends, edge ^ b if b else edge, mode="clip")
+            ends += row
+            tokens[:, col : col + 2 * M : 2] = np.take(flat, ends, mode="clip")
         s_tok, t_tok, x_tok = ext[:, 0], ext[:, self.target], ext[:, self.decoy]
         swap = draws["swap"]
         tokens[:, self.slot_s] = s_tok
         tokens[:, self.slot_t1] = np.where(swap, x_tok, t_tok)
         tokens[:, self.slot_t2] = np.where(swap, t_tok, x_tok)
-        tokens[:, P:] = np.take(flat, work + row)
+        work += row
+        tokens[:, P:] = np.take(flat, work, mode="clip")
         lengths = P + self.cfg.answer_len(0) + k
         loss_mask = np.arange(P + W) < lengths[:, None]
         loss_mask[:, :P] = False
@@ -217,7 +220,7 @@ class Connectivity:
         """The answer in canonical ids (nodes; N + token id for words), [n, k + 10] PAD-padded, and k [n]."""
         n = len(draws["labels"])
         if self.cfg.strategy == "none":
-            return np.broadcast_to(self.tail[1:], (n, len(self.tail) - 1)), np.zeros(n, dtype=np.int64)
+            return np.tile(self.tail[1:], (n, 1)), np.zeros(n, dtype=np.int64)
         if self.cfg.strategy == "walk":
             trace, k = self._walks(draws["uniform"])
         else:
