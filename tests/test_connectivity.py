@@ -498,6 +498,20 @@ def test_sample_chunks_rows_are_each_chunks_sample() -> None:
             gen.sample_chunks([counter_rng(0)], 0, "train")
 
 
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_blocks_do_not_change_the_examples(strategy: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Processing in blocks (several chunks, or part of a big one) gives what one block over all gives."""
+    import engine.data.connectivity as module
+
+    gen = Connectivity(ConnectivityConfig(depth=2, strategy=strategy, walk_length=12))
+    rngs = lambda: [counter_rng(8, c) for c in range(5)]  # noqa: E731
+    monkeypatch.setattr(module, "BLOCK", 64)
+    small = [gen.sample_chunks(rngs(), 30), gen.sample(counter_rng(8), 150)]  # 2 chunks a block; 3 blocks
+    monkeypatch.setattr(module, "BLOCK", 10**6)
+    assert identical(small[0], gen.sample_chunks(rngs(), 30))
+    assert identical(small[1], gen.sample(counter_rng(8), 150))
+
+
 @pytest.mark.parametrize("d", [2, 3])
 def test_a_random_dfs_order_is_a_path_with_the_papers_probability(d: int) -> None:
     """P(visit order is a valid path) = (2/3)(1/2)^(d-1); P(it is the shortest path) = (1/3)(1/4)^(d-1)."""

@@ -30,6 +30,7 @@ from schemas.data import Connectivity as ConnectivityConfig
 from .base import Example, Examples, UnknownSplit, Vocab
 
 MAX_DEGREE = 5  # a junction: two arcs in, three out
+BLOCK = 256  # examples processed together (bigger blocks spill numpy's temporaries out of cache)
 ARC_ORDERS = tuple(itertools.permutations("SLDB"))  # the orders a junction may take its arcs in
 ORDERS = len(ARC_ORDERS)  # 24
 FORWARD = np.array([1 if o.index("S") < o.index("L") else 2 for o in ARC_ORDERS])  # arc taken on: 1 S, 2 L
@@ -107,7 +108,8 @@ class Connectivity:
     def sample_chunks(self, rngs: list[np.random.Generator], n: int, split: str = "train") -> Examples:
         """n examples from each generator in `rngs`, in order: rows c*n.. are `sample(rngs[c], n)`'s rows.
 
-        Each generator only draws its chunk's random words; everything else runs once over all chunks.
+        Each generator only draws its chunk's random words; the rest runs over blocks of about BLOCK
+        examples (whole chunks, or parts of a big one), small enough that numpy's temporaries stay in cache.
         """
         if split not in self.cfg.SPLITS:
             raise UnknownSplit(f"no split {split!r}; connectivity has {', '.join(self.cfg.SPLITS)}")
@@ -122,7 +124,32 @@ class Connectivity:
             raw[:, : n * G].reshape(len(rngs), n, G),
             raw[:, n * G :].reshape(len(rngs), n, self.words - G),
         )
-        return self._render(self._draws(graph, extra, rngs))
+        C, step = len(rngs), max(1, BLOCK // n)
+        parts = []  # (draws, answer in canonical ids, trace nodes) per block
+        for c in range(0, C, step):
+            for r in range(0, n, BLOCK) if step == 1 else [0]:
+                rows = slice(r, r + BLOCK) if step == 1 else slice(None)
+                draws = self._draws(graph[c : c + step, rows], extra[c : c + step, rows], rngs[c : c + step])
+                parts.append((draws, *self._work(draws)))
+        P = self.cfg.prompt_len
+        tokens = np.empty((C * n, P + max(w.shape[1] for _, w, _ in parts)), dtype=np.int32)
+        ends, at = [], 0
+        for draws, work, _ in parts:
+            rows = tokens[at : at + len(work)]
+            ends.append(self._render(rows, draws, work))
+            at += len(work)
+        k = np.concatenate([k for _, _, k in parts])
+        lengths = P + self.cfg.answer_len(0) + k
+        loss_mask = np.arange(tokens.shape[1]) < lengths[:, None]
+        loss_mask[:, :P] = False
+        s_tok, t_tok, x_tok = (np.concatenate(x) for x in zip(*ends, strict=True))
+        meta = {
+            "source": s_tok - self.node0,  # node labels
+            "target": t_tok - self.node0,
+            "decoy": x_tok - self.node0,
+            "work_length": k,  # trace nodes
+        }
+        return Examples(tokens, loss_mask, lengths, None, meta)
 
     def _draws(
         self, graph: np.ndarray, extra: np.ndarray, rngs: list[np.random.Generator]
@@ -178,8 +205,11 @@ class Connectivity:
         draws["ok"] = ~tie
         return draws
 
-    def _render(self, draws: dict[str, np.ndarray]) -> Examples:
-        """Token rows from the choices: one gather of node and word tokens by canonical ids."""
+    def _render(
+        self, tokens: np.ndarray, draws: dict[str, np.ndarray], work: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Write a block's token rows (gathers of node and word tokens by canonical ids) into `tokens`, and
+        return the tokens of s, t and the decoy."""
         labels = draws["labels"]
         n, N, M = len(labels), 2 * self.size, len(self.edges)
         words = len(self.cfg.WORDS)
@@ -188,9 +218,7 @@ class Connectivity:
         ext[:, N:] = np.arange(words, dtype=np.int32)
         flat = ext.ravel()
         row = (np.arange(n) * (N + words))[:, None]
-        work, k = self._work(draws)  # [n, W] canonical ids of the answer (padded with PAD's), trace nodes
         P, W = self.cfg.prompt_len, work.shape[1]
-        tokens = np.empty((n, P + W), dtype=np.int32)
         tokens[:, :4] = self.template[:4]
         tokens[:, 4 + 2 * M : P] = self.template[4 + 2 * M :]
         edge = draws["edge"]  # [n, M] 2e + b: edge e listed here, its end b first
@@ -204,17 +232,9 @@ class Connectivity:
         tokens[:, self.slot_t1] = np.where(swap, x_tok, t_tok)
         tokens[:, self.slot_t2] = np.where(swap, t_tok, x_tok)
         work += row
-        tokens[:, P:] = np.take(flat, work, mode="clip")
-        lengths = P + self.cfg.answer_len(0) + k
-        loss_mask = np.arange(P + W) < lengths[:, None]
-        loss_mask[:, :P] = False
-        meta = {
-            "source": s_tok - self.node0,  # node labels
-            "target": t_tok - self.node0,
-            "decoy": x_tok - self.node0,
-            "work_length": k,  # trace nodes
-        }
-        return Examples(tokens, loss_mask, lengths, None, meta)
+        tokens[:, P : P + W] = np.take(flat, work, mode="clip")
+        tokens[:, P + W :] = self.vocab.pad
+        return s_tok, t_tok, x_tok
 
     def _work(self, draws: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         """The answer in canonical ids (nodes; N + token id for words), [n, k + 10] PAD-padded, and k [n]."""
