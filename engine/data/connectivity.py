@@ -73,6 +73,8 @@ class Connectivity:
             word("]", "decision", ":", "[") + [self.target] + word("]") + [N + self.vocab.eos]
         )
         self.pad_id = N + self.vocab.pad  # PAD's canonical id
+        M = len(self.edges)
+        self.key_index = np.concatenate([np.arange(N), np.arange(M) | 1 << 62])  # see `_decode`
         self.tables, self.seg_len = None, None
         if cfg.strategy in ("shortest_path", "path", "dfs", "dfs_backtrack"):
             self.tables, self.seg_len = self._segments()
@@ -140,7 +142,8 @@ class Connectivity:
             at += len(work)
         k = np.concatenate([k for _, _, k in parts])
         lengths = P + self.cfg.answer_len(0) + k
-        loss_mask = np.arange(tokens.shape[1]) < lengths[:, None]
+        width = np.arange(tokens.shape[1], dtype=np.int16)  # int16 compares fastest (max_seq_len < 7000)
+        loss_mask = width < lengths.astype(np.int16)[:, None]
         loss_mask[:, :P] = False
         s_tok, t_tok, x_tok = (np.concatenate(x) for x in zip(*ends, strict=True))
         meta = {
@@ -173,8 +176,9 @@ class Connectivity:
         """Random 64-bit words [..., G] and [..., T] -> the choices of each example (flattened to rows),
         exactly uniform in the rows that are `ok`.
 
-        The graph words, read as 32-bit words: N label keys, M edge keys (bit 0 turns the edge around, bits
-        1..31 order the list) and one word whose bit 0 swaps t1 and t2 (the same for every strategy). The
+        The graph words, read as 32-bit words: N label keys (bits 1..31), M edge keys (bits 1..31 order the
+        list, bit 0 turns the edge around) and one word whose bit 0 swaps t1 and t2 (the same for every
+        strategy). The
         extra words: d arc-order codes in 32-bit words (path, dfs, dfs_backtrack, shortest_path) or
         walk_length uniforms, one per step (walk). A uniform permutation is the argsort of distinct keys (a
         row with a tie is not `ok`); a code in 0..23 is Lemire's multiply-shift of a 32-bit word, which
@@ -182,16 +186,21 @@ class Connectivity:
         """
         N, M, d = 2 * self.size, len(self.edges), self.cfg.depth
         u32 = graph.astype("<u8", copy=False).view("<u4")  # the same numbers on any host
-        nb, mb = (N - 1).bit_length(), (M - 1).bit_length()
-        keys = np.sort((u32[..., :N].astype(np.int64) << nb) | np.arange(N), axis=-1).reshape(-1, N)
-        tie = ((keys[:, 1:] ^ keys[:, :-1]) < 1 << nb).any(1)  # equal random parts (sorted: adjacent)
-        ew = u32[..., N : N + M].reshape(-1, M)
-        ekeys = np.sort(((ew >> 1).astype(np.int64) << mb) | np.arange(M), axis=1)
-        tie |= ((ekeys[:, 1:] ^ ekeys[:, :-1]) < 1 << mb).any(1)
+        # One sort orders both: key = random bits 1..31 of the word, then the index; the edges' keys carry a
+        # high bit so that they sort after the labels'.
+        ib = max(N - 1, M - 1).bit_length()
+        keys = np.empty((*u32.shape[:-1], N + M), dtype=np.int64)
+        np.right_shift(u32[..., : N + M], 1, out=keys, casting="unsafe")
+        keys <<= ib
+        keys |= self.key_index
+        keys.sort(axis=-1)
+        keys = keys.reshape(-1, N + M)
+        tie = ((keys[:, 1:] ^ keys[:, :-1]) < 1 << ib).any(1)  # equal random parts (sorted: adjacent)
+        keys &= (1 << ib) - 1
+        flip = u32[..., N : N + M].reshape(-1, M) & 1
         draws = {
-            "labels": keys
-            & ((1 << nb) - 1),  # canonical node v gets label labels[:, v]: a uniform permutation
-            "edge": ((ekeys & ((1 << mb) - 1)) << 1) | (ew & 1),  # 2e + b: edge e listed here, end b first
+            "labels": keys[:, :N],  # canonical node v gets label labels[:, v]: a uniform permutation
+            "edge": (keys[:, N:] << 1) | flip,  # 2e + b: edge e listed here, its end b first
             "swap": (u32[..., N + M] & 1).astype(bool).ravel(),  # t1 is the decoy
         }
         extra = extra.reshape(len(keys), extra.shape[-1])
