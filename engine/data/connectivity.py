@@ -212,10 +212,12 @@ class Connectivity:
         keys = keys.reshape(-1, N + M)
         tie = ((keys[:, 1:] ^ keys[:, :-1]) < 1 << ib).any(1)  # equal random parts (sorted: adjacent)
         keys &= (1 << ib) - 1
-        flip = u32[..., N : N + M].reshape(-1, M) & 1
+        edge = keys[:, N:]  # in place: 2e + b, edge e listed here, its end b first
+        edge <<= 1
+        edge |= np.bitwise_and(u32[..., N : N + M], 1).reshape(-1, M)
         draws = {
             "labels": keys[:, :N],  # canonical node v gets label labels[:, v]: a uniform permutation
-            "edge": (keys[:, N:] << 1) | flip,  # 2e + b: edge e listed here, its end b first
+            "edge": edge,
             "swap": (u32[..., N + M] & 1).astype(bool).ravel(),  # t1 is the decoy
         }
         extra = extra.reshape(len(keys), extra.shape[-1])
