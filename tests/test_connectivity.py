@@ -488,14 +488,17 @@ def test_tied_keys_and_rejected_codes_are_redrawn_from_their_chunk() -> None:
 def test_sample_chunks_rows_are_each_chunks_sample() -> None:
     """The stream's batched call gives chunk c's rows exactly as `sample(rngs[c], n)` does (padding aside)."""
     for strategy in STRATEGIES:
-        gen = Connectivity(ConnectivityConfig(depth=3, strategy=strategy, walk_length=15))
+        cfg = ConnectivityConfig(depth=3, strategy=strategy, walk_length=15)
+        gen = Connectivity(cfg)
         both = gen.sample_chunks([counter_rng(4, c) for c in range(3)], 5, "train")
         for c in range(3):
             one = gen.sample(counter_rng(4, c), 5, "train")
             part = both.slice(5 * c, 5 * c + 5)
             assert identical(one, part), strategy
-        with pytest.raises(ValueError, match="need n >= 1"):
-            gen.sample_chunks([counter_rng(0)], 0, "train")
+        with pytest.raises(ValueError, match="need n >= 0"):
+            gen.sample_chunks([counter_rng(0)], -1, "train")
+        none = gen.sample(counter_rng(0), 0)
+        assert none.tokens.shape == (0, cfg.prompt_len + cfg.answer_len(0)) and len(none.meta["source"]) == 0
 
 
 @pytest.mark.parametrize("strategy", STRATEGIES)

@@ -130,8 +130,13 @@ class Connectivity:
         """
         if split not in self.cfg.SPLITS:
             raise UnknownSplit(f"no split {split!r}; connectivity has {', '.join(self.cfg.SPLITS)}")
-        if n < 1 or not rngs:
-            raise ValueError(f"need n >= 1 examples from at least one generator (got n={n}, {len(rngs)})")
+        if n < 0:
+            raise ValueError(f"n={n} examples: need n >= 0")
+        if n == 0 or not rngs:
+            P, k = self.cfg.prompt_len, np.zeros(0, dtype=np.int64)
+            empty = np.zeros((0, P + self.cfg.answer_len(0)), dtype=np.int32)
+            meta = {key: k.astype(np.int32) for key in ("source", "target", "decoy")} | {"work_length": k}
+            return Examples(empty, empty.astype(bool), k + P, None, meta)
         raw = [r.bit_generator.random_raw(n * self.words) for r in rngs]
         raw = (raw[0] if len(raw) == 1 else np.concatenate(raw)).reshape(len(rngs), n * self.words)
         # A chunk's words: the graphs of its n examples, then their traces' (so the graphs are the same
