@@ -97,8 +97,9 @@ class Connectivity:
         if cfg.strategy == "walk":
             reach = self._reach_table()
             self.cumulative = np.cumsum(reach[:, self.nbr], axis=2)  # [L+1, size+1, 5]
-        # Random 64-bit words per example (see `_decode`): walk uniforms, then pairs of 32-bit words.
-        self.graph_words = (N + len(self.edges) + 1 + 1) // 2  # the same for every strategy
+        # Random 64-bit words per example (see `_decode`): the graph's, holding N + M + 1 32-bit words (the
+        # same for every strategy), then the trace's: d 32-bit arc-order codes, or walk_length uniforms.
+        self.graph_words = (N + M + 1 + 1) // 2
         self.words = self.graph_words
         if self.tables is not None:
             self.words += (d + 1) // 2
