@@ -29,7 +29,7 @@ example with tied keys or a rejected code word (about 5e-6 at d = 5) is drawn ag
 index a per-example token table (node labels, then words), so the prompt's edges and the answer are
 gathers. Blocks of BLOCK examples keep numpy's temporaries small. Bridge(5), dfs, one core, interleaved with
 the paper's own generation (graphs and trace, 6-10k examples/s on the shared test machine): about 120-230k
-examples/s through the training stream at batch 1000 (chunks of 16), 20-26 times theirs; about 10k/s at
+examples/s through the training stream at batch 1000 (chunks of 16), 21-28 times theirs; about 7k/s at
 batch 1 (the figures and how they were taken: the paper's page under docs/papers).
 """
 
