@@ -3,7 +3,7 @@
 For each token spec in specs/ (or the ones given), the first stage's generator and training step:
   generated  examples/s of `sample(rng, global batch)` on ONE core (fresh counter keys, as the stream draws);
   consumed   examples/s of the engine's own training step (forward, backward, clip, AdamW) on that stage's
-             global batch in one process with the machine's threads, fed a batch drawn beforehand;
+             global batch in one process with the machine's threads, fed batches drawn beforehand;
   ratio      generated / consumed: how many times over one core feeds the whole training step.
 Then the training loop as it runs, the stream drawing each step's batch (`data.workers`, engine/data/loader.py):
   fed w=0    examples/s of step + batch, the batch drawn in the training process;
@@ -14,7 +14,7 @@ The measurements alternate over `--rounds` rounds so that machine noise hits all
 Target (issue 4): ratio >= 10 for every generator. Rows whose generator has a reference rate in docs/design.md
 ("Performance bar") also print generated / reference (aim: 20x).
 
-    python tools/bench_generators.py [SPEC ...] [--rounds 3] [--seconds 1.0] [--steps 5] [--no-workers]
+    python tools/bench_generators.py [SPEC ...] [--rounds 3] [--seconds 1.0] [--steps 5] [--no-workers] [--device cuda]
 """
 
 from __future__ import annotations
@@ -67,22 +67,23 @@ def generated_rate(gen, batch: int, seconds: float, key: int) -> float:
         os.sched_setaffinity(0, cpus)
 
 
-class _Fixed:
-    """A stream that hands out one batch drawn beforehand, whatever the step."""
+class _Drawn:
+    """A stream that hands out batches drawn beforehand (steps first..first+len-1)."""
 
-    def __init__(self, batch):
-        self.fixed = batch
+    def __init__(self, batches: list, first: int):
+        self.batches, self.first = batches, first
 
     def batch(self, step: int):
-        return self.fixed
+        return self.batches[step - self.first]
 
 
-def consumed_rate(runner: StageRunner, steps: int) -> float:
-    """Examples/s of the engine's training step on a batch drawn beforehand (generation not timed)."""
+def consumed_rate(runner: StageRunner, steps: int, first: int = 0) -> float:
+    """Examples/s of the engine's training step on the batches of steps first.. drawn beforehand (generation
+    not timed; real batches, whose widths vary as the stream's do)."""
     stream = runner.stream
-    runner.stream = _Fixed(stream.batch(0))
+    runner.stream = _Drawn([stream.batch(s) for s in range(first, first + steps + 1)], first)
     try:
-        return fed_rate(runner, steps)
+        return fed_rate(runner, steps, first=first)
     finally:
         runner.stream = stream
 
@@ -93,7 +94,9 @@ def fed_rate(runner: StageRunner, steps: int, workers: int | None = None, first:
     stream is (None)."""
     stream = runner.stream
     if workers is not None:
-        runner.stream = Prefetched(stream, first, first + steps + 1, workers)
+        runner.stream = Prefetched(
+            stream, first, first + steps + 1, workers, pin=runner.dist.device.type == "cuda"
+        )
     flag, n = Preemption(), 0
     try:
         runner._step(first, flag)  # warm-up: allocator, first AdamW state, the workers' start
@@ -116,6 +119,7 @@ def main() -> None:
     p.add_argument("--seconds", type=float, default=1.0, help="generation time per round")
     p.add_argument("--steps", type=int, default=5, help="timed training steps per round")
     p.add_argument("--no-workers", action="store_true", help="skip the fed columns (the loop with workers)")
+    p.add_argument("--device", default="cpu", help="where the training step runs: cpu or cuda")
     a = p.parse_args()
     paths = [Path(s) for s in a.specs] or token_specs()
     cores = len(os.sched_getaffinity(0))
@@ -128,12 +132,12 @@ def main() -> None:
         spec = load_spec(str(path), ["run.output=memory://bench_generators"])
         name, stage = next(iter(spec.stages.items()))
         gen = registry.build_data(stage.data)
-        runner = StageRunner(spec, name, stage, Dist())
+        runner = StageRunner(spec, name, stage, Dist(device=torch.device(a.device)))
         runner.build()
         gens, cons, fed = [], [], {w: [] for w in counts}
         for r in range(a.rounds):
             gens.append(generated_rate(gen, stage.batch.global_, a.seconds, key=r))
-            cons.append(consumed_rate(runner, a.steps))
+            cons.append(consumed_rate(runner, a.steps, first=10_000 * (r + 1)))
             for w in counts:  # fresh steps each time: no batch is drawn twice
                 steps = max(
                     a.steps, 8 * w

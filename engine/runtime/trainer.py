@@ -28,6 +28,7 @@ from .checkpoint import Checkpointer, final_intact, load_final, read_json, save_
 from .context import BuildContext
 from .distributed import Dist, LaunchError
 from .evaluate import write_results
+from .malloc import keep_freed_memory
 from .metrics import Metrics
 from .parallel import autocast, bf16
 from .signals import Aborted, Preemption
@@ -247,6 +248,8 @@ class StageRunner:
         """Train the stage (resuming if a checkpoint exists) and write final/; return the last eval metrics."""
         st, dist = self.stage, self.dist
         torch.use_deterministic_algorithms(st.distributed.deterministic, warn_only=True)
+        if dist.device.type == "cpu":
+            keep_freed_memory()
         self.build()
         counters, start, elapsed0 = Counters(), 0, 0.0
         state = self.ckpt.restore(self.models, self.optim)
