@@ -66,17 +66,36 @@ class _Failing:
 
     per_rank = 1
 
+    def __init__(self, error: type[Exception]):
+        self.error = error
+
     def batch(self, step: int):
         if step == 5:
-            raise ValueError(f"no batch for step {step}")
+            raise self.error(f"no batch for step {step}")
         return step
 
 
-def test_a_workers_exception_reaches_the_run_with_its_traceback() -> None:
-    loader = Prefetched(_Failing(), start=3, stop=9, workers=2)
+@pytest.mark.parametrize("error", [ValueError, RuntimeError])
+def test_a_workers_exception_reaches_the_run_as_itself_with_its_traceback(error) -> None:
+    loader = Prefetched(_Failing(error), start=3, stop=9, workers=2)
     assert [loader.batch(3), loader.batch(4)] == [3, 4]
-    with pytest.raises(ValueError, match=r"(?s)Traceback.*in batch.*no batch for step 5"):
+    with pytest.raises(error, match=r"(?s)Traceback.*in batch.*no batch for step 5") as caught:
         loader.batch(5)
+    assert not isinstance(caught.value, DataWorkerError)  # not mistaken for a dead worker
+    loader.close()
+
+
+def test_workers_ended_by_the_jobs_stop_signal_leave_the_step_to_finish_here(monkeypatch) -> None:
+    from torch.utils.data.dataloader import _MultiProcessingDataLoaderIter as Iter
+
+    monkeypatch.setattr(Iter._try_get_data, "__defaults__", (0.2,))
+    stop = []
+    loader = Prefetched(_Slow(), start=0, stop=1000, workers=1, stopping=lambda: bool(stop))
+    pid = loader.batch(0)
+    stop.append(signal.SIGTERM)  # the job was asked to stop, and the signal reached the worker too
+    os.kill(pid, signal.SIGTERM)
+    drawn = [loader.batch(step) for step in range(1, 30)]
+    assert drawn[-1] == os.getpid()  # drawn here once the worker was gone; no DataWorkerError
     loader.close()
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
 from helpers import REPO, env
 
 STEPS = """
@@ -13,7 +14,9 @@ import resource, sys
 import numpy as np
 if sys.argv[1] == "on":
     from engine.runtime.malloc import keep_freed_memory
-    assert keep_freed_memory() and keep_freed_memory()  # once per process; the second call is a no-op
+    if not keep_freed_memory():  # not glibc: nothing to tune
+        sys.exit(print("not glibc"))
+    assert keep_freed_memory()  # once per process; the second call answers the same
 faults = []
 for _ in range(6):  # a "step": 30 activations of 4 MiB, written, then all freed
     before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
@@ -28,6 +31,8 @@ def _faults(mode: str) -> list[int]:
     out = subprocess.run(
         [sys.executable, "-c", STEPS, mode], cwd=REPO, env=env(), capture_output=True, text=True, check=True
     )
+    if out.stdout.strip() == "not glibc":
+        pytest.skip("the C library is not glibc: keep_freed_memory has nothing to tune")
     return [int(x) for x in out.stdout.split()]
 
 

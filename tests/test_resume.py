@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -26,11 +27,17 @@ RUN = [
 ]
 
 
-def start(out: Path) -> subprocess.Popen:
-    """Start the tiny run in the background."""
-    cmd = [sys.executable, "-m", "engine", SPEC, f"run.output={out}", *RUN]
+def start(out: Path, *extra: str, session: bool = False) -> subprocess.Popen:
+    """Start the tiny run in the background (in a process group of its own with `session`)."""
+    cmd = [sys.executable, "-m", "engine", SPEC, f"run.output={out}", *RUN, *extra]
     return subprocess.Popen(
-        cmd, cwd=REPO, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        cmd,
+        cwd=REPO,
+        env=env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=session,
     )
 
 
@@ -91,11 +98,17 @@ def test_kill9_then_resume_matches_uninterrupted(tmp_path, baseline):
 
 
 @pytest.mark.slow
-def test_sigterm_checkpoints_exits_and_resumes(tmp_path, baseline):
-    proc = start(tmp_path)
+@pytest.mark.parametrize("workers", [0, 2])
+def test_sigterm_checkpoints_exits_and_resumes(tmp_path, baseline, workers):
+    # with data workers, the signal goes to the whole process group, as torchrun and a terminal send it: the
+    # workers end too, and the run still checkpoints and stops cleanly
+    proc = start(tmp_path, f"stages.train.data.workers={workers}", session=bool(workers))
     wait_for_checkpoint(proc, tmp_path)
     before = complete_checkpoints(tmp_path)[-1]
-    proc.send_signal(signal.SIGTERM)
+    if workers:
+        os.killpg(proc.pid, signal.SIGTERM)
+    else:
+        proc.send_signal(signal.SIGTERM)
     out, _ = proc.communicate(timeout=120)
     assert proc.returncode == 128 + signal.SIGTERM, out
     assert "checkpoint written at step" in out

@@ -138,7 +138,7 @@ def main() -> None:
         for r in range(a.rounds):
             gens.append(generated_rate(gen, stage.batch.global_, a.seconds, key=r))
             cons.append(consumed_rate(runner, a.steps, first=10_000 * (r + 1)))
-            for w in counts:  # fresh steps each time: no batch is drawn twice
+            for w in counts:  # steps of their own, mostly (a batch is a pure function of its step, so overlaps change nothing)
                 steps = max(
                     a.steps, 8 * w
                 )  # the batches the workers draw ahead at the start are a small part

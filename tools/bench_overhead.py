@@ -182,6 +182,10 @@ def interleaved(
         m.train()
     counters, window = Counters(), Window()
     video_model = hasattr(obj, "masks")
+    if video_model and not hasattr(obj, "teacher"):
+        raise SystemExit(
+            f"--interleave times next-token and latent-prediction stages; {stage_name} is neither"
+        )
     if video_model:
         mean, std = torch.tensor(MEAN).view(1, -1, 1, 1, 1), torch.tensor(STD).view(1, -1, 1, 1, 1)
         groups = len(stage.objective.masks.masks)
@@ -258,12 +262,12 @@ def _sync(device: torch.device) -> float:
     return time.perf_counter()
 
 
-def step_flops(model_cfg, batch: int, length: int) -> float:
-    """Training FLOPs of one step by the usual MFU accounting: 6 per parameter (embeddings excluded) per token,
-    plus 12 * depth * dim * length per token for attention's two matmuls (forward and backward)."""
-    n = sum(
-        p.numel() for name, p in registry.build_model(model_cfg, 8).named_parameters() if "embed" not in name
-    )
+def step_flops(model_cfg, vocab: int, batch: int, length: int) -> float:
+    """Training FLOPs of one step by the usual MFU accounting for a dense model: 6 per parameter (the embedding
+    table excluded, the output layer included) per token, plus 12 * depth * dim * length per token for
+    attention's two matmuls (forward and backward). A mixture of experts is counted with all its experts."""
+    model = registry.build_model(model_cfg, vocab)
+    n = sum(p.numel() for name, p in model.named_parameters() if "embed" not in name)
     return batch * length * (6 * n + 12 * model_cfg.depth * model_cfg.dim * length)
 
 
@@ -304,15 +308,16 @@ def length_table(
             for _ in range(rounds):
                 for v in variants:
                     model, optim, tokens = built[v]
-                    if device.type == "cuda":
+                    if device.type == "cuda":  # the peak above what is held already (every variant's state)
                         torch.cuda.reset_peak_memory_stats(device)
+                        held = torch.cuda.memory_allocated(device)
                     t0 = _sync(device)
                     for _ in range(steps):
                         _shape_step(model, optim, tokens)
                     times[v].append((_sync(device) - t0) / steps)
                     if device.type == "cuda":
-                        peak[v] = torch.cuda.max_memory_allocated(device) / 2**30
-            flops = step_flops(stage.model, batch, length)
+                        peak[v] = (torch.cuda.max_memory_allocated(device) - held) / 2**30
+            flops = step_flops(stage.model, stage.vocab_size, batch, length)
             for v in variants:
                 ms = statistics.median(times[v]) * 1e3
                 rows.append({"length": length, "batch": batch, "variant": v, "ms": ms,
@@ -337,7 +342,7 @@ def print_length_table(rows: list[dict], variants: list[str], peak_flops: float 
         "tokens/s",
         "x first shape",
         *(f"{v} / plain" for v in others),
-        *(["MFU", *(f"{v} peak GiB" for v in variants)] if peak_flops else []),
+        *(["MFU", *(f"{v} step GiB" for v in variants)] if peak_flops else []),
     ]
     print("| " + " | ".join(head) + " |")
     print("|" + "---|" * len(head))
@@ -413,7 +418,7 @@ def main() -> None:
             run_spec(load_spec(str(SALT), so), Dist(), only="teacher")
             runs.append(("salt student", str(SALT), so, "student"))
         for name, path, o, stage_name in runs:
-            ratios = sorted(interleaved(path, o, stage_name, a.interleave, a.block))
+            ratios = sorted(interleaved(path, o, stage_name, max(2, a.interleave), a.block))
             q = statistics.quantiles(ratios, n=4)
             print(f"{name:<14} engine / plain = {statistics.median(ratios):.3f} (quartiles {q[0]:.3f}-{q[2]:.3f}, "
                   f"{len(ratios)} pairs of {a.block}-step blocks, interleaved; target <= 1.02)", flush=True)  # fmt: skip

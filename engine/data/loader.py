@@ -10,9 +10,13 @@ result does not depend on the number of workers. A step asked for out of turn (t
 images of the last step) is drawn inline, as with no workers.
 
 On CUDA the batches' arrays are copied into pinned (page-locked) memory by a thread of the training process,
-so that their copy to the device is a DMA. A worker that raises stops the run with the worker's traceback
-(`DataWorkerError`); a worker that dies (killed, out of memory) is noticed by the DataLoader within seconds and
-stops the run the same way. The last checkpoint stays, and the same command resumes.
+so that their copy to the device is a DMA. A worker's exception reaches the training process as the same
+exception type, its message holding the worker's traceback. A worker that dies (killed, out of memory) is
+noticed where the next batch is awaited, within MP_STATUS_CHECK_INTERVAL (5 s), and stops the run with
+`DataWorkerError`; the last checkpoint stays, and the same command resumes. Workers that end because the job
+is being stopped (a signal to the whole process group or control group reaches them too) do not stop it:
+once `stopping()` says a stop was asked for, the batch is drawn here and the step ends as usual, so the run
+still checkpoints at its step boundary.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ import multiprocessing
 import os
 import signal
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -65,7 +69,7 @@ def pinned(batch: Any) -> Any:
     memory (numpy views of pinned tensors); other fields are kept as they are."""
 
     def pin(value: Any) -> Any:
-        if isinstance(value, np.ndarray) and value.dtype != object and value.size:
+        if isinstance(value, np.ndarray) and value.dtype.kind in "biufc" and value.size:
             return torch.from_numpy(np.ascontiguousarray(value)).pin_memory().numpy()
         if isinstance(value, dict):
             return {k: pin(v) for k, v in value.items()}
@@ -109,9 +113,17 @@ class Prefetched:
     """
 
     def __init__(
-        self, stream: Any, start: int, stop: int, workers: int, prefetch: int = 2, pin: bool = False
+        self,
+        stream: Any,
+        start: int,
+        stop: int,
+        workers: int,
+        prefetch: int = 2,
+        pin: bool = False,
+        stopping: Callable[[], bool] = lambda: False,
     ):
         self.stream, self.next, self.stop, self.workers = stream, start, stop, workers
+        self.stopping = stopping  # whether the job was asked to stop (its signals may have ended the workers)
         self._loader: DataLoader | None = None
         self._it: Iterator[_Pinnable] | None = None
         if workers > 0 and start < stop:
@@ -138,10 +150,15 @@ class Prefetched:
         try:
             item = next(self._it)
         except StopIteration:
+            self.close()
+            if self.stopping():
+                return self.stream.batch(step)
             raise DataWorkerError(f"the data workers ended before step {step}") from None
         except Exception as e:
             self.close()
-            if isinstance(e, RuntimeError) and "DataLoader worker" in str(e):  # a worker died
+            if isinstance(e, RuntimeError) and "exited unexpectedly" in str(e):  # a worker died
+                if self.stopping():  # ended by the signal that stops the job: finish the step here
+                    return self.stream.batch(step)
                 raise DataWorkerError(f"a data worker died while step {step} was drawn: {e}") from e
             raise  # a worker's own exception, of its type, with its traceback in the message
         if item.step != step:  # cannot happen with an in-order loader; never train on the wrong step
@@ -151,15 +168,16 @@ class Prefetched:
         return item.batch
 
     def _start(self) -> Iterator[_Pinnable]:
-        """Start the workers. The DataLoader's SIGCHLD handler, which would raise a dead worker's error at
-        whatever line the training process runs (a checkpoint's write included), is taken back out: a dead
-        worker is then found where the next batch is awaited (within MP_STATUS_CHECK_INTERVAL, 5 s)."""
+        """Start the workers. The DataLoader's SIGCHLD handler, which raises a dead child's error at whatever
+        line the training process runs (a checkpoint's write included), is taken back out: a dead worker is
+        found where the next batch is awaited (within MP_STATUS_CHECK_INTERVAL, 5 s)."""
         assert self._loader is not None
         if threading.current_thread() is not threading.main_thread():
             return iter(self._loader)
         previous = signal.getsignal(signal.SIGCHLD)
         it = iter(self._loader)
-        signal.signal(signal.SIGCHLD, previous)
+        if previous is not None:  # None: a handler installed from C, which Python cannot put back
+            signal.signal(signal.SIGCHLD, previous)
         return it
 
     def close(self) -> None:

@@ -74,6 +74,7 @@ checks that the grid after SOL_S is complete, free of conflicts and equal to the
 from __future__ import annotations
 
 import atexit
+import multiprocessing.util
 import hashlib
 import logging
 import os
@@ -585,6 +586,8 @@ def bank(clues: int, split: int, tries: int, most: int) -> Bank:
     at = (clues, split, tries, most, str(cache_dir()))
     b = _BANKS.get(at)
     if b is None:
+        if not _BANKS:  # a process that a multiprocessing worker runs ends by os._exit, past atexit
+            multiprocessing.util.Finalize(None, save_banks, exitpriority=10)
         b = _BANKS[at] = Bank(clues, split, tries, most)
     return b
 
@@ -596,7 +599,7 @@ def clear_banks() -> None:
 
 @atexit.register
 def save_banks() -> None:
-    """Save every bank with slots not yet on disk (also run when the interpreter exits)."""
+    """Save every bank with slots not yet on disk (also run when the interpreter or a data worker exits)."""
     for b in _BANKS.values():
         if len(b.puzzles) > b.saved:
             b.save()

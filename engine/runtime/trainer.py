@@ -268,7 +268,7 @@ class StageRunner:
         )
         if start == 0:
             metrics.text("example", self.gen.render(self.stream.batch(0)[0]), 0)
-        self.stream = self._prefetch(self.stream, start)
+        self.stream = self._prefetch(self.stream, start, lambda: bool(preemption.requested))
 
         window = Window()
         t_start = time.perf_counter()
@@ -317,6 +317,7 @@ class StageRunner:
             if logged:  # the next window starts now: eval and checkpoint time is not training throughput
                 window = Window()
 
+        self.close()  # no more training batches: the workers' memory goes back before the last evaluations
         for i, ev in enumerate(self.evals):  # evaluators that no step ran (a stage of 0 steps) run now
             if not self.last_by_eval[i]:
                 self.last_by_eval[i] = self._evaluate(ev, self.steps, metrics)
@@ -338,8 +339,9 @@ class StageRunner:
         metrics.close()
         return last_eval
 
-    def _prefetch(self, stream: Any, start: int) -> Prefetched:
-        """The stream of steps start.. drawn ahead by the data config's worker processes (`data.workers`)."""
+    def _prefetch(self, stream: Any, start: int, stopping: Any) -> Prefetched:
+        """The stream of steps start.. drawn ahead by the data config's worker processes (`data.workers`);
+        `stopping()` says whether the job was asked to stop (then a worker's end is no error)."""
         data, device = self.data_cfg, self.dist.device
         local_world = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
         workers = resolve_workers(getattr(data, "workers", 0), device, local_world)
@@ -348,7 +350,7 @@ class StageRunner:
         prefetch = getattr(data, "prefetch", 2)
         if workers and self.dist.main:
             log.info("%s: %d data worker(s) per rank, %d batch(es) ahead each", self.name, workers, prefetch)
-        return Prefetched(stream, start, self.steps, workers, prefetch, pin=device.type == "cuda")
+        return Prefetched(stream, start, self.steps, workers, prefetch, device.type == "cuda", stopping)
 
     def close(self) -> None:
         """Stop the stage's data workers, if any (after it ends, however it ends)."""
@@ -415,7 +417,9 @@ class StageRunner:
                 for m in self.models.values():
                     if isinstance(m, FSDPModule):
                         m.set_requires_gradient_sync(j == accum - 1)
-            with autocast(st.distributed, dist, self.sharded):
+            with autocast(
+                st.distributed, dist, self.sharded
+            ):  # (a pinned batch's copy ends by .item() below)
                 loss, micro_mets = self.objective(self.objective.collate(mb, dist.device))
             (loss * weights[j]).backward()
             loss_sum += loss.detach().float() * weights[j]
