@@ -74,9 +74,9 @@ checks that the grid after SOL_S is complete, free of conflicts and equal to the
 from __future__ import annotations
 
 import atexit
-import multiprocessing.util
 import hashlib
 import logging
+import multiprocessing.util
 import os
 import tempfile
 from collections.abc import Sequence
