@@ -83,40 +83,32 @@ def salt_engine_step_times(out: str, overrides: list[str]) -> list[float]:
     return [r["step_time_s"] for r in rows if "step_time_s" in r][1:]
 
 
-def salt_plain_step_times(out: str, overrides: list[str], steps: int, window: int) -> list[float]:
-    """The student's training as a bare PyTorch loop over the same modules, clips and masks: teacher forward
-    under no_grad, layer-normed targets, the encoder on each mask's context, predictor, L1, backward, clip,
-    AdamW. Seconds per step per window after the first."""
+def salt_plain_loss(obj, clips) -> torch.Tensor:
+    """The SALT student's loss as a bare loop computes it, from the objective's modules: the clips normalised,
+    the frozen teacher under no_grad, layer-normed targets, the encoder on each mask's context, predictor, L1."""
     from engine.objectives.jepa import MEAN, STD, gather
-    from engine.runtime.trainer import StageRunner
 
-    spec = load_spec(str(SALT), [*overrides, f"run.output={out}"])
-    stage = spec.stages["student"]
-    runner = StageRunner(spec, "student", stage, Dist())
-    runner.build()  # the same modules, init and stream (clips and masks) as the engine's run
-    obj, stream = runner.objective, runner.stream
-    encoder, predictor, teacher = obj.encoder, obj.predictor, obj.teacher
-    optim = build_optimizer(stage.optim, obj.trainable())
-    params = [p for m in obj.trainable().values() for p in m.parameters()]
     mean, std = torch.tensor(MEAN).view(1, -1, 1, 1, 1), torch.tensor(STD).view(1, -1, 1, 1, 1)
-    groups = len(stage.objective.masks.masks)
-    encoder.train()
-    predictor.train()
+    video = (torch.from_numpy(clips.video).float().div_(255.0) - mean) / std
+    masks = [(torch.from_numpy(clips.meta[f"context_{i}"]), torch.from_numpy(clips.meta[f"target_{i}"]))
+             for i in range(len(obj.cfg.masks.masks))]  # fmt: skip
+    with torch.no_grad():
+        h = obj.teacher(video)
+        targets = F.layer_norm(h, (h.shape[-1],))
+    zs = obj.encoder(video, keep=[context for context, _ in masks])
+    losses = [F.l1_loss(obj.predictor(z, context, target, i), gather(targets, target))
+              for i, ((context, target), z) in enumerate(zip(masks, zs, strict=True))]  # fmt: skip
+    return torch.stack(losses).mean()
+
+
+def plain_loop(stage, params: list, optim, loss_of, steps: int, window: int) -> list[float]:
+    """A bare training loop: schedule, `loss_of(step)`, backward, clip, AdamW; seconds per step per window of
+    `window` steps after the first."""
     times, t0 = [], time.perf_counter()
     for step in range(steps):
         for g in optim.param_groups:
             g["lr"] = stage.optim.lr * lr_factor(stage.schedule, step)
-        clips = stream.batch(step)
-        video = (torch.from_numpy(clips.video).float().div_(255.0) - mean) / std
-        masks = [(torch.from_numpy(clips.meta[f"context_{i}"]), torch.from_numpy(clips.meta[f"target_{i}"]))
-                 for i in range(groups)]  # fmt: skip
-        with torch.no_grad():
-            h = teacher(video)
-            targets = F.layer_norm(h, (h.shape[-1],))
-        zs = encoder(video, keep=[context for context, _ in masks])
-        losses = [F.l1_loss(predictor(z, context, target, i), gather(targets, target))
-                  for i, ((context, target), z) in enumerate(zip(masks, zs, strict=True))]  # fmt: skip
-        torch.stack(losses).mean().backward()
+        loss_of(step).backward()
         torch.nn.utils.clip_grad_norm_(params, stage.optim.grad_clip or float("inf"), foreach=True)
         optim.step()
         optim.zero_grad(set_to_none=True)
@@ -124,6 +116,33 @@ def salt_plain_step_times(out: str, overrides: list[str], steps: int, window: in
             times.append((time.perf_counter() - t0) / window)
             t0 = time.perf_counter()
     return times[1:]
+
+
+def salt_plain_step_times(out: str, overrides: list[str], steps: int, window: int) -> list[float]:
+    """The student's training as a bare PyTorch loop over the same modules, clips and masks (`salt_plain_loss`).
+    Seconds per step per window after the first."""
+    from engine.runtime.trainer import StageRunner
+
+    spec = load_spec(str(SALT), [*overrides, f"run.output={out}"])
+    stage = spec.stages["student"]
+    runner = StageRunner(spec, "student", stage, Dist())
+    runner.build()  # the same modules, init and stream (clips and masks) as the engine's run
+    obj, stream = runner.objective, runner.stream
+    optim = build_optimizer(stage.optim, obj.trainable())
+    params = [p for m in obj.trainable().values() for p in m.parameters()]
+    for m in obj.trainable().values():
+        m.train()
+    return plain_loop(
+        stage, params, optim, lambda step: salt_plain_loss(obj, stream.batch(step)), steps, window
+    )
+
+
+def next_token_loss(model, examples) -> torch.Tensor:
+    """Cross-entropy on the answer tokens, as a bare loop computes it (plus the MoE balance loss, if any)."""
+    tokens = torch.from_numpy(examples.tokens).long()
+    mask = torch.from_numpy(examples.loss_mask)[:, 1:]
+    logits, aux = model(tokens[:, :-1])
+    return F.cross_entropy(logits[mask], tokens[:, 1:][mask]) + aux["aux_loss"]
 
 
 def plain_step_times(spec_path: str, overrides: list[str], steps: int, window: int) -> list[float]:
@@ -135,24 +154,10 @@ def plain_step_times(spec_path: str, overrides: list[str], steps: int, window: i
     model = registry.build_model(stage.model, stage.vocab_size)
     optim = build_optimizer(stage.optim, {"model": model})
     stream = Stream(gen, spec.run.seed, name, 0, stage.batch.global_)
-    params = [p for p in model.parameters()]
-    times, t0 = [], time.perf_counter()
-    for step in range(steps):
-        for g in optim.param_groups:
-            g["lr"] = stage.optim.lr * lr_factor(stage.schedule, step)
-        ex = stream.batch(step)
-        tokens = torch.from_numpy(ex.tokens).long()
-        mask = torch.from_numpy(ex.loss_mask)[:, 1:]
-        logits, aux = model(tokens[:, :-1])
-        loss = F.cross_entropy(logits[mask], tokens[:, 1:][mask]) + aux["aux_loss"]
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, stage.optim.grad_clip or float("inf"), foreach=True)
-        optim.step()
-        optim.zero_grad(set_to_none=True)
-        if (step + 1) % window == 0:
-            times.append((time.perf_counter() - t0) / window)
-            t0 = time.perf_counter()
-    return times[1:]
+    params = list(model.parameters())
+    return plain_loop(
+        stage, params, optim, lambda step: next_token_loss(model, stream.batch(step)), steps, window
+    )
 
 
 # ----------------------------------------------------------------------------- step by step, interleaved
@@ -167,7 +172,6 @@ def interleaved(
     clip, AdamW) plus what its loop does around a step (schedule, counters, log window); the plain step is the
     bare loop's body over the same modules, stream and AdamW settings (a second optimizer of its own). Blocks
     alternate (which goes first flips each pair), so both see the same machine."""
-    from engine.objectives.jepa import MEAN, STD, gather
     from engine.runtime.signals import Preemption
     from engine.runtime.trainer import Counters, StageRunner, Window, weight_decay_at
 
@@ -186,9 +190,6 @@ def interleaved(
         raise SystemExit(
             f"--interleave times next-token and latent-prediction stages; {stage_name} is neither"
         )
-    if video_model:
-        mean, std = torch.tensor(MEAN).view(1, -1, 1, 1, 1), torch.tensor(STD).view(1, -1, 1, 1, 1)
-        groups = len(stage.objective.masks.masks)
 
     def engine_step(step: int) -> None:
         for g in runner.optim.param_groups:
@@ -205,22 +206,7 @@ def interleaved(
         for g in optim.param_groups:
             g["lr"] = stage.optim.lr * lr_factor(stage.schedule, step)
         batch = stream.batch(step)
-        if video_model:  # the SALT student: frozen teacher, encoder on each mask's context, predictor, L1
-            video = (torch.from_numpy(batch.video).float().div_(255.0) - mean) / std
-            masks = [(torch.from_numpy(batch.meta[f"context_{i}"]), torch.from_numpy(batch.meta[f"target_{i}"]))
-                     for i in range(groups)]  # fmt: skip
-            with torch.no_grad():
-                h = obj.teacher(video)
-                targets = F.layer_norm(h, (h.shape[-1],))
-            zs = obj.encoder(video, keep=[context for context, _ in masks])
-            losses = [F.l1_loss(obj.predictor(z, context, target, i), gather(targets, target))
-                      for i, ((context, target), z) in enumerate(zip(masks, zs, strict=True))]  # fmt: skip
-            loss = torch.stack(losses).mean()
-        else:  # next-token prediction on the answer tokens
-            tokens = torch.from_numpy(batch.tokens).long()
-            mask = torch.from_numpy(batch.loss_mask)[:, 1:]
-            logits, aux = obj.model(tokens[:, :-1])
-            loss = F.cross_entropy(logits[mask], tokens[:, 1:][mask]) + aux["aux_loss"]
+        loss = salt_plain_loss(obj, batch) if video_model else next_token_loss(obj.model, batch)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, stage.optim.grad_clip or float("inf"), foreach=True)
         optim.step()
