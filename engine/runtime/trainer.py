@@ -417,9 +417,8 @@ class StageRunner:
                 for m in self.models.values():
                     if isinstance(m, FSDPModule):
                         m.set_requires_gradient_sync(j == accum - 1)
-            with autocast(
-                st.distributed, dist, self.sharded
-            ):  # (a pinned batch's copy ends by .item() below)
+            # (a pinned batch's copy to the device has ended by the .item() below, before the batch is freed)
+            with autocast(st.distributed, dist, self.sharded):
                 loss, micro_mets = self.objective(self.objective.collate(mb, dist.device))
             (loss * weights[j]).backward()
             loss_sum += loss.detach().float() * weights[j]
