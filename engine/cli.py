@@ -541,11 +541,11 @@ def _describe_sweep(a: argparse.Namespace, sweep: SweepPlan) -> int:
 
 def _run_one(a: argparse.Namespace, argv: Sequence[str], spec: Spec, args: list[str], dist, work) -> int:
     """Take the run directory's lease, check it against the spec, run `work` and report; the exit status."""
-    from engine.data.loader import DataWorkerError
     from engine.plan import make_plan
     from engine.runtime import distributed
     from engine.runtime.checkpoint import write_json
     from engine.runtime.lease import LeaseError, take
+    from engine.runtime.loader import DataWorkerError
     from engine.runtime.rundir import RunDirConflict, check_output
     from engine.runtime.signals import Aborted
     from engine.runtime.trainer import LaunchError, NonFiniteLoss, Preempted, prepare

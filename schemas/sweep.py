@@ -230,17 +230,15 @@ def _namer(sweep: Sweep, axes: list[Axis], tree: Tree, issues: list[Issue]) -> C
     keys = [a.key for a in axes]
     by_suffix = _suffixes(keys)
     template = sweep.name
+
+    def name_issue(message: str) -> None:
+        issues.append(Issue(tree.value_at.get(("sweep", "name"), Where("?")), "sweep.name", message))
+
     if template is not None:
         unknown = [f for f, _ in _FIELD.findall(template) if f != "index" and f not in by_suffix]
         if unknown:
             names = ", ".join(["index", *sorted(by_suffix, key=len)[: 2 * len(keys)]])
-            issues.append(
-                Issue(
-                    tree.value_at.get(("sweep", "name"), Where("?")),
-                    "sweep.name",
-                    f"{{{unknown[0]}}} names no axis; use one of {names}",
-                )
-            )
+            name_issue(f"{{{unknown[0]}}} names no axis; use one of {names}")
             template = None
     for f, spec in _FIELD.findall(template or ""):
         shown = (
@@ -252,13 +250,7 @@ def _namer(sweep: Sweep, axes: list[Axis], tree: Tree, issues: list[Issue]) -> C
             try:
                 format(v, spec)
             except (ValueError, TypeError) as e:
-                issues.append(
-                    Issue(
-                        tree.value_at.get(("sweep", "name"), Where("?")),
-                        "sweep.name",
-                        f"{{{f}:{spec}}} cannot format {v!r}: {e}; drop the format or change it",
-                    )
-                )
+                name_issue(f"{{{f}:{spec}}} cannot format {v!r}: {e}; drop the format or change it")
                 template = None
                 break
 

@@ -1,20 +1,22 @@
-"""Data worker processes (`data.workers`, engine/data/loader.py): the batches and the trained weights are the ones
+"""Data worker processes (`data.workers`, engine/runtime/loader.py): the batches and the trained weights are the ones
 drawn inline, a worker's exception and a worker's death stop the run with a clear error, and the run resumes."""
 
 from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import time
 
 import numpy as np
 import pytest
 import torch
-from helpers import SPEC, TINY, train_in_process
+from helpers import REPO, SPEC, TINY, env, train_in_process
 
 from engine import registry
-from engine.data.loader import DataWorkerError, Prefetched, resolve_workers
 from engine.data.stream import Stream
+from engine.runtime.loader import DataWorkerError, Prefetched, resolve_workers
 from schemas import load_spec
 from schemas.data import SparseParity
 
@@ -191,3 +193,16 @@ def test_three_workers_train_the_same_weights_and_resume_after_a_dead_worker(tmp
     train_in_process(_tiny(tmp_path / "dies", 0))  # `workers` may change on resume
     resumed = _weights(tmp_path / "dies")
     assert all(torch.equal(inline[k], resumed[k]) for k in inline)
+
+
+def test_the_data_package_stays_free_of_torch() -> None:
+    # generators are numpy-only (docs/design.md); the workers' machinery lives in engine/runtime/loader.py
+    code = (
+        "import sys, pkgutil, importlib, engine.data\n"
+        "for m in pkgutil.iter_modules(engine.data.__path__): importlib.import_module('engine.data.' + m.name)\n"
+        "print(sorted(k for k in sys.modules if k == 'torch' or k.startswith('torch.')))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, env=env(), capture_output=True, text=True, check=True
+    )
+    assert out.stdout.strip() == "[]"

@@ -5,7 +5,7 @@ For each token spec in specs/ (or the ones given), the first stage's generator a
   consumed   examples/s of the engine's own training step (forward, backward, clip, AdamW) on that stage's
              global batch in one process with the machine's threads, fed batches drawn beforehand;
   ratio      generated / consumed: how many times over one core feeds the whole training step.
-Then the training loop as it runs, the stream drawing each step's batch (`data.workers`, engine/data/loader.py):
+Then the training loop as it runs, the stream drawing each step's batch (`data.workers`, engine/runtime/loader.py):
   fed w=0    examples/s of step + batch, the batch drawn in the training process;
   fed w=1    the same with one worker process drawing the batches ahead;
   fed w=N-1  with as many workers as the machine has cores less one (omitted when that is 1);
@@ -32,9 +32,9 @@ sys.path.insert(0, str(ROOT))
 import torch  # noqa: E402
 
 from engine import registry  # noqa: E402
-from engine.data.loader import Prefetched  # noqa: E402
 from engine.data.stream import counter_rng  # noqa: E402
 from engine.runtime.distributed import Dist  # noqa: E402
+from engine.runtime.loader import Prefetched  # noqa: E402
 from engine.runtime.signals import Preemption  # noqa: E402
 from engine.runtime.trainer import StageRunner  # noqa: E402
 from schemas import load_spec  # noqa: E402

@@ -142,6 +142,20 @@ def through_eos(completion: Sequence[int], eos: int) -> tuple[int, ...]:
     return out[: out.index(eos) + 1] if eos in out else out
 
 
+_WORKER: list[int | None] = [None]  # this process's data-worker number, set by the runtime in each worker
+
+
+def set_worker(index: int | None) -> None:
+    """Record that this process is data worker `index` of its rank (engine/runtime/loader.py calls it)."""
+    _WORKER[0] = index
+
+
+def worker() -> int | None:
+    """This process's data-worker number, or None in the training process: for generators that write files
+    of their own (one per process)."""
+    return _WORKER[0]
+
+
 def mix64(x: np.ndarray) -> np.ndarray:
     """splitmix64's finaliser: a bijective, well-mixed hash of uint64 values (wrapping arithmetic)."""
     z = x + np.uint64(0x9E3779B97F4A7C15)

@@ -54,7 +54,7 @@ import numpy as np
 
 from schemas.data import VideoFiles as VideoFilesConfig
 
-from .base import UnknownSplit
+from .base import UnknownSplit, worker
 from .stream import counter_rng
 from .video import Clip, Clips
 
@@ -492,13 +492,11 @@ class VideoFiles:
 
     def _retarget(self) -> None:
         """Point the list at this process's file (a forked data worker starts its own, from no bad files)."""
-        from torch.utils.data import get_worker_info
-
         stage_url, rank = self._report_at
         name = "bad_clips" if rank == 0 else f"bad_clips.rank{rank}"
-        worker = get_worker_info()
-        if worker is not None:
-            name += f".worker{worker.id}"
+        index = worker()
+        if index is not None:
+            name += f".worker{index}"
             self.bad, self.failures = {}, 0  # the parent's were its own to list
         self.report_url = f"{stage_url}/{name}.jsonl"
         fs, path = fsspec.core.url_to_fs(self.report_url)

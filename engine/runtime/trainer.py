@@ -17,9 +17,9 @@ from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_
 from torch.distributed.fsdp import FSDPModule
 
 from engine import registry
-from engine.data.loader import Prefetched, resolve_workers
 from engine.data.stream import Stream
 from engine.objectives.base import Objective
+from engine.runtime.loader import Prefetched, resolve_workers
 from schemas.spec import ProbeStage, Spec, TrainStage
 from schemas.training import AdamW, Schedule
 

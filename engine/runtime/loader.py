@@ -33,10 +33,12 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from engine.data.base import set_worker
+
 MAX_AUTO_WORKERS = 4  # `workers: auto` on CUDA: at most this many per rank (generation rarely needs more)
 PRELOAD = [
     "torch",
-    "engine.data.loader",
+    "engine.runtime.loader",
     "engine.registry",
 ]  # imported once by the fork server, not per worker
 
@@ -101,6 +103,11 @@ class _Steps(Dataset):
         return _Pinnable(step, self.stream.batch(step))
 
 
+def _init_worker(index: int) -> None:
+    """In each worker process: tell the data package which worker it is (generators that write files)."""
+    set_worker(index)
+
+
 def _as_is(item: Any) -> Any:
     """The DataLoader's collate: items are whole batches already."""
     return item
@@ -134,6 +141,7 @@ class Prefetched:
                 num_workers=workers,
                 prefetch_factor=prefetch,
                 collate_fn=_as_is,
+                worker_init_fn=_init_worker,
                 pin_memory=pin,
                 multiprocessing_context=_fork_server(),
             )
